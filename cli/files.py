@@ -1,0 +1,173 @@
+"""Reading and writing the files passed between stages: atomic writes, checked .npz files, provenance.
+
+An .npz written here holds plain numeric arrays plus ``meta``: a 0-d unicode array with a JSON object
+(``kind`` of file, tool version, command, options, seed, sha256 of each input file). It is always read
+with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from unlearn_core import __version__
+
+from .errors import InputError
+
+# kind -> {array name: (ndim, dtype kind letters)}; the arrays of one file that have dimensions share
+# their first one (samples, or units for a sensitivity file).
+SCHEMAS: dict[str, dict[str, tuple[int, str]]] = {
+    "scores": {"attribution": (2, "f"), "loss": (1, "f"), "margin": (1, "f"), "confidence": (1, "f"),
+               "predicted": (1, "iu"), "label": (1, "iu"), "index": (1, "iu")},
+    "partition": {"clean_prob": (1, "f"), "is_clean": (1, "b"), "label": (1, "iu"), "index": (1, "iu")},
+    "sensitivity": {"coefficient": (1, "f"), "rank": (1, "iu"), "rank_noisy": (1, "iu"), "r2": (0, "f"),
+                    "mean": (1, "f"), "std": (1, "f")},
+    "noise": {"labels": (1, "iu"), "true_labels": (1, "iu"), "is_noisy": (1, "b"), "index": (1, "iu")},
+}
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    A crash at any point leaves either the old file or none, never a half-written one.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a directory; expected an output file path")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(directory, "output directory does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(kind: str, options: dict, inputs: dict[str, str | Path | None], results: dict | None = None) -> dict:
+    """The ``meta`` record of an output: file kind, tool version, command, the options that shaped it,
+    the sha256 of each input file, and ``results`` derived while making it (not compared on re-runs)."""
+    return {
+        "kind": kind,
+        "results": results or {},
+        "tool": "denoise",
+        "version": __version__,
+        "command": sys.argv[1:2],
+        "options": options,
+        "inputs": {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in inputs.items() if p is not None},
+    }
+
+
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write ``arrays`` and ``meta`` (JSON) atomically as an uncompressed .npz at ``path``."""
+    payload = {name: np.asarray(value) for name, value in arrays.items()}
+    payload["meta"] = np.array(json.dumps(meta, sort_keys=True))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **payload)
+
+    atomic_write(path, write)
+
+
+def check_input_path(path: str | Path) -> Path:
+    """Return ``path`` as a Path if it is an existing regular file, else raise InputError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if not path.is_file():
+        raise InputError(path, "is not a regular file")
+    return path
+
+
+def load_npz(path: str | Path, kind: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Load a stage file of ``kind`` (a key of SCHEMAS) and check it; returns ``(arrays, meta)``.
+
+    Raises InputError naming the file if it is not an .npz, holds object arrays, is of another kind,
+    lacks an array, has the wrong shape or dtype, holds NaN/inf, or its arrays disagree in length.
+    """
+    path = check_input_path(path)
+    if not zipfile.is_zipfile(path):
+        raise InputError(path, "not a .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as exc:
+        problem = "contains object arrays, which are never loaded" if "allow_pickle" in str(exc) else str(exc)
+        raise InputError(path, problem) from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise InputError(path, f"unreadable .npz ({exc})") from None
+    meta = _read_meta(path, arrays.pop("meta", None))
+    if meta.get("kind") != kind:
+        found = meta.get("kind")
+        raise InputError(path, f"is a {found} file, not a {kind} file" if found else f"is not a denoise {kind} file")
+    _check_arrays(path, kind, arrays)
+    return arrays, meta
+
+
+def _read_meta(path: Path, raw) -> dict:
+    if raw is None or raw.dtype.kind != "U" or raw.ndim != 0:
+        return {}
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError:
+        raise InputError(path, "its meta entry is not valid JSON") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _check_arrays(path: Path, kind: str, arrays: dict[str, np.ndarray]) -> None:
+    lengths = set()
+    for name, (ndim, dtype_kinds) in SCHEMAS[kind].items():
+        if name not in arrays:
+            raise InputError(path, f"has no {name!r} array")
+        array = arrays[name]
+        if array.ndim != ndim:
+            raise InputError(path, f"array {name!r} has {array.ndim} dimensions, expected {ndim}")
+        if array.dtype.kind not in dtype_kinds:
+            raise InputError(path, f"array {name!r} has dtype {array.dtype}, expected {_dtype_words(dtype_kinds)}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InputError(path, f"array {name!r} contains NaN or infinite values")
+        if ndim >= 1:
+            lengths.add(len(array))
+    if len(lengths) > 1:
+        raise InputError(path, f"arrays disagree in length ({', '.join(map(str, sorted(lengths)))})")
+    if lengths == {0}:
+        raise InputError(path, "holds no entries")
+    if "index" in arrays and len(np.unique(arrays["index"])) != len(arrays["index"]):
+        raise InputError(path, "array 'index' has duplicate sample indices")
+
+
+def _dtype_words(kinds: str) -> str:
+    words = {"f": "float", "i": "integer", "u": "integer", "b": "bool"}
+    return " or ".join(dict.fromkeys(words[k] for k in kinds))
+
+
+def check_same_samples(path: str | Path, index: np.ndarray, other: str | Path, other_index: np.ndarray) -> None:
+    """Raise InputError unless two files describe the same samples in the same order."""
+    if len(index) != len(other_index):
+        raise InputError(path, f"covers {len(index)} samples but {other} covers {len(other_index)}")
+    if not np.array_equal(index, other_index):
+        raise InputError(path, f"covers other sample indices than {other}")

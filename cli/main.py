@@ -1,0 +1,277 @@
+"""The ``denoise`` command line: parse options, call a stage, print its summary (a rich table, or JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import stages
+from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
+from .pipeline import RunOptions, run as run_pipeline
+
+app = typer.Typer(help="Clean a classifier trained on noisy data without retraining it from scratch.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+stdout = Console()
+_state = {"debug": False}
+
+DATA_HELP = ("Data spec: digits, npz:FILE, fsdd:DIR, speechcommands:DIR, mnist:DIR, cifar10:DIR or imagefolder:DIR.")
+Data = typer.Option(..., "--data", help=DATA_HELP)
+Noise = typer.Option(None, "--noise", help="Noise file from `inject-noise`: its labels (and input noise) are used.")
+Model = typer.Option(..., "--model", help="Checkpoint (.safetensors) written by denoise.")
+Arch = typer.Option(None, "--arch", help="Confirm a user module:function architecture recorded in the checkpoint; "
+                                          "user code is imported only when named here.")
+Device = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+Json = typer.Option(False, "--json", help="Print one JSON object instead of a table.")
+Layer = typer.Option(None, "--layer", help="Layer spec: a module name (its output) or NAME:input. "
+                                           "Default: the input of the final classifier layer.")
+BatchSize = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass.")
+
+
+def emit(result: dict, as_json: bool, title: str) -> None:
+    """Print a stage summary: JSON on stdout, or a two-column rich table."""
+    if as_json:
+        print(json.dumps(result, default=float))
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value, default=float) if isinstance(value, (dict, list)) else _fmt(value))
+    stdout.print(table)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@app.callback()
+def main_options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+@app.command("inject-noise")
+def inject_noise(data: str = Data, kind: str = typer.Option(..., "--kind", help="symmetric, asymmetric, instance or "
+                                                                                   "input-gaussian."),
+                 rate: float = typer.Option(..., "--rate", help="Fraction of training samples to corrupt, in [0, 1]."),
+                 seed: int = typer.Option(0, "--seed"),
+                 sigma: float = typer.Option(4.5, "--sigma", help="Std of input-gaussian noise on normalized inputs."),
+                 out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
+    """Corrupt the labels (or inputs) of the train split and write noise.npz."""
+    emit(stages.inject_noise(data, kind, rate, seed, out, sigma), as_json, "inject-noise")
+
+
+def _json_option(text: str | None, flag: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{flag} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag} must be a JSON object")
+    return value
+
+
+@app.command()
+def train(data: str = Data, noise: Optional[Path] = Noise,
+          arch: str = typer.Option(..., "--arch", help="mlp, cnn, kws, resnet18-cifar, tv:NAME or module:function."),
+          arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help="JSON object of architecture arguments."),
+          epochs: int = typer.Option(..., "--epochs"), seed: int = typer.Option(0, "--seed"),
+          lr: float = typer.Option(1e-3, "--lr"), weight_decay: float = typer.Option(0.0, "--weight-decay"),
+          batch_size: int = typer.Option(64, "--batch-size", min=1),
+          save_every: int = typer.Option(0, "--save-every", min=0, help="Also keep OUT-epochK.safetensors every K epochs."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
+          out: Path = typer.Option(..., "--out"), device: str = Device, as_json: bool = Json) -> None:
+    """Train a model from scratch (on noisy labels with --noise)."""
+    result = stages.train(data, arch, epochs, out, noise=noise, arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"),
+                          seed=seed, lr=lr, weight_decay=weight_decay, batch_size=batch_size, save_every=save_every,
+                          resume=resume, device=device)
+    emit(result, as_json, "train")
+
+
+@app.command()
+def evaluate(model: Path = Model, data: str = Data, split: str = typer.Option("test", "--split"),
+             noise: Optional[Path] = Noise, batch_size: int = BatchSize, device: str = Device,
+             arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+    """Accuracy, macro precision/recall/F1 and top-3 accuracy on a split."""
+    emit(stages.evaluate(model, data, split, noise=noise, batch_size=batch_size, device=device, arch=arch),
+         as_json, "evaluate")
+
+
+@app.command()
+def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise, layer: Optional[str] = Layer,
+              target: str = typer.Option("label", "--target", help="label: the given label's logit; max: the top logit."),
+              split: str = typer.Option("train", "--split"), out: Path = typer.Option(..., "--out"),
+              batch_size: int = BatchSize, device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+    """Per-sample gradient x activation at a layer, with loss, margin and confidence: scores.npz."""
+    emit(stages.attribute(model, data, out, noise=noise, layer=layer, target=target, split=split,
+                          batch_size=batch_size, device=device, arch=arch), as_json, "attribute")
+
+
+@app.command()
+def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from `attribute`."),
+              per_class: bool = typer.Option(True, "--per-class/--global", help="One mixture per given label, or one."),
+              features: str = typer.Option("attribution,loss", "--features",
+                                           help="Comma list of attribution, loss, margin, confidence."),
+              dims: int = typer.Option(10, "--dims", min=1, help="Principal components kept of the attributions."),
+              truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: also report detection quality."),
+              seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
+    """Split samples into clean and noisy with a 2-component Gaussian mixture: partition.npz."""
+    emit(stages.partition(scores, out, per_class=per_class, features=features, truth=truth, dims=dims, seed=seed),
+         as_json, "partition")
+
+
+@app.command()
+def sensitivity(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
+                partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
+                layer: Optional[str] = Layer, out: Path = typer.Option(..., "--out"), batch_size: int = BatchSize,
+                device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+    """Regress the noisy indicator on a layer's standardized units: sensitivity.npz."""
+    emit(stages.sensitivity(model, data, partition_file, out, noise=noise, layer=layer, batch_size=batch_size,
+                            device=device, arch=arch), as_json, "sensitivity")
+
+
+@app.command()
+def prune(model: Path = Model,
+          sensitivity_file: Path = typer.Option(..., "--sensitivity", help="sensitivity.npz from `sensitivity`."),
+          ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of the layer's units to remove, in (0, 1)."),
+          count: Optional[int] = typer.Option(None, "--count", help="Number of units to remove."),
+          by: str = typer.Option("noisy", "--by", help="noisy: only units whose coefficient points toward noisy "
+                                                      "samples; abs: by |coefficient| (the paper)."),
+          force: bool = typer.Option(False, "--force", help="Prune even if the sensitivity was computed for another model."),
+          out: Path = typer.Option(..., "--out"), arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+    """Remove the most noise-sensitive units; the mask is kept in the checkpoint."""
+    emit(stages.prune(model, sensitivity_file, out, ratio=ratio, count=count, by=by, force=force, arch=arch),
+         as_json, "prune")
+
+
+@app.command()
+def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
+             partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
+             train: str = typer.Option("all", "--train", help="head: the final classifier layer only; all: every layer."),
+             epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
+             weight_decay: float = typer.Option(0.0, "--weight-decay"), batch_size: int = typer.Option(64, "--batch-size", min=1),
+             seed: int = typer.Option(0, "--seed"),
+             resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
+             out: Path = typer.Option(..., "--out"), device: str = Device, arch: Optional[str] = Arch,
+             as_json: bool = Json) -> None:
+    """Fine-tune on the clean samples only; pruned units stay removed."""
+    emit(stages.finetune(model, data, partition_file, out, noise=noise, train=train, epochs=epochs, lr=lr,
+                         weight_decay=weight_decay, batch_size=batch_size, seed=seed, resume=resume, device=device,
+                         arch=arch), as_json, "finetune")
+
+
+@app.command()
+def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
+        workdir: Path = typer.Option(..., "--workdir", help="Directory for every stage's output (round1/, round2/, ...)."),
+        rounds: int = typer.Option(3, "--rounds", min=1, help="Re-attribute with the fine-tuned model and partition again."),
+        layer: Optional[str] = Layer, target: str = typer.Option("label", "--target"),
+        per_class: bool = typer.Option(True, "--per-class/--global"),
+        features: str = typer.Option("attribution,loss", "--features"), dims: int = typer.Option(10, "--dims", min=1),
+        ratio: float = typer.Option(0.1, "--ratio", help="Fraction of units to prune each round; 0 turns pruning off."),
+        by: str = typer.Option("noisy", "--by"), train: str = typer.Option("all", "--train"),
+        epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
+        batch_size: int = typer.Option(64, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
+        truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
+        device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+    """The five stages in order, in rounds; stages whose outputs are up to date are skipped."""
+    if not 0 <= ratio < 1:
+        raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
+    options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
+                         prune_ratio=ratio or None, prune_by=by, train=train, epochs=epochs, lr=lr,
+                         batch_size=batch_size, seed=seed)
+    log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))
+    result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
+    emit(result if as_json else {"model": result["model"], "seconds": result["seconds"]}, as_json, "run")
+
+
+@app.command()
+def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep every file here (default: a temporary "
+                                                                          "directory, removed afterwards)."),
+         data: str = typer.Option("digits", "--data", help=DATA_HELP),
+         arch: Optional[str] = typer.Option(None, "--arch", help="Default: mlp for digits, kws for fsdd."),
+         rate: float = typer.Option(0.4, "--rate"), kind: str = typer.Option("symmetric", "--kind"),
+         epochs: int = typer.Option(300, "--epochs", help="Training epochs of the noisy and retrained models."),
+         seed: int = typer.Option(0, "--seed"), device: str = Device, as_json: bool = Json) -> None:
+    """Inject noise into a real data set, train on it, clean the model, and compare with retraining."""
+    import tempfile
+
+    from .demo import demo as run_demo
+
+    log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))
+    with tempfile.TemporaryDirectory(prefix="denoise-demo-") as scratch:
+        result = run_demo(workdir or Path(scratch), data=data, arch=arch, kind=kind, rate=rate, epochs=epochs,
+                          seed=seed, device=device, log=log)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{result['dataset']}: {rate:.0%} {kind} noise")
+    for column in ("method", "test accuracy", "seconds"):
+        table.add_column(column)
+    for row in result["rows"]:
+        table.add_row(row["name"], f"{row['test_accuracy']:.3f}", f"{row['seconds']:.1f}")
+    stdout.print(table)
+    stdout.print("detection: " + ", ".join(f"{k} {v:.3f}" for k, v in result["detection"].items()))
+
+
+@app.command()
+def inspect(file: Path = typer.Argument(..., help="A .safetensors checkpoint or a .npz stage file."),
+            as_json: bool = Json) -> None:
+    """What a checkpoint or .npz holds: architecture, layers, masks; keys, shapes, summary stats."""
+    from .inspect_file import describe
+
+    emit(describe(file), as_json, str(file))
+
+
+@app.command("import")
+def import_(arch: str = typer.Option(..., "--arch"),
+            weights: Path = typer.Option(..., "--weights", help="State dict: .safetensors, or .pt/.pth "
+                                                                "(read with torch.load(weights_only=True))."),
+            data: Optional[str] = typer.Option(None, "--data", help="Data the model is for (classes, input shape, "
+                                                                    "normalization)."),
+            input_shape: Optional[str] = typer.Option(None, "--input-shape", help="e.g. 3,32,32 (without --data)."),
+            num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Without --data."),
+            arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs"),
+            out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
+    """Bring plain weights in as a denoise checkpoint."""
+    shape = None
+    if input_shape:
+        try:
+            shape = [int(v) for v in input_shape.split(",")]
+        except ValueError:
+            raise UsageError(f"--input-shape must be comma-separated integers, not {input_shape!r}") from None
+    emit(stages.import_weights(arch, weights, out, data=data, input_shape=shape, num_classes=num_classes,
+                               arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs")), as_json, "import")
+
+
+def main() -> None:
+    """Console entry point: one-line errors and documented exit codes (see cli.errors)."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_RUNTIME)
+    except click.ClickException as exc:
+        print(f"denoise: {exc.format_message()}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except DenoiseError as exc:
+        _fail(exc, exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        _fail(exc, EXIT_RUNTIME, prefix=f"{type(exc).__name__}: ")
+
+
+def _fail(exc: Exception, code: int, prefix: str = "") -> None:
+    if _state["debug"]:
+        traceback.print_exc()
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"denoise: error: {prefix}{message}", file=sys.stderr)
+    sys.exit(code)

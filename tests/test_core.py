@@ -1,0 +1,162 @@
+"""unlearn_core: the method's pure functions."""
+
+import numpy as np
+import pytest
+import torch
+
+from unlearn_core import attribution as attr
+from unlearn_core.layers import LayerError, apply_unit_masks, classifier_name, default_layer, layer_hook
+from unlearn_core.models import ModelError, create_model
+from unlearn_core.noise import asymmetric_noise, gaussian_input_noise, instance_noise, symmetric_noise
+from unlearn_core.partition import clean_probability, detection_metrics
+from unlearn_core.pruning import prune_mask
+from unlearn_core.sensitivity import unit_sensitivity
+from unlearn_core.training import classification_metrics, epoch_order, make_optimizer, train_epoch
+
+
+def _model(arch, shape, seed=0):
+    torch.manual_seed(seed)
+    return create_model(arch, shape, 5).eval()
+
+
+@pytest.mark.parametrize("arch,shape,layer", [
+    ("mlp", (12,), "features.1"),          # a hidden Linear block's post-activation output
+    ("mlp", (12,), "features.2:input"),
+    ("cnn", (1, 8, 8), "features.2"),       # a Conv2d block's output: per-channel reduction
+    ("kws", (1, 8, 8), "features.7"),
+    ("resnet18-cifar", (3, 8, 8), "layer3"),
+])
+def test_batched_attribution_matches_per_class_loop(arch, shape, layer):
+    model = _model(arch, shape)
+    inputs = torch.randn(7, *shape)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1])
+    for target in (labels, "max"):
+        fast, logits = attr.gradient_x_activation(model, inputs, target, layer)
+        slow, slow_logits = attr.gradient_x_activation_loop(model, inputs, target, layer)
+        assert fast.shape == slow.shape and fast.shape[0] == 7
+        assert torch.allclose(fast, slow, atol=1e-6)
+        assert torch.allclose(logits, slow_logits)
+        assert (fast >= 0).all()
+
+
+def test_closed_form_head_matches_autograd():
+    model = _model("mlp", (12,))
+    inputs, labels = torch.randn(9, 12), torch.randint(0, 5, (9,))
+    head = default_layer(model)
+    assert head == "head:input"
+    fast, _ = attr.gradient_x_activation(model, inputs, labels, head)
+    slow, _ = attr.gradient_x_activation_loop(model, inputs, labels, head)
+    assert torch.allclose(fast, slow, atol=1e-6)
+
+
+def test_attribution_leaves_parameters_trainable():
+    model = _model("mlp", (12,))
+    attr.gradient_x_activation(model, torch.randn(3, 12), "max", "features.1")
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_reused_module_is_refused():
+    model = create_model("tv:resnet18", (3, 16, 16), 4).eval()
+    with pytest.raises(LayerError, match="more than once"):
+        attr.gradient_x_activation(model, torch.randn(2, 3, 16, 16), "max", "layer1.0.relu")
+    scores, _ = attr.gradient_x_activation(model, torch.randn(2, 3, 16, 16), "max", "layer3")
+    assert scores.shape == (2, 256)
+
+
+def test_unknown_layer_and_architecture():
+    model = _model("mlp", (12,))
+    with pytest.raises(LayerError, match="unknown layer"):
+        with layer_hook(model, "nope", lambda t: None):
+            pass
+    with pytest.raises(ModelError, match="unknown architecture"):
+        create_model("nope", (12,), 3)
+    with pytest.raises(ModelError, match="unknown torchvision"):
+        create_model("tv:nope", (3, 8, 8), 3)
+
+
+def test_masks_survive_training():
+    model = _model("cnn", (1, 8, 8))
+    keep = torch.ones(32, dtype=torch.bool)
+    keep[[0, 5, 9]] = False
+    apply_unit_masks(model, {"features.0": keep, f"{classifier_name(model)}:input": torch.arange(128) % 2 == 0})
+    optimizer, _ = make_optimizer(model, 3, lr=0.05)
+    batches = [(torch.randn(8, 1, 8, 8), torch.randint(0, 5, (8,))) for _ in range(4)]
+    for epoch in range(3):
+        train_epoch(model, optimizer, batches, seed=0, epoch=epoch)
+    activations, _ = attr.layer_activations(model.eval(), torch.randn(4, 1, 8, 8), "features.0")
+    assert (activations[:, ~keep] == 0).all()
+    assert (activations[:, keep] != 0).any()
+    head_input, _ = attr.layer_activations(model, torch.randn(4, 1, 8, 8), "head:input")
+    assert (head_input[:, 1::2] == 0).all()
+
+
+def _two_clusters(n=400, units=6, seed=0):
+    rng = np.random.default_rng(seed)
+    is_noisy = rng.random(n) < 0.3
+    attribution = np.abs(rng.normal(1.0, 0.3, (n, units)))
+    attribution[is_noisy] *= 3
+    loss = np.where(is_noisy, rng.gamma(4, 1.0, n), rng.gamma(1, 0.1, n))
+    labels = rng.integers(0, 2, n)
+    return {"attribution": attribution, "loss": loss}, labels, is_noisy
+
+
+@pytest.mark.parametrize("per_class", [True, False])
+def test_partition_finds_the_noisy_cluster_without_truth(per_class):
+    scores, labels, is_noisy = _two_clusters()
+    clean = clean_probability(scores, labels, per_class=per_class)
+    assert clean.shape == (400,) and ((0 <= clean) & (clean <= 1)).all()
+    metrics = detection_metrics(is_noisy, clean)
+    assert metrics["f1"] > 0.9 and metrics["auroc"] > 0.95
+
+
+def test_partition_rejects_unknown_features():
+    scores, labels, _ = _two_clusters()
+    with pytest.raises(ValueError, match="unknown partition features"):
+        clean_probability(scores, labels, features=("nope",))
+
+
+def test_sensitivity_finds_the_noise_unit():
+    rng = np.random.default_rng(1)
+    is_noisy = rng.random(500) < 0.4
+    units = rng.normal(size=(500, 8))
+    units[:, 3] += 2 * is_noisy
+    units[:, 6] -= 2 * is_noisy
+    units[:, 7] = 1.0  # constant
+    result = unit_sensitivity(units, is_noisy)
+    assert result["rank_noisy"][3] == 0 and result["coefficient"][6] < 0 and result["coefficient"][7] == 0
+    assert set(np.flatnonzero(result["rank"] < 2)) == {3, 6}
+    assert 0.3 < result["r2"] <= 1
+
+
+def test_prune_mask_by_sign_and_abs():
+    coefficient = np.array([0.5, -0.9, 0.1, 0.0, 0.3])
+    assert prune_mask(coefficient, count=2).tolist() == [False, True, True, True, False]
+    assert prune_mask(coefficient, count=2, by="abs").tolist() == [False, False, True, True, True]
+    assert prune_mask(coefficient, count=5).sum() == 2  # only the units pointing toward noisy
+    again = prune_mask(coefficient, count=1, keep=np.array([False, True, True, True, True]))
+    assert again.tolist() == [False, True, True, True, False]
+    with pytest.raises(ValueError):
+        prune_mask(coefficient, ratio=1.5)
+
+
+def test_noise_kinds_flip_exactly_the_rate():
+    labels = np.repeat(np.arange(4), 50)
+    noisy, flipped = symmetric_noise(labels, 4, 0.4, 0)
+    assert flipped.sum() == 80 and (noisy[flipped] != labels[flipped]).all()
+    noisy, flipped = asymmetric_noise(labels, 4, 0.2, 0)
+    assert flipped.sum() == 40 and (noisy[flipped] == (labels[flipped] + 1) % 4).all()
+    inputs = np.random.default_rng(0).normal(size=(200, 6))
+    noisy, flipped = instance_noise(labels, inputs, 4, 0.3, 0)
+    assert flipped.sum() == 60 and not np.array_equal(noisy, symmetric_noise(labels, 4, 0.3, 0)[0])
+    x = torch.zeros(5, 3)
+    mask = np.array([True, False, True, False, False])
+    once, twice = gaussian_input_noise(x, mask, 4.5, 1), gaussian_input_noise(x, mask, 4.5, 1)
+    assert torch.equal(once, twice) and (once[~mask] == 0).all() and (once[mask] != 0).all()
+
+
+def test_epoch_order_and_metrics():
+    assert torch.equal(epoch_order(10, 3, 2), epoch_order(10, 3, 2))
+    assert not torch.equal(epoch_order(10, 3, 2), epoch_order(10, 3, 1))
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 3.0, 2.0, 1.0], [0.0, 1.0, 2.0, 3.0]])
+    metrics = classification_metrics(logits, torch.tensor([0, 2, 0]))
+    assert metrics["accuracy"] == pytest.approx(1 / 3) and metrics["top3"] == pytest.approx(2 / 3)

@@ -1,0 +1,136 @@
+"""Per-sample layer attributions, in the manner of captum: one function per method, shared signatures.
+
+Every method is called as ``method(model, inputs, target, layer)``:
+
+* ``model``  an ``nn.Module`` in eval mode mapping ``(B, ...)`` inputs to ``(B, C)`` logits;
+* ``inputs`` a ``(B, ...)`` float tensor;
+* ``target`` a ``(B,)`` long tensor of classes, or ``"max"`` for each sample's highest logit;
+* ``layer``  a layer spec (see ``unlearn_core.layers``);
+
+and returns ``(attribution, logits)``: a ``(B, U)`` float tensor, one non-negative score per unit of
+the layer (a convolutional layer's scores are averaged over spatial positions, per channel), and the
+``(B, C)`` logits of the same forward pass.
+
+gradient x activation = | d logit_target / d a  *  a |, with ``a`` the layer's tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import classifier_name, layer_hook, pool_units, resolve_layer
+
+
+@contextlib.contextmanager
+def _parameters_frozen(model: nn.Module):
+    """Stop autograd from recording anything that depends only on parameters (no graph through the backbone)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _targets(logits: torch.Tensor, target) -> torch.Tensor:
+    if isinstance(target, str):
+        if target != "max":
+            raise ValueError(f"target must be a tensor of classes or 'max', not {target!r}")
+        return logits.argmax(1)
+    return target.to(logits.device)
+
+
+def layer_activations(model: nn.Module, inputs: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward pass only: the layer's units ``(B, U)`` (spatially averaged per channel) and the ``(B, C)`` logits."""
+    seen = {}
+
+    def keep(tensor):
+        seen["a"] = tensor
+
+    with torch.no_grad(), layer_hook(model, layer, keep):
+        logits = model(inputs)
+    return pool_units(seen["a"]).float(), logits.float()
+
+
+def _closed_form_head(model: nn.Module, inputs: torch.Tensor, target, layer: str):
+    """At the classifier's input, d logit_c / d a is row c of its weight: no backward pass at all."""
+    activations, logits = layer_activations(model, inputs, layer)
+    weight = dict(model.named_modules())[classifier_name(model)].weight
+    rows = weight.detach().float()[_targets(logits, target)]
+    return (rows * activations).abs(), logits
+
+
+def _leaf_forward(model: nn.Module, inputs: torch.Tensor, layer: str):
+    """Forward pass whose graph starts at the layer: returns ``(layer_leaf, logits)``."""
+    seen = {}
+
+    def swap(tensor):
+        seen["a"] = tensor.detach().requires_grad_(True)
+        return seen["a"]
+
+    with layer_hook(model, layer, swap):
+        logits = model(inputs)
+    return seen["a"], logits
+
+
+def _is_head_input(model: nn.Module, layer: str) -> bool:
+    module, at_input = resolve_layer(model, layer)
+    return at_input and isinstance(module, nn.Linear) and layer.partition(":")[0] == classifier_name(model)
+
+
+def gradient_x_activation(model: nn.Module, inputs: torch.Tensor, target, layer: str):
+    """Batched gradient x activation: ``(B, U)`` attributions and ``(B, C)`` logits.
+
+    At the classifier's input this is closed form (one forward pass). Elsewhere the backbone runs
+    without a graph and one vector-Jacobian product with one-hot cotangents gives every sample's
+    gradient of its target logit in a single backward call over the layers after ``layer``.
+    """
+    if _is_head_input(model, layer):
+        return _closed_form_head(model, inputs, target, layer)
+    with _parameters_frozen(model), torch.enable_grad():
+        leaf, logits = _leaf_forward(model, inputs, layer)
+        cotangent = F.one_hot(_targets(logits, target), logits.shape[1]).to(logits.dtype)
+        (grad,) = torch.autograd.grad(logits, leaf, grad_outputs=cotangent)
+    return pool_units((grad * leaf).abs().detach()).float(), logits.detach().float()
+
+
+def gradient_x_activation_loop(model: nn.Module, inputs: torch.Tensor, target, layer: str):
+    """Reference implementation, as the paper's code computes it: one backward call per class.
+
+    Same inputs and outputs as ``gradient_x_activation``; slow, kept for tests and benchmarks.
+    """
+    with _parameters_frozen(model), torch.enable_grad():
+        leaf, logits = _leaf_forward(model, inputs, layer)
+        targets = _targets(logits, target)
+        grad = torch.zeros_like(leaf)
+        for c in range(logits.shape[1]):
+            (grad_c,) = torch.autograd.grad(logits[:, c].sum(), leaf, retain_graph=True)
+            rows = targets == c
+            grad[rows] = grad_c[rows]
+    return pool_units((grad * leaf).abs().detach()).float(), logits.detach().float()
+
+
+def sample_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample statistics of ``(B, C)`` logits against ``(B,)`` given labels.
+
+    Returns ``(B,)`` tensors: ``loss`` (cross-entropy, nats), ``confidence`` (softmax probability of
+    the given label), ``margin`` (that probability minus the largest other one, in [-1, 1]) and
+    ``predicted`` (argmax class).
+    """
+    logits = logits.float()
+    labels = labels.to(logits.device)
+    probs = logits.softmax(1)
+    confidence = probs.gather(1, labels[:, None])[:, 0]
+    others = probs.scatter(1, labels[:, None], -1.0).max(1).values
+    return {
+        "loss": F.cross_entropy(logits, labels, reduction="none"),
+        "confidence": confidence,
+        "margin": confidence - others,
+        "predicted": logits.argmax(1),
+    }

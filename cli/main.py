@@ -8,7 +8,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-import click
+from typer._click import exceptions as click_exceptions  # typer vendors click; pinned in pyproject
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -254,11 +254,11 @@ def main() -> None:
     """Console entry point: one-line errors and documented exit codes (see cli.errors)."""
     try:
         app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(EXIT_RUNTIME)
-    except click.ClickException as exc:
+    except click_exceptions.ClickException as exc:
         print(f"denoise: {exc.format_message()}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except DenoiseError as exc:

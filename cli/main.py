@@ -250,6 +250,12 @@ def import_(arch: str = typer.Option(..., "--arch"),
                                arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs")), as_json, "import")
 
 
+bench_app = typer.Typer(help="Benchmarks that print numbers: `bench quality` (against baselines), `bench perf` "
+                             "(speed and memory).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+# Benchmark commands live in their own modules and are registered here:
+
+
 def main() -> None:
     """Console entry point: one-line errors and documented exit codes (see cli.errors)."""
     try:

@@ -20,14 +20,15 @@ from unlearn_core.layers import LayerError, apply_unit_masks, default_layer, res
 from unlearn_core.models import ModelError
 from unlearn_core.partition import FEATURE_KINDS, clean_probability, detection_metrics
 from unlearn_core.pruning import prune_mask
-from unlearn_core.sensitivity import unit_sensitivity
+from unlearn_core.sensitivity import UnitMoments
 from unlearn_core.training import classification_metrics, predict_logits
 
 from .checkpoint import (ModelInfo, is_user_arch, load_checkpoint, load_weights, read_metadata, read_tensors,
                          save_checkpoint)
 from .data import load_data
 from .errors import InputError, UsageError
-from .files import check_same_samples, file_sha256, load_npz, provenance, save_npz
+from .files import NpzStream, check_same_samples, file_sha256, load_npz, provenance, save_npz
+from .loader import autocast, device_batches
 from .runtime import StageData, batch_slices, load_stage_data, prepare, progress, resolve_device
 from .training_loop import finish, fit
 
@@ -98,6 +99,8 @@ def train(data: str, arch: str, epochs: int, out: Path, *, noise: Path | None = 
     model = _build(info, arch).to(dev)
     stage = prepare(dataset, info, noise)
     inputs, labels = stage.inputs, stage.labels
+    if len(torch.unique(labels)) < 2:
+        raise InputError(data, "the train split has a single class; a classifier needs at least two")
     options = {"data": data, "arch": arch, "arch_kwargs": info.arch_kwargs, "epochs": epochs, "seed": seed, "lr": lr,
                "weight_decay": weight_decay, "batch_size": batch_size}
     meta = provenance("checkpoint", options, {"noise": noise})
@@ -140,14 +143,17 @@ def _layer(model, spec: str | None, source: str) -> str:
 
 def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, layer: str | None = None,
               target: str = "label", split: str = "train", batch_size: int = 256, device: str = "auto",
-              arch: str | None = None, reuse: bool = False) -> dict:
+              arch: str | None = None, dtype: str = "float32", precision: str = "fp32", reuse: bool = False) -> dict:
     """Per-sample gradient x activation at a layer, plus loss, margin, confidence and predicted class.
 
+    dtype: float32 or float16 storage of the attributions. precision: fp32, or bf16/fp16 autocast.
     reuse: return without work if ``out`` was already made with the same options and inputs.
     """
     if target not in ("label", "max"):
         raise UsageError(f"--target must be label or max, not {target!r}")
-    options = {"data": data, "split": split, "layer": layer, "target": target}
+    if dtype not in SCORE_DTYPES:
+        raise UsageError(f"--dtype must be float32 or float16, not {dtype!r}")
+    options = {"data": data, "split": split, "layer": layer, "target": target, "dtype": dtype, "precision": precision}
     inputs = {"model": model, "noise": noise}
     if reuse and is_current(out, "scores", options, inputs):
         return _skipped(out)
@@ -156,31 +162,44 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
     stage = load_stage_data(data, split, checkpoint.info, noise)
     resolved = _layer(checkpoint.model, layer, str(model))
     started = time.perf_counter()
-    scores = score_samples(checkpoint.model, stage, resolved, target, batch_size, dev)
+    with NpzStream(out, len(stage.labels)) as stream:
+        units = score_samples(checkpoint.model, stage, resolved, target, batch_size, dev, stream, dtype=dtype,
+                              precision=precision)
+        stream.finish({"label": stage.labels.numpy(), "index": stage.index},
+                      provenance("scores", options, inputs, {"layer": resolved}))
     seconds = time.perf_counter() - started
-    save_npz(out, scores, provenance("scores", options, inputs, {"layer": resolved}))
-    return {"out": str(out), "layer": resolved, "samples": len(stage.labels), "units": scores["attribution"].shape[1],
-            "seconds": seconds}
+    return {"out": str(out), "layer": resolved, "samples": len(stage.labels), "units": units, "seconds": seconds}
 
 
-def score_samples(model, stage: StageData, layer: str, target: str, batch_size: int, device) -> dict[str, np.ndarray]:
-    """Attribution and per-sample statistics for every sample of ``stage``, batch by batch."""
-    parts: dict[str, list] = {}
+SCORE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def score_samples(model, stage: StageData, layer: str, target: str, batch_size: int, device, stream: NpzStream, *,
+                  dtype: str = "float32", precision: str = "fp32") -> int:
+    """Score every sample of ``stage`` batch by batch, writing each batch to ``stream`` as it is made.
+
+    Streams ``attribution`` (N, U) in ``dtype`` (float16 saturates at its largest finite value),
+    ``loss``, ``confidence``, ``margin`` (N,) float32 and ``predicted`` (N,) int64; returns U.
+    """
+    units = 0
     with progress("attribute", len(stage.labels)) as advance:
-        for s in batch_slices(len(stage.labels), batch_size):
-            inputs, labels = stage.inputs[s].to(device), stage.labels[s].to(device)
+        for s, inputs in device_batches(stage.inputs, batch_size, device):
+            labels = stage.labels[s].to(device, non_blocking=True)
             try:
-                scores, logits = attr.gradient_x_activation(model, inputs, labels if target == "label" else "max", layer)
+                with autocast(device, precision):
+                    scores, logits = attr.gradient_x_activation(model, inputs, labels if target == "label" else "max",
+                                                                layer)
             except LayerError as exc:
                 raise InputError(layer, str(exc)) from None
-            batch = {"attribution": scores, **attr.sample_statistics(logits, labels)}
-            for name, value in batch.items():
-                parts.setdefault(name, []).append(value.cpu().numpy())
+            scores = scores.float().cpu().numpy()
+            if dtype == "float16":
+                scores = np.minimum(scores, np.finfo(np.float16).max)
+            stream.write("attribution", s.start, scores.astype(SCORE_DTYPES[dtype]))
+            for name, value in attr.sample_statistics(logits, labels).items():
+                stream.write(name, s.start, value.cpu().numpy())
+            units = scores.shape[1]
             advance(len(labels))
-    arrays = {name: np.concatenate(values) for name, values in parts.items()}
-    arrays["attribution"] = arrays["attribution"].astype(np.float32)
-    arrays["label"], arrays["index"] = stage.labels.numpy(), stage.index
-    return arrays
+    return units
 
 
 def partition(scores: Path, out: Path, *, per_class: bool = True, features: str = "attribution,loss",
@@ -213,21 +232,27 @@ def _partition_for(path: Path, stage: StageData, data: str) -> dict[str, np.ndar
     return arrays
 
 
-def layer_units(model, stage: StageData, layer: str, batch_size: int, device) -> np.ndarray:
-    """(N, U) post-activation units at ``layer`` (channels averaged over space) for every sample."""
-    chunks = []
+def layer_moments(model, stage: StageData, layer: str, is_noisy: np.ndarray, batch_size: int, device, *,
+                  precision: str = "fp32") -> UnitMoments:
+    """Moments of the units at ``layer`` (channels averaged over space) and the (N,) noisy indicator.
+
+    One batch at a time: the (N, U) activations are never held, so memory does not grow with N.
+    """
+    moments = UnitMoments()
     with progress("activations", len(stage.labels)) as advance:
-        for s in batch_slices(len(stage.labels), batch_size):
-            chunks.append(attr.layer_activations(model, stage.inputs[s].to(device), layer)[0].cpu().numpy())
+        for s, inputs in device_batches(stage.inputs, batch_size, device):
+            with autocast(device, precision):
+                units = attr.layer_activations(model, inputs, layer)[0]
+            moments.update(units.float().cpu().numpy(), is_noisy[s])
             advance(s.stop - s.start)
-    return np.concatenate(chunks)
+    return moments
 
 
 def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, noise: Path | None = None,
                 layer: str | None = None, batch_size: int = 256, device: str = "auto", arch: str | None = None,
-                reuse: bool = False) -> dict:
+                precision: str = "fp32", reuse: bool = False) -> dict:
     """Regress the partition's noisy indicator on a layer's standardized units; writes coefficients and ranks."""
-    options = {"data": data, "layer": layer}
+    options = {"data": data, "layer": layer, "precision": precision}
     inputs = {"model": model, "partition": partition_file, "noise": noise}
     if reuse and is_current(out, "sensitivity", options, inputs):
         return _skipped(out)
@@ -236,10 +261,10 @@ def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, nois
     stage = load_stage_data(data, "train", checkpoint.info, noise)
     split = _partition_for(partition_file, stage, data)
     resolved = _layer(checkpoint.model, layer, str(model))
-    units = layer_units(checkpoint.model, stage, resolved, batch_size, dev)
-    result = unit_sensitivity(units, ~split["is_clean"])
+    moments = layer_moments(checkpoint.model, stage, resolved, ~split["is_clean"], batch_size, dev, precision=precision)
+    result = moments.solve()
     save_npz(out, result, provenance("sensitivity", options, inputs, {"layer": resolved}))
-    return {"out": str(out), "layer": resolved, "units": units.shape[1], "r2": float(result["r2"]),
+    return {"out": str(out), "layer": resolved, "units": len(result["coefficient"]), "r2": float(result["r2"]),
             "toward_noisy": int((result["coefficient"] > 0).sum())}
 
 

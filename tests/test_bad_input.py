@@ -1,0 +1,226 @@
+"""A corpus of malformed inputs, each run through the CLI: non-zero exit, one-line error naming the file,
+no traceback, no output file (and no temporary file) left behind."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """Consistent files from a tiny run: noise, model, scores, partition, sensitivity."""
+    from cli import stages
+
+    folder = tmp_path_factory.mktemp("good")
+    data = f"npz:{TINY}"
+    files = {name: folder / name for name in ("noise.npz", "model.safetensors", "scores.npz", "partition.npz",
+                                               "sensitivity.npz")}
+    stages.inject_noise(data, "symmetric", 0.3, 0, files["noise.npz"])
+    stages.train(data, "mlp", 2, files["model.safetensors"], noise=files["noise.npz"], device="cpu")
+    stages.attribute(files["model.safetensors"], data, files["scores.npz"], noise=files["noise.npz"], device="cpu")
+    stages.partition(files["scores.npz"], files["partition.npz"])
+    stages.sensitivity(files["model.safetensors"], data, files["partition.npz"], files["sensitivity.npz"],
+                       noise=files["noise.npz"], device="cpu")
+    return folder
+
+
+def _arrays(path):
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def _rewrite_npz(source, target, **changes):
+    arrays = {**_arrays(source), **changes}
+    np.savez(target, **{k: v for k, v in arrays.items() if v is not None})
+    return target
+
+
+def _rewrite_safetensors(source, target, change):
+    with safe_open(source, "pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        metadata = handle.metadata()
+    change(tensors)
+    save_file(tensors, target, metadata=metadata)
+    return target
+
+
+def _object_npz(target):
+    np.savez(target, x=np.array([{"a": 1}, None], dtype=object), y=np.array([0, 1]))
+    return target
+
+
+def _data_npz(target, x, y, **extra):
+    np.savez(target, x=x, y=y, **extra)
+    return f"npz:{target}"
+
+
+def _fsdd_with_bad_wav(folder):
+    recordings = folder / "recordings"
+    recordings.mkdir()
+    (recordings / "3_jackson_7.wav").write_bytes(b"RIFF\x00\x00garbage, not audio")
+    return f"fsdd:{recordings}"
+
+
+def _mnist_truncated(folder):
+    root = folder / "mnist"
+    root.mkdir()
+    header = np.array([0x00000803, 10, 28, 28], ">u4").tobytes()
+    (root / "train-images-idx3-ubyte").write_bytes(header + bytes(100))
+    (root / "train-labels-idx1-ubyte").write_bytes(np.array([0x00000801, 10], ">u4").tobytes() + bytes(10))
+    return f"mnist:{root}"
+
+
+def _truncated(source, target, keep=0.5):
+    raw = source.read_bytes()
+    target.write_bytes(raw[: int(len(raw) * keep)])
+    return target
+
+
+# Each case: (id, build(good, tmp) -> argv using OUT for the output path, what the message must mention)
+CASES = [
+    ("missing model", lambda g, t: ["evaluate", "--model", t / "nope.safetensors", "--data", f"npz:{TINY}"],
+     "nope.safetensors"),
+    ("model is a directory", lambda g, t: ["attribute", "--model", t, "--data", f"npz:{TINY}", "--out", "OUT"],
+     "not a regular file"),
+    ("garbage safetensors", lambda g, t: ["attribute", "--model", _garbage(t / "g.safetensors"), "--data",
+                                          f"npz:{TINY}", "--out", "OUT"], "g.safetensors"),
+    ("truncated safetensors", lambda g, t: ["finetune", "--model", _truncated(g / "model.safetensors",
+                                            t / "cut.safetensors"), "--data", f"npz:{TINY}", "--partition",
+                                            g / "partition.npz", "--out", "OUT"], "cut.safetensors"),
+    ("missing tensor", lambda g, t: ["evaluate", "--model", _rewrite_safetensors(
+        g / "model.safetensors", t / "m.safetensors", lambda d: d.pop("head.weight")), "--data", f"npz:{TINY}"],
+     "head.weight"),
+    ("extra tensor", lambda g, t: ["evaluate", "--model", _rewrite_safetensors(
+        g / "model.safetensors", t / "m.safetensors", lambda d: d.update(extra=torch.zeros(2))), "--data",
+        f"npz:{TINY}"], "extra"),
+    ("wrong dtype", lambda g, t: ["evaluate", "--model", _rewrite_safetensors(
+        g / "model.safetensors", t / "m.safetensors", lambda d: d.update({"head.weight": d["head.weight"].double()})),
+        "--data", f"npz:{TINY}"], "dtype"),
+    ("wrong shape", lambda g, t: ["evaluate", "--model", _rewrite_safetensors(
+        g / "model.safetensors", t / "m.safetensors", lambda d: d.update({"head.bias": torch.zeros(7)})),
+        "--data", f"npz:{TINY}"], "shape"),
+    ("NaN weight", lambda g, t: ["evaluate", "--model", _rewrite_safetensors(
+        g / "model.safetensors", t / "m.safetensors", lambda d: d["head.bias"].fill_(float("nan"))),
+        "--data", f"npz:{TINY}"], "head.bias"),
+    ("plain state dict", lambda g, t: ["evaluate", "--model", _plain(t / "plain.safetensors"), "--data",
+                                       f"npz:{TINY}"], "denoise import"),
+    ("NaN loss in scores", lambda g, t: ["partition", "--scores", _rewrite_npz(
+        g / "scores.npz", t / "s.npz", loss=np.full(150, np.nan)), "--out", "OUT"], "NaN"),
+    ("inf attribution", lambda g, t: ["partition", "--scores", _rewrite_npz(
+        g / "scores.npz", t / "s.npz", attribution=np.full((150, 128), np.inf, np.float32)), "--out", "OUT"],
+     "attribution"),
+    ("object-array scores", lambda g, t: ["partition", "--scores", _object_npz(t / "o.npz"), "--out", "OUT"],
+     "object"),
+    ("object-array data", lambda g, t: ["train", "--data", f"npz:{_object_npz(t / 'o.npz')}", "--arch", "mlp",
+                                        "--epochs", "1", "--out", "OUT"], "o.npz"),
+    ("mismatched N in scores", lambda g, t: ["partition", "--scores", _rewrite_npz(
+        g / "scores.npz", t / "s.npz", loss=np.zeros(10, np.float32)), "--out", "OUT"], "length"),
+    ("duplicate indices", lambda g, t: ["partition", "--scores", _rewrite_npz(
+        g / "scores.npz", t / "s.npz", index=np.zeros(150, np.int64)), "--out", "OUT"], "duplicate"),
+    ("wrong kind of npz", lambda g, t: ["partition", "--scores", g / "sensitivity.npz", "--out", "OUT"],
+     "not a scores file"),
+    ("text file as npz", lambda g, t: ["partition", "--scores", _text(t / "s.npz"), "--out", "OUT"], "s.npz"),
+    ("truncated npz", lambda g, t: ["partition", "--scores", _truncated(g / "scores.npz", t / "cut.npz", 0.7),
+                                    "--out", "OUT"], "cut.npz"),
+    ("directory as scores", lambda g, t: ["partition", "--scores", t, "--out", "OUT"], "not a regular file"),
+    ("partition of other samples", lambda g, t: ["finetune", "--model", g / "model.safetensors", "--data",
+                                                 f"npz:{TINY}", "--partition", _rewrite_npz(
+        g / "partition.npz", t / "p.npz", **_cut(g / "partition.npz", 100)), "--out", "OUT"], "p.npz"),
+    ("labels out of range for the model", lambda g, t: ["evaluate", "--model", g / "model.safetensors", "--data",
+        _data_npz(t / "d.npz", np.zeros((6, 1, 8, 8), np.float32), np.array([0, 1, 2, 3, 4, 5]))], "classes"),
+    ("negative labels", lambda g, t: ["train", "--data", _data_npz(t / "d.npz", np.zeros((4, 3), np.float32),
+                                      np.array([0, -1, 1, 0])), "--arch", "mlp", "--epochs", "1", "--out", "OUT"],
+     "negative"),
+    ("noise labels out of range", lambda g, t: ["train", "--data", f"npz:{TINY}", "--noise", _rewrite_npz(
+        g / "noise.npz", t / "n.npz", labels=np.full(150, 9)), "--arch", "mlp", "--epochs", "1", "--out", "OUT"],
+     "out of range"),
+    ("noise for another data set", lambda g, t: ["train", "--data", "digits", "--noise", g / "noise.npz", "--arch",
+                                                 "mlp", "--epochs", "1", "--out", "OUT"], "noise.npz"),
+    ("empty data set", lambda g, t: ["train", "--data", _data_npz(t / "d.npz", np.zeros((0, 3), np.float32),
+                                     np.zeros(0, np.int64)), "--arch", "mlp", "--epochs", "1", "--out", "OUT"],
+     "no samples"),
+    ("one-class data", lambda g, t: ["train", "--data", _data_npz(t / "d.npz", np.ones((8, 3), np.float32),
+                                     np.zeros(8, np.int64)), "--arch", "mlp", "--epochs", "1", "--out", "OUT"],
+     "class"),
+    ("input shape differs from the model", lambda g, t: ["evaluate", "--model", g / "model.safetensors", "--data",
+        _data_npz(t / "d.npz", np.zeros((4, 1, 4, 4), np.float32), np.array([0, 1, 2, 0]))], "shape"),
+    ("data npz without y", lambda g, t: ["train", "--data", f"npz:{_no_y(t / 'd.npz')}", "--arch", "mlp",
+                                         "--epochs", "1", "--out", "OUT"], "'y'"),
+    ("unknown layer", lambda g, t: ["attribute", "--model", g / "model.safetensors", "--data", f"npz:{TINY}",
+                                    "--layer", "features.99", "--out", "OUT"], "features.99"),
+    ("unknown architecture", lambda g, t: ["train", "--data", f"npz:{TINY}", "--arch", "resnet9000", "--epochs", "1",
+                                           "--out", "OUT"], "resnet9000"),
+    ("ratio above 1", lambda g, t: ["prune", "--model", g / "model.safetensors", "--sensitivity",
+                                    g / "sensitivity.npz", "--ratio", "1.5", "--out", "OUT"], "--ratio"),
+    ("ratio of 0", lambda g, t: ["prune", "--model", g / "model.safetensors", "--sensitivity",
+                                 g / "sensitivity.npz", "--ratio", "0", "--out", "OUT"], "--ratio"),
+    ("sensitivity for another model", lambda g, t: ["prune", "--model", _rewrite_safetensors(
+        g / "model.safetensors", t / "other.safetensors", lambda d: d["head.bias"].add_(1)), "--sensitivity",
+        g / "sensitivity.npz", "--ratio", "0.1", "--out", "OUT"], "another model"),
+    ("unreadable wav", lambda g, t: ["train", "--data", _fsdd_with_bad_wav(t), "--arch", "kws", "--epochs", "1",
+                                     "--out", "OUT"], "3_jackson_7.wav"),
+    ("truncated IDX file", lambda g, t: ["train", "--data", _mnist_truncated(t), "--arch", "cnn", "--epochs", "1",
+                                         "--out", "OUT"], "train-images-idx3-ubyte"),
+    ("missing data directory", lambda g, t: ["train", "--data", f"fsdd:{t / 'nowhere'}", "--arch", "kws",
+                                             "--epochs", "1", "--out", "OUT"], "nowhere"),
+    ("unknown data spec", lambda g, t: ["train", "--data", "imagenet:/x", "--arch", "mlp", "--epochs", "1",
+                                        "--out", "OUT"], "imagenet"),
+    ("bad --arch-kwargs", lambda g, t: ["train", "--data", f"npz:{TINY}", "--arch", "mlp", "--arch-kwargs", "{oops",
+                                        "--epochs", "1", "--out", "OUT"], "--arch-kwargs"),
+    ("output directory missing", lambda g, t: ["partition", "--scores", g / "scores.npz", "--out",
+                                               t / "no" / "dir" / "p.npz"], "does not exist"),
+]
+
+
+def _garbage(path):
+    path.write_bytes(b"\x13\x00\x00\x00\x00\x00\x00\x00{not json}" + bytes(40))
+    return path
+
+
+def _plain(path):
+    save_file({"w": torch.zeros(3)}, path)
+    return path
+
+
+def _text(path):
+    path.write_text("hello")
+    return path
+
+
+def _no_y(path):
+    np.savez(path, x=np.zeros((3, 2), np.float32))
+    return path
+
+
+def _cut(path, n):
+    return {name: value[:n] for name, value in _arrays(path).items() if name != "meta"}
+
+
+def test_the_corpus_is_big_enough():
+    assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("build,mention", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_fails_cleanly(denoise, good, tmp_path, build, mention):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out_dir = tmp_path / "outputs"
+    out_dir.mkdir()
+    out = out_dir / "result.out"
+    argv = [str(out) if a == "OUT" else a for a in build(good, scratch)]
+    before = sorted(p.name for p in good.iterdir())
+    result = denoise(*argv)
+    assert result.code != 0
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err and lines[0].startswith("denoise:")
+    assert mention in lines[0], lines[0]
+    assert list(out_dir.iterdir()) == [], "an output (or temporary) file was left behind"
+    assert sorted(p.name for p in good.iterdir()) == before

@@ -1,0 +1,173 @@
+"""Every stage alone, from the files another stage wrote, through the `denoise` command line."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from cli.checkpoint import load_checkpoint, read_metadata
+from unlearn_core.attribution import layer_activations
+from conftest import FSDD, TINY, requires_fsdd
+
+
+def _ok(result):
+    assert result.code == 0, result.err
+    return result.json if result.out.lstrip().startswith("{") else result.out
+
+
+def five_stages(denoise, tmp_path, data, arch, layer, *, epochs=40, arch_kwargs=None, extra_arch=()):
+    """inject-noise -> train -> attribute -> partition -> sensitivity -> prune -> finetune -> evaluate, one by one."""
+    noise, model = tmp_path / "noise.npz", tmp_path / "noisy.safetensors"
+    _ok(denoise("inject-noise", "--data", data, "--kind", "symmetric", "--rate", 0.3, "--seed", 1, "--out", noise,
+                "--json"))
+    train_args = ["--arch-kwargs", json.dumps(arch_kwargs)] if arch_kwargs else []
+    trained = _ok(denoise("train", "--data", data, "--noise", noise, "--arch", arch, *train_args, "--epochs", epochs,
+                          "--out", model, "--json"))
+    layer_args = ["--layer", layer] if layer else []
+    scores = _ok(denoise("attribute", "--model", model, "--data", data, "--noise", noise, *layer_args, *extra_arch,
+                         "--out", tmp_path / "scores.npz", "--json"))
+    split = _ok(denoise("partition", "--scores", tmp_path / "scores.npz", "--truth", noise,
+                        "--out", tmp_path / "partition.npz", "--json"))
+    sens = _ok(denoise("sensitivity", "--model", model, "--data", data, "--noise", noise, *layer_args, *extra_arch,
+                       "--partition", tmp_path / "partition.npz", "--out", tmp_path / "sensitivity.npz", "--json"))
+    pruned = _ok(denoise("prune", "--model", model, "--sensitivity", tmp_path / "sensitivity.npz", "--count", 2,
+                         "--by", "abs", *extra_arch, "--out", tmp_path / "pruned.safetensors", "--json"))
+    tuned = _ok(denoise("finetune", "--model", tmp_path / "pruned.safetensors", "--data", data, "--noise", noise,
+                        "--partition", tmp_path / "partition.npz", "--epochs", 3, *extra_arch,
+                        "--out", tmp_path / "clean.safetensors", "--json"))
+    evaluated = _ok(denoise("evaluate", "--model", tmp_path / "clean.safetensors", "--data", data, *extra_arch,
+                            "--json"))
+    return dict(trained=trained, scores=scores, split=split, sens=sens, pruned=pruned, tuned=tuned,
+                evaluated=evaluated)
+
+
+def check_outputs(tmp_path, results, layer_kind):
+    """The files hold what the next stage needs, and the pruned units stay removed after fine-tuning.
+
+    ``layer_kind``: the module type at the layer; a Linear or Conv2d layer must also have its weights zeroed.
+    """
+    with np.load(tmp_path / "scores.npz", allow_pickle=False) as scores:
+        n, units = scores["attribution"].shape
+        assert units == results["scores"]["units"] and (scores["attribution"] >= 0).all()
+        for name in ("loss", "margin", "confidence", "predicted", "label", "index"):
+            assert scores[name].shape == (n,)
+    with np.load(tmp_path / "partition.npz", allow_pickle=False) as split:
+        assert split["clean_prob"].shape == (n,) and ((split["clean_prob"] >= 0) & (split["clean_prob"] <= 1)).all()
+    assert set(results["split"]["detection"]) == {"precision", "recall", "f1", "auroc"}
+    with np.load(tmp_path / "sensitivity.npz", allow_pickle=False) as sens:
+        assert sens["coefficient"].shape == (results["sens"]["units"],)
+    assert results["pruned"]["removed"] == 2
+    layer = results["pruned"]["layer"]
+    masks = read_metadata(tmp_path / "clean.safetensors")["masks"]
+    assert len(masks[layer]["removed"]) == 2
+    checkpoint = load_checkpoint(tmp_path / "clean.safetensors", allow_arch=results.get("arch"))
+    removed = torch.as_tensor(masks[layer]["removed"])
+    units, _ = layer_activations(checkpoint.model.eval(), torch.randn(16, *checkpoint.info.input_shape), layer)
+    assert torch.count_nonzero(units[:, removed]) == 0, "a pruned unit is active after fine-tuning"
+    module = dict(checkpoint.model.named_modules())[layer.partition(":")[0]]
+    assert isinstance(module, layer_kind)
+    if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):  # the parameters that make or read the units are zero
+        weight = module.weight.detach()
+        gone = weight[:, removed] if layer.endswith(":input") else weight[removed]
+        assert torch.count_nonzero(gone) == 0, "fine-tuning revived pruned units"
+    assert 0 <= results["evaluated"]["accuracy"] <= 1
+
+
+def test_digits_mlp_at_a_hidden_linear_layer(denoise, tmp_path):
+    results = five_stages(denoise, tmp_path, "digits", "mlp", "features.2", epochs=15)
+    check_outputs(tmp_path, results, torch.nn.ReLU)
+
+
+def test_digits_mlp_at_the_default_head_input(denoise, tmp_path):
+    results = five_stages(denoise, tmp_path, "digits", "mlp", None, epochs=15)
+    assert results["scores"]["layer"] == "head:input"
+    check_outputs(tmp_path, results, torch.nn.Linear)
+
+
+def test_npz_fixture_cnn_at_a_conv_layer(denoise, tmp_path):
+    results = five_stages(denoise, tmp_path, f"npz:{TINY}", "cnn", "features.4", arch_kwargs={"width": 8})
+    assert results["scores"]["units"] == 16  # one score per channel of the second Conv2d (2 x width)
+    check_outputs(tmp_path, results, torch.nn.Conv2d)
+
+
+@pytest.mark.slow
+def test_torchvision_resnet18_on_the_tiny_fixture(denoise, tmp_path):
+    results = five_stages(denoise, tmp_path, f"npz:{TINY}", "tv:resnet18", "layer4.1.conv2", epochs=2)
+    check_outputs(tmp_path, results, torch.nn.Conv2d)
+
+
+def test_user_factory_goes_through_the_five_stages(denoise, tmp_path):
+    arch = "user_models:tiny_convnet"
+    results = five_stages(denoise, tmp_path, f"npz:{TINY}", arch, "0", extra_arch=("--arch", arch))
+    results["arch"] = arch
+    check_outputs(tmp_path, results, torch.nn.Conv2d)
+
+
+def test_user_factory_is_not_imported_unless_named(denoise, tmp_path):
+    model = tmp_path / "m.safetensors"
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "user_models:tiny_convnet", "--epochs", 1, "--out", model,
+                "--json"))
+    refused = denoise("evaluate", "--model", model, "--data", f"npz:{TINY}")
+    assert refused.code == 2 and "--arch user_models:tiny_convnet" in refused.err
+
+
+@pytest.mark.slow
+@requires_fsdd()
+def test_fsdd_kws_stages_at_a_conv_layer(denoise, tmp_path):
+    results = five_stages(denoise, tmp_path, f"fsdd:{FSDD}", "kws", "features.8", epochs=2,
+                          arch_kwargs={"width": 8, "hidden": 16})
+    check_outputs(tmp_path, results, torch.nn.Conv2d)
+
+
+def test_run_chains_the_stages_in_rounds(denoise, tmp_path):
+    noise, model = tmp_path / "noise.npz", tmp_path / "noisy.safetensors"
+    _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "asymmetric", "--rate", 0.3, "--out", noise, "--json"))
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--noise", noise, "--arch", "mlp", "--epochs", 30, "--out", model,
+                "--json"))
+    result = _ok(denoise("run", "--model", model, "--data", f"npz:{TINY}", "--noise", noise, "--truth", noise,
+                         "--workdir", tmp_path / "work", "--rounds", 2, "--epochs", 3, "--json"))
+    assert [r["round"] for r in result["rounds"]] == [1, 2]
+    for r in (1, 2):
+        for name in ("scores.npz", "partition.npz", "sensitivity.npz", "pruned.safetensors", "clean.safetensors"):
+            assert (tmp_path / "work" / f"round{r}" / name).is_file()
+    assert result["model"].endswith("round2/clean.safetensors")
+    second_round = result["rounds"][1]["attribute"]
+    assert not second_round.get("skipped")
+
+
+def test_inspect_describes_checkpoints_and_npz(denoise, tmp_path):
+    model = tmp_path / "m.safetensors"
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 1, "--out", model, "--json"))
+    described = _ok(denoise("inspect", model, "--json"))
+    assert described["arch"] == "mlp" and "head" in json.dumps(described)
+    _ok(denoise("attribute", "--model", model, "--data", f"npz:{TINY}", "--out", tmp_path / "s.npz"))
+    scores = _ok(denoise("inspect", tmp_path / "s.npz", "--json"))
+    assert "attribution" in json.dumps(scores)
+
+
+def test_import_plain_weights(denoise, tmp_path):
+    from safetensors.torch import save_file
+
+    from unlearn_core.models import create_model
+
+    torch.manual_seed(3)
+    net = create_model("mlp", (1, 8, 8), 3)
+    save_file(net.state_dict(), tmp_path / "plain.safetensors")
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    for weights in ("plain.safetensors", "plain.pt"):
+        out = tmp_path / f"{weights}.imported.safetensors"
+        _ok(denoise("import", "--arch", "mlp", "--weights", tmp_path / weights, "--data", f"npz:{TINY}",
+                    "--out", out, "--json"))
+        with safe_open(out, "pt") as f:
+            assert torch.equal(f.get_tensor("head.weight"), net.state_dict()["head.weight"])
+    _ok(denoise("evaluate", "--model", out, "--data", f"npz:{TINY}", "--json"))
+
+
+def test_evaluate_reports_the_documented_metrics(denoise, tmp_path):
+    model = tmp_path / "m.safetensors"
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 20, "--out", model))
+    metrics = _ok(denoise("evaluate", "--model", model, "--data", f"npz:{TINY}", "--split", "test", "--json"))
+    assert {"accuracy", "precision", "recall", "f1", "top3"} <= set(metrics)
+    assert metrics["samples"] == 30 and metrics["accuracy"] > 0.5

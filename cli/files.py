@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -148,7 +149,7 @@ def _check_arrays(path: Path, kind: str, arrays: dict[str, np.ndarray]) -> None:
             raise InputError(path, f"array {name!r} has {array.ndim} dimensions, expected {ndim}")
         if array.dtype.kind not in dtype_kinds:
             raise InputError(path, f"array {name!r} has dtype {array.dtype}, expected {_dtype_words(dtype_kinds)}")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
+        if array.dtype.kind == "f" and not _all_finite(array):
             raise InputError(path, f"array {name!r} contains NaN or infinite values")
         if ndim >= 1:
             lengths.add(len(array))
@@ -158,6 +159,13 @@ def _check_arrays(path: Path, kind: str, arrays: dict[str, np.ndarray]) -> None:
         raise InputError(path, "holds no entries")
     if "index" in arrays and len(np.unique(arrays["index"])) != len(arrays["index"]):
         raise InputError(path, "array 'index' has duplicate sample indices")
+
+
+def _all_finite(array: np.ndarray, rows: int = 1 << 16) -> bool:
+    """``np.isfinite(array).all()`` in blocks of rows, so no full-size temporary is made."""
+    if array.ndim == 0:
+        return bool(np.isfinite(array))
+    return all(np.isfinite(array[start:start + rows]).all() for start in range(0, len(array), rows))
 
 
 def _dtype_words(kinds: str) -> str:
@@ -171,3 +179,78 @@ def check_same_samples(path: str | Path, index: np.ndarray, other: str | Path, o
         raise InputError(path, f"covers {len(index)} samples but {other} covers {len(other_index)}")
     if not np.array_equal(index, other_index):
         raise InputError(path, f"covers other sample indices than {other}")
+
+
+class NpzStream:
+    """An .npz written in row blocks, so that none of its large arrays is ever held whole in memory.
+
+    Each streamed array goes to its own .npy file in a temporary directory beside ``path``; ``finish``
+    copies them, with small in-memory arrays and ``meta``, into an uncompressed .npz (read like any
+    ``save_npz`` file, with ``allow_pickle=False``) and renames it over ``path`` atomically. Use it as a
+    context manager: the temporary directory is removed on exit, finished or not.
+    """
+
+    def __init__(self, path: str | Path, rows: int):
+        self.path, self.rows = Path(path), rows
+        self._dir: Path | None = None
+        self._arrays: dict[str, dict] = {}  # name -> {"handle", "file", "offset", "row_bytes", "dtype", "shape", "written"}
+
+    def __enter__(self) -> "NpzStream":
+        directory = self.path.parent if str(self.path.parent) else Path(".")
+        if not directory.is_dir():
+            raise InputError(directory, "output directory does not exist")
+        self._dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=directory))
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for entry in self._arrays.values():
+            entry["handle"].close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def write(self, name: str, start: int, block: np.ndarray) -> None:
+        """Store ``block`` (B, ...) as rows ``start:start+B`` of the (rows, ...) array ``name``.
+
+        The first block of a name fixes the array's dtype and trailing shape; later blocks are cast to it.
+        """
+        block = np.asarray(block)
+        entry = self._arrays.get(name) or self._create(name, block)
+        if block.shape[1:] != entry["shape"][1:] or not 0 <= start <= self.rows - len(block):
+            raise ValueError(f"block of shape {block.shape} at row {start} does not fit array {name!r} {entry['shape']}")
+        data = np.ascontiguousarray(block, dtype=entry["dtype"])
+        entry["handle"].seek(entry["offset"] + start * entry["row_bytes"])
+        entry["handle"].write(data.data)
+        entry["written"] += len(block)
+
+    def _create(self, name: str, block: np.ndarray) -> dict:
+        shape = (self.rows, *block.shape[1:])
+        file = self._dir / f"{name}.npy"
+        handle = open(file, "w+b")
+        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(block.dtype),
+                                                      "fortran_order": False, "shape": shape})
+        offset = handle.tell()
+        row_bytes = block.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        handle.truncate(offset + self.rows * row_bytes)
+        entry = {"handle": handle, "file": file, "offset": offset, "row_bytes": row_bytes, "dtype": block.dtype,
+                 "shape": shape, "written": 0}
+        self._arrays[name] = entry
+        return entry
+
+    def finish(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Write the .npz: every streamed array (each must have received exactly ``rows`` rows), ``arrays`` and ``meta``."""
+        for name, entry in self._arrays.items():
+            if entry["written"] != self.rows:
+                raise ValueError(f"array {name!r} received {entry['written']} of {self.rows} rows")
+            entry["handle"].flush()
+        small = {name: np.asarray(value) for name, value in arrays.items()}
+        small["meta"] = np.array(json.dumps(meta, sort_keys=True))
+
+        def write(tmp: Path) -> None:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name, entry in self._arrays.items():
+                    with open(entry["file"], "rb") as source, archive.open(f"{name}.npy", "w", force_zip64=True) as target:
+                        shutil.copyfileobj(source, target, 1 << 20)
+                for name, value in small.items():
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as target:
+                        np.lib.format.write_array(target, value, allow_pickle=False)
+
+        atomic_write(self.path, write)

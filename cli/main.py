@@ -33,6 +33,8 @@ Json = typer.Option(False, "--json", help="Print one JSON object instead of a ta
 Layer = typer.Option(None, "--layer", help="Layer spec: a module name (its output) or NAME:input. "
                                            "Default: the input of the final classifier layer.")
 BatchSize = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass.")
+Precision = typer.Option("fp32", "--precision", help="Forward passes in fp32, or under bf16/fp16 autocast "
+                                                     "(see the README's performance section for the deviation).")
 
 
 def emit(result: dict, as_json: bool, title: str) -> None:
@@ -108,10 +110,13 @@ def evaluate(model: Path = Model, data: str = Data, split: str = typer.Option("t
 def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise, layer: Optional[str] = Layer,
               target: str = typer.Option("label", "--target", help="label: the given label's logit; max: the top logit."),
               split: str = typer.Option("train", "--split"), out: Path = typer.Option(..., "--out"),
-              batch_size: int = BatchSize, device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+              batch_size: int = BatchSize, device: str = Device, arch: Optional[str] = Arch,
+              dtype: str = typer.Option("float32", "--dtype", help="Storage of the attributions: float32 or float16."),
+              precision: str = Precision, as_json: bool = Json) -> None:
     """Per-sample gradient x activation at a layer, with loss, margin and confidence: scores.npz."""
     emit(stages.attribute(model, data, out, noise=noise, layer=layer, target=target, split=split,
-                          batch_size=batch_size, device=device, arch=arch), as_json, "attribute")
+                          batch_size=batch_size, device=device, arch=arch, dtype=dtype, precision=precision),
+         as_json, "attribute")
 
 
 @app.command()
@@ -131,10 +136,11 @@ def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from
 def sensitivity(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                 partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
                 layer: Optional[str] = Layer, out: Path = typer.Option(..., "--out"), batch_size: int = BatchSize,
-                device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+                device: str = Device, arch: Optional[str] = Arch, precision: str = Precision,
+                as_json: bool = Json) -> None:
     """Regress the noisy indicator on a layer's standardized units: sensitivity.npz."""
     emit(stages.sensitivity(model, data, partition_file, out, noise=noise, layer=layer, batch_size=batch_size,
-                            device=device, arch=arch), as_json, "sensitivity")
+                            device=device, arch=arch, precision=precision), as_json, "sensitivity")
 
 
 @app.command()

@@ -5,6 +5,69 @@ from __future__ import annotations
 import numpy as np
 
 
+class UnitMoments:
+    """Running means and co-moments of a layer's units and the noisy indicator, merged block by block.
+
+    ``update`` takes one block of samples at a time (Chan et al.'s pairwise merge, float64), so the
+    regression of ``unit_sensitivity`` needs O(U^2) memory however many samples there are.
+    """
+
+    def __init__(self):
+        self.n = 0
+        self.mean_x = self.mean_y = self.cxx = self.cxy = None
+        self.syy = 0.0
+
+    def update(self, activations: np.ndarray, is_noisy: np.ndarray) -> "UnitMoments":
+        """Add a block: ``activations`` (B, U) unit values, ``is_noisy`` (B,) bool or {0, 1}. Returns self."""
+        x = np.asarray(activations, dtype=np.float64)
+        y = np.asarray(is_noisy, dtype=np.float64)
+        if x.ndim != 2 or y.shape != (x.shape[0],) or (self.cxx is not None and x.shape[1] != len(self.mean_x)):
+            raise ValueError(f"activations {x.shape} and is_noisy {y.shape} do not match")
+        m = len(y)
+        if m == 0:
+            return self
+        mean_x, mean_y = x.mean(0), y.mean()
+        dx, dy = x - mean_x, y - mean_y
+        cxx, cxy, syy = dx.T @ dx, dx.T @ dy, float(dy @ dy)
+        if self.n == 0:
+            self.mean_x, self.mean_y, self.cxx, self.cxy, self.syy = mean_x, mean_y, cxx, cxy, syy
+        else:
+            total = self.n + m
+            delta_x, delta_y = mean_x - self.mean_x, mean_y - self.mean_y
+            scale = self.n * m / total
+            self.cxx += cxx + scale * np.outer(delta_x, delta_x)
+            self.cxy += cxy + scale * delta_x * delta_y
+            self.syy += syy + scale * delta_y * delta_y
+            self.mean_x = self.mean_x + delta_x * m / total
+            self.mean_y = self.mean_y + delta_y * m / total
+        self.n += m
+        return self
+
+    def solve(self, ridge: float = 1e-3) -> dict[str, np.ndarray]:
+        """The regression of ``unit_sensitivity`` from the moments gathered so far."""
+        if self.n == 0:
+            raise ValueError("no samples to regress on")
+        n = self.n
+        std = np.sqrt(np.maximum(np.diag(self.cxx), 0.0) / n)
+        live = std > 1e-12
+        scale = std[live]
+        gram = self.cxx[np.ix_(live, live)] / np.outer(scale, scale)
+        moment = self.cxy[live] / scale
+        beta = np.linalg.solve(gram + ridge * n * np.eye(len(scale)), moment) if live.any() else np.zeros(0)
+        coefficient = np.zeros(len(std))
+        coefficient[live] = beta
+        residual = self.syy - 2 * float(beta @ moment) + float(beta @ gram @ beta)
+        r2 = 1.0 - residual / self.syy if self.syy > 0 else 0.0
+        return {
+            "coefficient": coefficient,
+            "rank": _positions(-np.abs(coefficient)),
+            "rank_noisy": _positions(-coefficient),
+            "r2": np.float64(r2),
+            "mean": self.mean_x.copy(),
+            "std": std,
+        }
+
+
 def unit_sensitivity(activations: np.ndarray, is_noisy: np.ndarray, ridge: float = 1e-3) -> dict[str, np.ndarray]:
     """Regress ``is_noisy`` on the standardized units of a layer.
 
@@ -14,32 +77,9 @@ def unit_sensitivity(activations: np.ndarray, is_noisy: np.ndarray, ridge: float
     Returns ``coefficient`` (U,) (positive: the unit is larger on noisy samples; a constant unit gets 0),
     ``rank`` (U,) position by |coefficient| (0 = largest), ``rank_noisy`` (U,) position by signed
     coefficient (0 = most toward noisy), ``r2`` () fraction of the indicator's variance explained,
-    and the per-unit ``mean`` and ``std`` (U,) used to standardize.
+    and the per-unit ``mean`` and ``std`` (U,) used to standardize. Same as ``UnitMoments`` fed in one block.
     """
-    x = np.asarray(activations, dtype=np.float64)
-    y = np.asarray(is_noisy, dtype=np.float64)
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"activations {x.shape} and is_noisy {y.shape} do not match")
-    mean, std = x.mean(0), x.std(0)
-    live = std > 1e-12
-    z = (x[:, live] - mean[live]) / std[live]
-    target = y - y.mean()
-    n = len(y)
-    gram = z.T @ z + ridge * n * np.eye(z.shape[1])
-    beta = np.linalg.solve(gram, z.T @ target) if z.shape[1] else np.zeros(0)
-    coefficient = np.zeros(x.shape[1])
-    coefficient[live] = beta
-    residual = target - z @ beta
-    total = float(target @ target)
-    r2 = 1.0 - float(residual @ residual) / total if total > 0 else 0.0
-    return {
-        "coefficient": coefficient,
-        "rank": _positions(-np.abs(coefficient)),
-        "rank_noisy": _positions(-coefficient),
-        "r2": np.float64(r2),
-        "mean": mean,
-        "std": std,
-    }
+    return UnitMoments().update(activations, is_noisy).solve(ridge)
 
 
 def _positions(key: np.ndarray) -> np.ndarray:

@@ -287,3 +287,7 @@ def _fail(exc: Exception, code: int, prefix: str = "") -> None:
     message = " ".join(str(exc).split()) or type(exc).__name__
     print(f"denoise: error: {prefix}{message}", file=sys.stderr)
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

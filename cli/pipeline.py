@@ -70,7 +70,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
         current = folder / "clean.safetensors"
         summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise, train=options.train,
                                               epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
-                                              seed=options.seed + r, **common)
+                                              seed=options.seed + r, resume=True, **common)
         for name, result in summary.items():
             if name != "round":
                 log(f"round {r}: {name} {'up to date' if result.get('skipped') else 'done'}")

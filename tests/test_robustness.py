@@ -1,0 +1,199 @@
+"""Trustworthy in CI jobs: resume after SIGKILL, skip up-to-date stages, byte-identical re-runs, fuzzed readers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors import safe_open
+
+from cli.checkpoint import load_checkpoint
+from cli.errors import InputError
+from cli.files import load_npz
+from conftest import FIXTURES, ROOT, TINY
+
+
+def _cli(*args, **kwargs):
+    """Run the real console script in a subprocess."""
+    return subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(FIXTURES)}, **kwargs)
+
+
+def _tensors(path):
+    with safe_open(path, "pt") as handle:
+        return {name: handle.get_tensor(name) for name in handle.keys()}
+
+
+@pytest.fixture(scope="module")
+def noisy_digits(tmp_path_factory):
+    """A noise file, a model trained on it and a partition, on digits."""
+    from cli import stages
+
+    folder = tmp_path_factory.mktemp("digits")
+    stages.inject_noise("digits", "symmetric", 0.4, 0, folder / "noise.npz")
+    stages.train("digits", "mlp", 20, folder / "noisy.safetensors", noise=folder / "noise.npz", device="cpu")
+    stages.attribute(folder / "noisy.safetensors", "digits", folder / "scores.npz", noise=folder / "noise.npz",
+                     device="cpu")
+    stages.partition(folder / "scores.npz", folder / "partition.npz")
+    return folder
+
+
+@pytest.mark.slow
+def test_finetune_resumes_after_sigkill_with_identical_weights(noisy_digits, tmp_path):
+    common = ["finetune", "--model", noisy_digits / "noisy.safetensors", "--data", "digits", "--noise",
+              noisy_digits / "noise.npz", "--partition", noisy_digits / "partition.npz", "--epochs", 25,
+              "--batch-size", 16, "--seed", 3, "--device", "cpu"]
+    reference = tmp_path / "reference.safetensors"
+    assert _cli(*common, "--out", reference).wait(timeout=600) == 0
+
+    out = tmp_path / "killed.safetensors"
+    state = tmp_path / "killed.safetensors.resume.safetensors"
+    process = _cli(*common, "--out", out)
+    deadline = time.monotonic() + 600
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # well inside a later epoch
+    assert process.poll() is None, "finetune ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists() and state.exists()
+
+    resumed = _cli(*common, "--out", out, "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    assert not state.exists()
+    final, expected = _tensors(out), _tensors(reference)
+    assert final.keys() == expected.keys()
+    assert all(torch.equal(final[k], expected[k]) for k in final)
+
+
+def _run(denoise, folder, workdir, *extra):
+    result = denoise("run", "--model", folder / "noisy.safetensors", "--data", "digits", "--noise",
+                     folder / "noise.npz", "--workdir", workdir, "--rounds", 1, "--epochs", 2, "--json", *extra)
+    assert result.code == 0, result.err
+    summary = result.json["rounds"][0]
+    return {stage: bool(out.get("skipped")) for stage, out in summary.items() if stage != "round"}
+
+
+def test_run_skips_up_to_date_stages_and_reruns_exactly_what_changed(denoise, noisy_digits, tmp_path):
+    work = tmp_path / "work"
+    first = _run(denoise, noisy_digits, work)
+    assert not any(first.values())
+    assert all(_run(denoise, noisy_digits, work).values()), "a second identical run redid work"
+    assert _run(denoise, noisy_digits, work, "--ratio", 0.2) == {
+        "attribute": True, "partition": True, "sensitivity": True, "prune": False, "finetune": False}
+    assert _run(denoise, noisy_digits, work, "--ratio", 0.2, "--epochs", 3) == {
+        "attribute": True, "partition": True, "sensitivity": True, "prune": True, "finetune": False}
+    assert _run(denoise, noisy_digits, work, "--ratio", 0.2, "--epochs", 3, "--dims", 5) == {
+        "attribute": True, "partition": False, "sensitivity": False, "prune": False, "finetune": False}
+
+
+def test_same_command_and_seed_give_byte_identical_outputs(denoise, noisy_digits, tmp_path):
+    commands = {
+        "model.safetensors": ["train", "--data", "digits", "--noise", noisy_digits / "noise.npz", "--arch", "mlp",
+                              "--epochs", 2, "--seed", 5],
+        "scores.npz": ["attribute", "--model", noisy_digits / "noisy.safetensors", "--data", "digits", "--noise",
+                       noisy_digits / "noise.npz", "--layer", "features.2"],
+        "partition.npz": ["partition", "--scores", noisy_digits / "scores.npz"],
+    }
+    for name, args in commands.items():
+        out = tmp_path / name
+        contents = []
+        for _ in range(2):
+            assert denoise(*args, "--out", out).code == 0
+            contents.append(out.read_bytes())
+            time.sleep(1.1)  # a timestamp in the file would now differ
+        assert contents[0] == contents[1], f"{name} differs between two identical runs"
+
+
+def _mutations(data: bytes):
+    """Truncations, byte flips and splices of a valid file."""
+    return st.one_of(
+        st.integers(0, len(data)).map(lambda n: data[:n]),
+        st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), min_size=1, max_size=8).map(
+            lambda flips: _flip(data, flips)),
+        st.binary(max_size=256).map(lambda junk: junk + data[len(junk):]),
+        st.binary(max_size=512),
+    )
+
+
+def _flip(data: bytes, flips):
+    raw = bytearray(data)
+    for position, value in flips:
+        raw[position] = value
+    return bytes(raw)
+
+
+@pytest.fixture(scope="module")
+def valid_files(noisy_digits):
+    return {"scores": (noisy_digits / "scores.npz").read_bytes(),
+            "checkpoint": (noisy_digits / "noisy.safetensors").read_bytes()[:6000]}
+
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                         HealthCheck.too_slow])
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_npz_files_load_or_fail_cleanly(valid_files, tmp_path, data):
+    path = tmp_path / "fuzzed.npz"
+    path.write_bytes(data.draw(_mutations(valid_files["scores"])))
+    try:
+        arrays, meta = load_npz(path, "scores")
+    except InputError as exc:
+        assert str(exc).startswith(str(path))
+    else:
+        assert len({len(v) for v in arrays.values() if v.ndim}) == 1 and isinstance(meta, dict)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_checkpoints_load_or_fail_cleanly(noisy_digits, tmp_path, data):
+    valid = (noisy_digits / "noisy.safetensors").read_bytes()
+    path = tmp_path / "fuzzed.safetensors"
+    path.write_bytes(data.draw(_mutations(valid)))
+    try:
+        checkpoint = load_checkpoint(path)
+    except InputError as exc:
+        assert str(exc).startswith(str(path))
+    else:
+        assert all(torch.isfinite(p).all() for p in checkpoint.model.parameters())
+
+
+def test_npz_object_arrays_are_never_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.npz"
+    np.savez(path, attribution=np.array([_Boom(str(marker))], dtype=object))
+    with pytest.raises(InputError, match="object"):
+        load_npz(path, "scores")
+    assert not marker.exists()
+
+
+class _Boom:
+    """Unpickling this would create a file: proof that nothing was unpickled if the file is absent."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_exit_codes_and_one_line_errors_from_the_real_process(tmp_path):
+    usage = _cli("prune", "--model", "m", "--sensitivity", "s", "--ratio", "2", "--out", tmp_path / "o")
+    _, err = usage.communicate(timeout=120)
+    assert usage.returncode == 1 and len(err.strip().splitlines()) == 1
+    bad = _cli("partition", "--scores", TINY, "--out", tmp_path / "p.npz")
+    _, err = bad.communicate(timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in err and str(TINY) in err
+    assert not (tmp_path / "p.npz").exists()
+    debug = _cli("--debug", "partition", "--scores", TINY, "--out", tmp_path / "p.npz")
+    _, err = debug.communicate(timeout=120)
+    assert debug.returncode == 2 and "Traceback" in err

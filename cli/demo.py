@@ -41,7 +41,7 @@ def demo(workdir: Path, *, data: str = "digits", arch: str | None = None, kind: 
         return result
 
     recipe = {"noise": noise, "epochs": epochs, "device": device}
-    timed("noisy", lambda: stages.train(data, arch, out=noisy, seed=seed, **recipe))
+    fitted = timed("noisy", lambda: stages.train(data, arch, out=noisy, seed=seed, **recipe))["train_accuracy"]
     timed("retrain", lambda: stages.train(data, arch, out=retrained, seed=seed + 1, **recipe))
     runs = {}
     for name, ratio in (("finetune-only", None), ("denoise", options.prune_ratio)):
@@ -54,4 +54,5 @@ def demo(workdir: Path, *, data: str = "digits", arch: str | None = None, kind: 
     final_partition = workdir / "denoise" / f"round{options.rounds}" / "partition.npz"
     detection = load_npz(final_partition, "partition")[1]["results"]["detection"]
     return {"dataset": data, "noise": {"kind": kind, "rate": rate}, "detection": detection,
+            "noisy_fit": fitted,  # the noisy model's accuracy on the noisy training labels it was trained on
             "rows": [{"name": r["name"], "test_accuracy": r["test_accuracy"], "seconds": r["seconds"]} for r in rows]}

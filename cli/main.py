@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import stages
+from . import bench_perf, bench_quality, stages
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
 from .pipeline import RunOptions, run as run_pipeline
 
@@ -224,6 +224,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
         table.add_row(row["name"], f"{row['test_accuracy']:.3f}", f"{row['seconds']:.1f}")
     stdout.print(table)
     stdout.print("detection: " + ", ".join(f"{k} {v:.3f}" for k, v in result["detection"].items()))
+    stdout.print(f"the noisy model fits {result['noisy_fit']:.1%} of the noisy training labels")
 
 
 @app.command()
@@ -260,6 +261,8 @@ bench_app = typer.Typer(help="Benchmarks that print numbers: `bench quality` (ag
                              "(speed and memory).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 # Benchmark commands live in their own modules and are registered here:
+bench_app.command("perf")(bench_perf.perf_command)
+bench_app.command("quality")(bench_quality.quality_command)
 
 
 def main() -> None:

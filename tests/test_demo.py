@@ -1,0 +1,30 @@
+"""`denoise demo`: the README's main job, end to end on the embedded digits set."""
+
+import math
+
+import pytest
+
+from conftest import TINY
+
+
+@pytest.mark.slow
+def test_demo_json_has_the_documented_shape(denoise, tmp_path):
+    result = denoise("demo", "--workdir", tmp_path, "--json")
+    assert result.code == 0, result.err
+    report = result.json
+    assert report["dataset"] == "digits" and report["noise"] == {"kind": "symmetric", "rate": 0.4}
+    assert set(report["detection"]) == {"precision", "recall", "f1", "auroc"}
+    assert [row["name"] for row in report["rows"]] == ["noisy", "retrain", "finetune-only", "denoise"]
+    for row in report["rows"]:
+        assert 0 <= row["test_accuracy"] <= 1 and row["seconds"] > 0 and math.isfinite(row["seconds"])
+    accuracy = {row["name"]: row["test_accuracy"] for row in report["rows"]}
+    assert report["noisy_fit"] > 0.95, "the noisy model should fit the noisy labels"
+    assert accuracy["denoise"] > accuracy["noisy"], "cleaning made the model worse"
+    assert (tmp_path / "denoise" / "round3" / "clean.safetensors").is_file()
+
+
+def test_demo_table_without_json(denoise, tmp_path):
+    result = denoise("demo", "--workdir", tmp_path, "--epochs", 3, "--data", f"npz:{TINY}")
+    assert result.code == 0, result.err
+    for name in ("noisy", "retrain", "finetune-only", "denoise", "detection"):
+        assert name in result.out

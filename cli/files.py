@@ -119,8 +119,9 @@ def load_npz(path: str | Path, kind: str) -> tuple[dict[str, np.ndarray], dict]:
     except ValueError as exc:
         problem = "contains object arrays, which are never loaded" if "allow_pickle" in str(exc) else str(exc)
         raise InputError(path, problem) from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise InputError(path, f"unreadable .npz ({exc})") from None
+    except Exception as exc:  # numpy raises many types for malformed headers (SyntaxError, TokenError, ...)
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(path, f"unreadable .npz ({type(exc).__name__}: {detail})") from None
     meta = _read_meta(path, arrays.pop("meta", None))
     if meta.get("kind") != kind:
         found = meta.get("kind")

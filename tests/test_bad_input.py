@@ -129,6 +129,8 @@ CASES = [
     ("text file as npz", lambda g, t: ["partition", "--scores", _text(t / "s.npz"), "--out", "OUT"], "s.npz"),
     ("truncated npz", lambda g, t: ["partition", "--scores", _truncated(g / "scores.npz", t / "cut.npz", 0.7),
                                     "--out", "OUT"], "cut.npz"),
+    ("npz with a malformed array header", lambda g, t: ["partition", "--scores", _bad_header(g / "scores.npz",
+                                                        t / "h.npz"), "--out", "OUT"], "h.npz"),
     ("directory as scores", lambda g, t: ["partition", "--scores", t, "--out", "OUT"], "not a regular file"),
     ("partition of other samples", lambda g, t: ["finetune", "--model", g / "model.safetensors", "--data",
                                                  f"npz:{TINY}", "--partition", _rewrite_npz(
@@ -177,6 +179,12 @@ CASES = [
     ("output directory missing", lambda g, t: ["partition", "--scores", g / "scores.npz", "--out",
                                                t / "no" / "dir" / "p.npz"], "does not exist"),
 ]
+
+
+def _bad_header(source, target):
+    raw = source.read_bytes()
+    target.write_bytes(raw.replace(b"'fortran_order': False", b"'fortran_order': Fals(", 1))
+    return target
 
 
 def _garbage(path):

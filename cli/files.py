@@ -111,6 +111,17 @@ def load_npz(path: str | Path, kind: str) -> tuple[dict[str, np.ndarray], dict]:
     lacks an array, has the wrong shape or dtype, holds NaN/inf, or its arrays disagree in length.
     """
     path = check_input_path(path)
+    arrays = read_npz_arrays(path)
+    meta = read_meta(path, arrays.pop("meta", None))
+    if meta.get("kind") != kind:
+        found = meta.get("kind")
+        raise InputError(path, f"is a {found} file, not a {kind} file" if found else f"is not a denoise {kind} file")
+    _check_arrays(path, kind, arrays)
+    return arrays, meta
+
+
+def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz (``meta`` included), read with ``allow_pickle=False``; InputError if unreadable."""
     if not zipfile.is_zipfile(path):
         raise InputError(path, "not a .npz file")
     try:
@@ -122,15 +133,11 @@ def load_npz(path: str | Path, kind: str) -> tuple[dict[str, np.ndarray], dict]:
     except Exception as exc:  # numpy raises many types for malformed headers (SyntaxError, TokenError, ...)
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise InputError(path, f"unreadable .npz ({type(exc).__name__}: {detail})") from None
-    meta = _read_meta(path, arrays.pop("meta", None))
-    if meta.get("kind") != kind:
-        found = meta.get("kind")
-        raise InputError(path, f"is a {found} file, not a {kind} file" if found else f"is not a denoise {kind} file")
-    _check_arrays(path, kind, arrays)
-    return arrays, meta
+    return arrays
 
 
-def _read_meta(path: Path, raw) -> dict:
+def read_meta(path: Path, raw) -> dict:
+    """The JSON object in an .npz ``meta`` entry (a 0-d unicode array); ``{}`` when there is none."""
     if raw is None or raw.dtype.kind != "U" or raw.ndim != 0:
         return {}
     try:

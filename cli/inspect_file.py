@@ -7,46 +7,47 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import read_metadata, read_tensors
-from .errors import InputError
-from .files import check_input_path
+from unlearn_core.models import ModelError
+
+from .checkpoint import ModelInfo, is_user_arch, read_metadata, read_tensors
+from .files import check_input_path, read_meta, read_npz_arrays
 
 
 def describe(path: Path) -> dict:
-    """A JSON-able description: for a checkpoint its architecture, classes, masks and tensors; for an
-    .npz its kind, provenance and each array's shape, dtype and summary statistics."""
+    """A JSON-able description: for a checkpoint its architecture, classes, layers (usable as ``--layer``),
+    masks and tensors; for an .npz its kind, provenance and each array's shape, dtype and summary statistics."""
     path = check_input_path(path)
     if zipfile.is_zipfile(path):
-        return _describe_npz(path)
+        arrays = read_npz_arrays(path)
+        meta = read_meta(path, arrays.pop("meta", None))
+        return {"file": str(path), "kind": meta.get("kind", "npz"),
+                "arrays": {name: _summary(array) for name, array in arrays.items()}, "provenance": meta}
     record = read_metadata(path)
     tensors = read_tensors(path)
     masks = {spec: {"units": m["units"], "removed": len(m["removed"])} for spec, m in record.get("masks", {}).items()}
     return {"file": str(path), "kind": "checkpoint", "arch": record["arch"], "arch_kwargs": record.get("arch_kwargs", {}),
             "input_shape": record["input_shape"], "classes": record["classes"], "masks": masks,
+            "layers": _layers(ModelInfo.from_json(record)),
             "parameters": int(sum(t.numel() for t in tensors.values())),
             "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
                         for name, t in tensors.items()},
             "provenance": record.get("provenance", {})}
 
 
-def _describe_npz(path: Path) -> dict:
-    import json
-
+def _layers(info: ModelInfo) -> dict[str, str] | str:
+    """Leaf module name -> type and width, for built-in and torchvision architectures (user code is not imported)."""
+    if is_user_arch(info.arch):
+        return f"not listed: {info.arch} is user code, which inspect never imports"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except ValueError:
-        raise InputError(path, "contains object arrays, which are never loaded") from None
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise InputError(path, f"unreadable .npz ({exc})") from None
-    meta = {}
-    if "meta" in arrays and arrays["meta"].dtype.kind == "U":
-        try:
-            meta = json.loads(str(arrays.pop("meta")))
-        except json.JSONDecodeError:
-            meta = {}
-    return {"file": str(path), "kind": meta.get("kind", "npz"),
-            "arrays": {name: _summary(array) for name, array in arrays.items()}, "provenance": meta}
+        model = info.build()
+    except ModelError as exc:
+        return f"not listed: {exc}"
+    layers = {}
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+            width = getattr(module, "out_features", None) or getattr(module, "out_channels", None)
+            layers[name] = type(module).__name__ + (f"({width})" if width else "")
+    return layers
 
 
 def _summary(array: np.ndarray) -> dict:

@@ -141,7 +141,7 @@ def test_inspect_describes_checkpoints_and_npz(denoise, tmp_path):
     model = tmp_path / "m.safetensors"
     _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 1, "--out", model, "--json"))
     described = _ok(denoise("inspect", model, "--json"))
-    assert described["arch"] == "mlp" and "head" in json.dumps(described)
+    assert described["arch"] == "mlp" and described["layers"]["features.1"] == "Linear(256)"
     _ok(denoise("attribute", "--model", model, "--data", f"npz:{TINY}", "--out", tmp_path / "s.npz"))
     scores = _ok(denoise("inspect", tmp_path / "s.npz", "--json"))
     assert "attribution" in json.dumps(scores)

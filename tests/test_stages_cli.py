@@ -171,3 +171,24 @@ def test_evaluate_reports_the_documented_metrics(denoise, tmp_path):
     metrics = _ok(denoise("evaluate", "--model", model, "--data", f"npz:{TINY}", "--split", "test", "--json"))
     assert {"accuracy", "precision", "recall", "f1", "top3"} <= set(metrics)
     assert metrics["samples"] == 30 and metrics["accuracy"] > 0.5
+
+
+def test_input_noise_is_applied_to_the_same_samples_at_every_load(denoise, tmp_path):
+    from cli.checkpoint import ModelInfo
+    from cli.runtime import load_stage_data
+
+    noise, model = tmp_path / "noise.npz", tmp_path / "m.safetensors"
+    _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "input-gaussian", "--rate", 0.5, "--sigma", 4.5,
+                "--out", noise, "--json"))
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--noise", noise, "--arch", "mlp", "--epochs", 1, "--out", model))
+    info = ModelInfo.from_json(read_metadata(model))
+    first = load_stage_data(f"npz:{TINY}", "train", info, noise)
+    again = load_stage_data(f"npz:{TINY}", "train", info, noise)
+    clean = load_stage_data(f"npz:{TINY}", "train", info, None)
+    assert torch.equal(first.inputs, again.inputs)
+    assert torch.equal(first.labels, clean.labels), "input noise must not touch the labels"
+    noisy = first.is_noisy
+    assert noisy.sum() == 75
+    assert torch.equal(first.inputs[~noisy], clean.inputs[~noisy])
+    difference = (first.inputs[noisy] - clean.inputs[noisy]).std().item()
+    assert 4.0 < difference < 5.0

@@ -5,7 +5,8 @@ Every factory is called as ``factory(input_shape=..., num_classes=..., **arch_kw
 Names:
 
 * built-ins registered below: ``mlp``, ``cnn``, ``kws``, ``resnet18-cifar``;
-* ``tv:NAME``: any torchvision classification model, built with random weights;
+* ``tv:NAME``: any torchvision classification model, built with random weights (its first convolution
+  takes the data's channel count);
 * ``module:function``: a user factory, imported only because the user named it.
 """
 
@@ -75,6 +76,8 @@ def create_model(arch: str, input_shape, num_classes: int, **kwargs) -> nn.Modul
             model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
         except TypeError as exc:
             raise ModelError(f"bad arguments for {arch}: {exc}") from None
+        if len(input_shape) == 3:
+            _match_input_channels(model, input_shape[0])
     elif ":" in arch:
         module_name, _, function_name = arch.partition(":")
         try:
@@ -90,6 +93,19 @@ def create_model(arch: str, input_shape, num_classes: int, **kwargs) -> nn.Modul
     if not isinstance(model, nn.Module):
         raise ModelError(f"architecture {arch!r} did not return a torch.nn.Module")
     return model
+
+
+def _match_input_channels(model: nn.Module, channels: int) -> None:
+    """Rebuild the first Conv2d of a torchvision model (made for RGB) for ``channels`` input channels."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            if module.in_channels != channels:
+                parent_name, _, attribute = name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                setattr(parent, attribute, nn.Conv2d(channels, module.out_channels, module.kernel_size, module.stride,
+                                                     module.padding, module.dilation, module.groups,
+                                                     module.bias is not None))
+            return
 
 
 @register_model("mlp")

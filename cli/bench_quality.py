@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import typer
+from threadpoolctl import threadpool_limits
 
 from unlearn_core import attribution as attr
 from unlearn_core.detectors import loss_clean_probability, split_metrics
@@ -338,8 +339,8 @@ def _check(kinds: list[str], rates: list[float], detectors: list[str], options: 
         raise UsageError(f"--features must be a comma list of {', '.join(FEATURE_KINDS)}")
     if options.prune_by not in PRUNE_BY or options.target not in ("label", "max") or options.train not in ("all", "head"):
         raise UsageError("--by must be noisy or abs, --target label or max, --train all or head")
-    if not 0 < (options.prune_ratio or 0) < 1 or options.rounds < 1 or folds < 2:
-        raise UsageError("--ratio must be in (0, 1), --rounds at least 1, --folds at least 2")
+    if not 0 < (options.prune_ratio or 0) < 1 or options.rounds < 1 or folds < 2 or options.lr <= 0:
+        raise UsageError("--ratio must be in (0, 1), --rounds at least 1, --folds at least 2, --lr positive")
 
 
 def quality_command(
@@ -363,10 +364,11 @@ def quality_command(
         by: str = typer.Option(RunOptions.prune_by, "--by", help="noisy (signed coefficient) or abs."),
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head."),
         finetune_epochs: int = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1),
+        lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
         eval_on: str = typer.Option("test", "--eval-on", help="test, or validation: a held-out 20% of the noisy "
                                                               "train split scored on its noisy labels."),
-        threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch (1 keeps shared-machine "
-                                                                "timings steady)."),
+        threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch and BLAS (1 keeps "
+                                                                "shared-machine timings steady)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         out: Optional[Path] = typer.Option(None, "--out", help="CSV of every row, rewritten after each cell."),
         resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and skip their cells."),
@@ -379,7 +381,7 @@ def quality_command(
         kinds, rate_list, seed_list = ["symmetric"], [0.4], seed_list[:1]
     names = _list(detectors, str, "--detectors")
     options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, prune_ratio=ratio, prune_by=by,
-                         train=train, epochs=finetune_epochs)
+                         train=train, epochs=finetune_epochs, lr=lr)
     _check(kinds, rate_list, names, options, folds)
     if eval_on not in ("test", "validation"):
         raise UsageError("--eval-on must be test or validation")
@@ -390,7 +392,8 @@ def quality_command(
                         resolve_device(device))
     rows = read_rows(out) if resume and out.is_file() else []
     done = {(r["data"], r["kind"], r["rate"], r["seed"]) for r in rows}
-    with tempfile.TemporaryDirectory(prefix="denoise-bench-") as scratch:
+    # BLAS/OpenMP threads of the mixtures too: oversubscribed, they run ten times slower on a loaded machine
+    with tempfile.TemporaryDirectory(prefix="denoise-bench-") as scratch, threadpool_limits(threads):
         for kind in kinds:
             for rate in rate_list:
                 for seed in seed_list:

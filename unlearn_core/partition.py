@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 FEATURE_KINDS = ("attribution", "loss", "margin", "confidence")
 
@@ -64,9 +65,12 @@ def clean_probability(scores: dict[str, np.ndarray], labels: np.ndarray, *, per_
     labels = np.asarray(labels)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if per_class else [np.arange(len(labels))]
     clean = np.ones(len(labels))
-    for rows in groups:
-        block = _group_features(scores, rows, features, dims, seed)
-        clean[rows] = _mixture_clean_probability(block, loss[rows], seed)
+    # One thread: the blocks are small, and spinning BLAS/OpenMP pools made these fits 10-50x slower
+    # whenever another program used the cores.
+    with threadpool_limits(limits=1):
+        for rows in groups:
+            block = _group_features(scores, rows, features, dims, seed)
+            clean[rows] = _mixture_clean_probability(block, loss[rows], seed)
     return clean
 
 

@@ -73,6 +73,7 @@ class PerfConfig:
     prune_ratio: float = 0.1
     dtype: str = "float32"
     precision: str = "fp32"
+    threads: int | None = None  # torch intra-op threads in every process (default: torch's own choice)
     seed: int = 0
 
 
@@ -99,6 +100,11 @@ def stage_data(config: PerfConfig, n: int, info: ModelInfo) -> StageData:
     return stage
 
 
+def _set_threads(config: PerfConfig) -> None:
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+
+
 def _peak_rss_mb() -> float:
     """Peak resident set size (MiB) of this process and of its finished children (loader workers).
 
@@ -121,6 +127,7 @@ def run_stage(stage: str, config: PerfConfig, workdir: Path, n: int) -> dict:
     rate is of training samples per second over the ``train_steps`` timed, and ``epoch_seconds`` is one
     full epoch scaled from them.
     """
+    _set_threads(config)
     device = resolve_device(config.device)
     model, scores, split = workdir / "model.safetensors", workdir / "scores.npz", workdir / "partition.npz"
     sensitivity, pruned = workdir / "sensitivity.npz", workdir / "pruned.safetensors"
@@ -209,15 +216,17 @@ def _timed(call) -> tuple[float, object]:
 
 def head_ratio(model, data: StageData, config: PerfConfig, device) -> dict:
     """Plain inference vs attribution (with per-sample statistics) at the classifier's input, over every
-    sample, the two timed alternately on the same batches."""
+    sample, the two timed alternately on the same batches after one untimed warm-up batch of each."""
     head = default_layer(model)
     inference = attribution = 0.0
-    for s, inputs in device_batches(data.inputs, config.batch_size, device):
+    for index, (s, inputs) in enumerate(device_batches(data.inputs, config.batch_size, device)):
         labels = data.labels[s].to(device)
-        with autocast(device, config.precision):
-            with torch.no_grad():
-                inference += _timed(lambda: _sync(model(inputs), device))[0]
-            attribution += _timed(lambda: _sync(_attribute_batch(model, inputs, labels, head), device))[0]
+        for _ in range(2 if index == 0 else 1):
+            with autocast(device, config.precision):
+                with torch.no_grad():
+                    inference_seconds = _timed(lambda: _sync(model(inputs), device))[0]
+                attribution_seconds = _timed(lambda: _sync(_attribute_batch(model, inputs, labels, head), device))[0]
+        inference, attribution = inference + inference_seconds, attribution + attribution_seconds
     n = len(data.labels)
     return {"inference_samples_per_s": n / inference, "attribution_samples_per_s": n / attribution,
             "attribution_vs_inference": inference / attribution}
@@ -235,16 +244,19 @@ def _sync(result, device):
 
 
 def loop_ratio(model, data: StageData, config: PerfConfig, layer: str, device) -> dict:
-    """Per-class loop vs batched attribution at ``layer`` on ``loop_batches`` batches, timed alternately."""
+    """Per-class loop vs batched attribution at ``layer`` on ``loop_batches`` batches, timed alternately
+    after one untimed warm-up call of each."""
     batched = looped = 0.0
     diff = 0.0
     for index, (s, inputs) in enumerate(device_batches(data.inputs, config.batch_size, device)):
         if index == config.loop_batches:
             break
         labels = data.labels[s].to(device)
-        fast_seconds, (fast, _) = _timed(lambda: _sync(attr.gradient_x_activation(model, inputs, labels, layer), device))
-        slow_seconds, (slow, _) = _timed(lambda: _sync(attr.gradient_x_activation_loop(model, inputs, labels, layer),
-                                                       device))
+        for _ in range(2 if index == 0 else 1):
+            fast_seconds, (fast, _) = _timed(lambda: _sync(attr.gradient_x_activation(model, inputs, labels, layer),
+                                                           device))
+            slow_seconds, (slow, _) = _timed(lambda: _sync(attr.gradient_x_activation_loop(model, inputs, labels,
+                                                                                           layer), device))
         batched, looped = batched + fast_seconds, looped + slow_seconds
         diff = max(diff, float((fast - slow).abs().max()))
     return {"batched_vs_loop": looped / batched, "max_abs_diff": diff, "loop_layer": layer}
@@ -260,11 +272,12 @@ def pipeline_ratio(records: dict, config: PerfConfig) -> dict:
     per_round += config.finetune_epochs * records["finetune"]["epoch_seconds"]
     retrain = config.train_epochs * records["retrain"]["epoch_seconds"]
     return {"pipeline_seconds": config.rounds * per_round, "retrain_seconds": retrain,
-            "pipeline_vs_retrain": config.rounds * per_round / retrain}
+            "pipeline_vs_retrain": config.rounds * per_round / retrain, "one_round_vs_retrain": per_round / retrain}
 
 
 def measure(config: PerfConfig, workdir: Path, log: Callable[[str], None] = lambda _line: None) -> dict:
     """Run the whole benchmark in ``workdir``; returns the JSON record (the five ratios are top-level keys)."""
+    _set_threads(config)
     device = resolve_device(config.device)
     layer = config.mid_layer or MID_LAYERS.get(config.arch)
     if layer is None:
@@ -301,7 +314,8 @@ def measure(config: PerfConfig, workdir: Path, log: Callable[[str], None] = lamb
         "setting": {**asdict(config), "n": n, "device": str(device), "mid_layer": layer,
                     "torch_threads": torch.get_num_threads()},
         "details": {"rss_peak_mb": {str(k): v for k, v in peaks.items()}, "rss_n": rss_n,
-                    "pipeline_seconds": pipeline["pipeline_seconds"], "retrain_seconds": pipeline["retrain_seconds"]},
+                    "pipeline_seconds": pipeline["pipeline_seconds"], "retrain_seconds": pipeline["retrain_seconds"],
+                    "one_round_vs_retrain": pipeline["one_round_vs_retrain"]},
     }
 
 
@@ -320,6 +334,8 @@ def perf_command(arch: str = typer.Option("resnet18-cifar", "--arch", help="Arch
                                                                                    "training stage."),
                  dtype: str = typer.Option("float32", "--dtype", help="Attribution storage: float32 or float16."),
                  precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16/fp16 autocast."),
+                 threads: int = typer.Option(None, "--threads", min=1, help="torch intra-op threads in every "
+                                                                             "process (default: torch's choice)."),
                  workdir: Path = typer.Option(None, "--workdir", help="Keep the files here (default: a temporary "
                                                                       "directory)."),
                  as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
@@ -328,7 +344,7 @@ def perf_command(arch: str = typer.Option("resnet18-cifar", "--arch", help="Arch
 
     config = PerfConfig(arch=arch, n=n, device=device, data=data, noise_rate=noise_rate, batch_size=batch_size,
                         mid_layer=mid_layer, loop_batches=loop_batches, rss_n=rss_n, train_steps=train_steps,
-                        dtype=dtype, precision=precision)
+                        dtype=dtype, precision=precision, threads=threads)
     log = lambda line: print(f"[bench perf] {line}", file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="denoise-perf-") as scratch:
         result = measure(config, workdir or Path(scratch), log)

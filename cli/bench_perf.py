@@ -9,7 +9,7 @@ spec with symmetric label noise:
   ``max_abs_diff``);
 * in one fresh child process per stage (``python -m cli.bench_perf STAGE ...``): each stage's
   samples/second and peak RSS, at N and at 10 N for attribute, partition and sensitivity
-  (``rss_10n_vs_n``); fine-tuning and retraining are timed over ``train_steps`` optimizer steps and
+  (``rss_10n_vs_n``, always on synthetic images); fine-tuning and retraining are timed over ``train_steps`` optimizer steps and
   scaled to full epochs (``pipeline_vs_retrain``, see ``pipeline_ratio``).
 """
 
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -64,7 +64,7 @@ class PerfConfig:
     batch_size: int = 256
     mid_layer: str | None = None  # default: MID_LAYERS[arch]
     loop_batches: int = 2  # batches timed for batched_vs_loop
-    rss_n: int | None = None  # N of rss_10n_vs_n (default: n)
+    rss_n: int | None = None  # N of rss_10n_vs_n, on synthetic images (default: n)
     train_steps: int = 20  # optimizer steps timed for finetune and retrain
     train_batch_size: int = RunOptions.batch_size
     train_epochs: int = 300  # standard retraining: the demo's noisy-model recipe
@@ -292,15 +292,15 @@ def measure(config: PerfConfig, workdir: Path, log: Callable[[str], None] = lamb
     loop = loop_ratio(checkpoint.model, data, config, layer, device)
     del checkpoint, data
     records = {stage: _child(stage, config, workdir, n, log) for stage in STAGES}
-    rss_n = config.rss_n or n
+    rss_n, rss_config = config.rss_n or n, replace(config, data="synthetic")  # sizes need generated data
     peaks = {}
     for size in (rss_n, 10 * rss_n):
-        if size == n:
+        if size == n and config.data == "synthetic":
             peaks[size] = max(records[s]["peak_rss_mb"] for s in RSS_STAGES)
             continue
         folder = workdir / f"rss-{size}"
-        _prepare_workdir(config, folder)
-        peaks[size] = max(_child(s, config, folder, size, log)["peak_rss_mb"] for s in RSS_STAGES)
+        _prepare_workdir(rss_config, folder)
+        peaks[size] = max(_child(s, rss_config, folder, size, log)["peak_rss_mb"] for s in RSS_STAGES)
     stages_out = {"inference": {"samples_per_s": head["inference_samples_per_s"]},
                   "attribution": {"samples_per_s": head["attribution_samples_per_s"]}, **records}
     pipeline = pipeline_ratio(records, config)

@@ -282,6 +282,8 @@ def measure(config: PerfConfig, workdir: Path, log: Callable[[str], None] = lamb
     layer = config.mid_layer or MID_LAYERS.get(config.arch)
     if layer is None:
         raise UsageError(f"no default mid-network layer for {config.arch!r}; pass --mid-layer")
+    if config.dtype not in stages.SCORE_DTYPES:
+        raise UsageError(f"--dtype must be float32 or float16, not {config.dtype!r}")
     info = _prepare_workdir(config, workdir)
     checkpoint = load_checkpoint(workdir / "model.safetensors", device)
     data = stage_data(config, config.n, info)

@@ -181,7 +181,10 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         per_class: bool = typer.Option(True, "--per-class/--global"),
         features: str = typer.Option("attribution,loss", "--features"), dims: int = typer.Option(10, "--dims", min=1),
         ratio: float = typer.Option(0.1, "--ratio", help="Fraction of units to prune each round; 0 turns pruning off."),
-        by: str = typer.Option("noisy", "--by"), train: str = typer.Option("all", "--train"),
+        by: str = typer.Option("noisy", "--by"),
+        train: str = typer.Option("all", "--train", help="Fine-tuning of the last round: all layers, or the head."),
+        round_train: str = typer.Option("head", "--round-train", help="Fine-tuning of the rounds before the last: "
+                                        "head (on cached features, cheap) or all."),
         epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
         batch_size: int = typer.Option(64, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
@@ -190,7 +193,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
     if not 0 <= ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
-                         prune_ratio=ratio or None, prune_by=by, train=train, epochs=epochs, lr=lr,
+                         prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train, epochs=epochs, lr=lr,
                          batch_size=batch_size, seed=seed)
     log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch, log=log)

@@ -2,6 +2,8 @@
 
 Round r attributes with the model fine-tuned in round r-1 (the noisy model in round 1), partitions,
 measures sensitivity on the noisy model, prunes it and fine-tunes the pruned model on the clean part.
+Rounds before the last fine-tune only the head (``round_train``; cheap, on cached features): their
+model only has to forget enough of the noise to separate it better in the next round.
 Every stage is called with ``reuse=True``: it is skipped when its output exists and records the same
 options and input file hashes, so a killed run resumes where it stopped and a changed option re-runs
 exactly the stages downstream of it.
@@ -33,6 +35,7 @@ class RunOptions:
     prune_ratio: float | None = 0.1
     prune_by: str = "noisy"
     train: str = "all"
+    round_train: str = "head"  # fine-tuning of the rounds before the last (cheap: the head on cached features)
     epochs: int = 30
     lr: float = 1e-3
     batch_size: int = 64
@@ -68,7 +71,8 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
             summary["prune"] = stages.prune(model, folder / "sensitivity.npz", tuned_from, ratio=options.prune_ratio,
                                             by=options.prune_by, arch=arch, reuse=True)
         current = folder / "clean.safetensors"
-        summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise, train=options.train,
+        train = options.train if r == options.rounds else options.round_train
+        summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise, train=train,
                                               epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
                                               seed=options.seed + r, resume=True, **common)
         for name, result in summary.items():

@@ -88,10 +88,17 @@ def _build(info: ModelInfo, source: str):
 
 def train(data: str, arch: str, epochs: int, out: Path, *, noise: Path | None = None, arch_kwargs: dict | None = None,
           seed: int = 0, lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 64, save_every: int = 0,
-          resume: bool = False, device: str = "auto") -> dict:
-    """Train a model from scratch on the train split (noisy labels if ``noise``); writes a checkpoint."""
+          resume: bool = False, device: str = "auto", reuse: bool = False) -> dict:
+    """Train a model from scratch on the train split (noisy labels if ``noise``); writes a checkpoint.
+
+    reuse: return without work if ``out`` was already trained with the same options and noise file.
+    """
     if epochs < 1:
         raise UsageError("--epochs must be at least 1")
+    options = {"data": data, "arch": arch, "arch_kwargs": arch_kwargs or {}, "epochs": epochs, "seed": seed, "lr": lr,
+               "weight_decay": weight_decay, "batch_size": batch_size}
+    if reuse and is_current(out, "checkpoint", options, {"noise": noise}):
+        return _skipped(out)
     dev = resolve_device(device)
     dataset = load_data(data, "train")
     info = _model_info(dataset, arch, arch_kwargs or {})
@@ -101,8 +108,6 @@ def train(data: str, arch: str, epochs: int, out: Path, *, noise: Path | None = 
     inputs, labels = stage.inputs, stage.labels
     if len(torch.unique(labels)) < 2:
         raise InputError(data, "the train split has a single class; a classifier needs at least two")
-    options = {"data": data, "arch": arch, "arch_kwargs": info.arch_kwargs, "epochs": epochs, "seed": seed, "lr": lr,
-               "weight_decay": weight_decay, "batch_size": batch_size}
     meta = provenance("checkpoint", options, {"noise": noise})
     started = time.perf_counter()
     losses = fit(model, inputs, labels, epochs=epochs, seed=seed, lr=lr, weight_decay=weight_decay,

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from unlearn_core.training import epoch_order, make_optimizer, train_epoch
+from unlearn_core.training import classifier, classifier_inputs, epoch_order, make_optimizer, train_epoch
 
 from .errors import InputError
 from .files import atomic_write
@@ -64,6 +64,7 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs:
         save_model: Callable[[Path], None] | None = None, description: str = "training") -> list[float]:
     """Train ``model`` in place on ``(N, ...)`` inputs and ``(N,)`` labels; returns the per-epoch mean losses.
 
+    ``train="head"`` trains the final classifier layer alone on cached backbone features (eval mode).
     With ``out`` set, resumable state is kept beside it (removed at the end) and, with ``save_every`` K,
     ``save_model(path)`` writes ``OUT-epochK.safetensors`` every K epochs.
     """
@@ -72,6 +73,10 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs:
     start = _load_state(state, model, optimizer, options) if resume and state and state.exists() else 0
     for _ in range(start):
         scheduler.step()
+    learner = model
+    if train == "head":  # the backbone is frozen: compute its features once, then train the head alone on them
+        learner = classifier(model)
+        inputs = classifier_inputs(model, (inputs[s].to(device) for s in batch_slices(len(labels), batch_size)))
     losses = []
     steps = len(batch_slices(len(labels), batch_size))
     with progress(description, (epochs - start) * steps) as advance:
@@ -79,7 +84,7 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs:
             order = epoch_order(len(labels), seed, epoch)
             batches = ((inputs[order[s]].to(device, non_blocking=True), labels[order[s]].to(device, non_blocking=True))
                        for s in batch_slices(len(labels), batch_size))
-            losses.append(train_epoch(model, optimizer, batches, seed=seed, epoch=epoch,
+            losses.append(train_epoch(learner, optimizer, batches, seed=seed, epoch=epoch,
                                       frozen_batchnorm=train == "head", on_batch=lambda _n: advance()))
             scheduler.step()
             if state is not None:

@@ -160,3 +160,20 @@ def test_epoch_order_and_metrics():
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 3.0, 2.0, 1.0], [0.0, 1.0, 2.0, 3.0]])
     metrics = classification_metrics(logits, torch.tensor([0, 2, 0]))
     assert metrics["accuracy"] == pytest.approx(1 / 3) and metrics["top3"] == pytest.approx(2 / 3)
+
+
+def test_head_training_on_cached_features_equals_training_through_a_frozen_backbone():
+    from unlearn_core.training import classifier, classifier_inputs
+
+    inputs, labels = torch.randn(40, 12), torch.randint(0, 5, (40,))
+    through, cached = _model("mlp", (12,)), _model("mlp", (12,))
+    features = classifier_inputs(cached, [inputs[:16], inputs[16:]])
+    for model, learner, data in ((through, through, inputs), (cached, classifier(cached), features)):
+        optimizer, _ = make_optimizer(model, 3, train="head")
+        for epoch in range(3):
+            order = epoch_order(40, 0, epoch)
+            batches = [(data[order[i:i + 8]], labels[order[i:i + 8]]) for i in range(0, 40, 8)]
+            train_epoch(learner, optimizer, batches, seed=0, epoch=epoch, frozen_batchnorm=True)
+    for (name, a), (_, b) in zip(through.state_dict().items(), cached.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert not torch.equal(through.state_dict()["head.weight"], _model("mlp", (12,)).state_dict()["head.weight"])

@@ -28,3 +28,14 @@ def test_demo_table_without_json(denoise, tmp_path):
     assert result.code == 0, result.err
     for name in ("noisy", "retrain", "finetune-only", "denoise", "detection"):
         assert name in result.out
+
+
+def test_demo_rerun_reuses_the_trained_models_and_redoes_the_cleaning(denoise, tmp_path):
+    args = ("demo", "--workdir", tmp_path, "--epochs", 3, "--data", f"npz:{TINY}", "--json")
+    first, second = denoise(*args), denoise(*args)
+    assert first.code == 0 and second.code == 0, first.err + second.err
+    rows = [{row["name"]: row for row in result.json["rows"]} for result in (first, second)]
+    for name in ("noisy", "retrain"):
+        assert rows[0][name] == rows[1][name]  # reused: same model, same recorded wall time
+    assert rows[0]["denoise"]["test_accuracy"] == rows[1]["denoise"]["test_accuracy"]
+    assert rows[0]["denoise"]["seconds"] != rows[1]["denoise"]["seconds"]  # cleaning was run again

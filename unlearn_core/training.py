@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import classifier_name
+from .attribution import layer_activations
+from .layers import classifier_name, default_layer
 
 TRAINABLE = ("all", "head")
 
@@ -23,8 +24,23 @@ def trainable_parameters(model: nn.Module, train: str = "all") -> list[nn.Parame
     if train not in TRAINABLE:
         raise ValueError(f"train must be one of {TRAINABLE}, got {train!r}")
     if train == "head":
-        return list(dict(model.named_modules())[classifier_name(model)].parameters())
+        return list(classifier(model).parameters())
     return list(model.parameters())
+
+
+def classifier_inputs(model: nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """(N, D) float32 inputs of the final classifier layer (eval mode, masks applied) over ``batches`` of inputs.
+
+    Training only the head on these cached features equals training it with the backbone frozen in eval
+    mode, without a forward pass through the backbone per step.
+    """
+    model.eval()
+    return torch.cat([layer_activations(model, inputs, default_layer(model))[0].cpu() for inputs in batches])
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The final classifier layer (the last ``nn.Linear``) of ``model``."""
+    return dict(model.named_modules())[classifier_name(model)]
 
 
 def make_optimizer(model: nn.Module, epochs: int, *, train: str = "all", lr: float = 1e-3,

@@ -192,7 +192,8 @@ def prune_noisy_model(noisy, stage: StageData, noisy_flags: np.ndarray, options:
 def clean_rounds(noisy, stage: StageData, split: Callable, rounds: int, options: RunOptions, device):
     """``denoise run`` in memory: each round splits with the current model, (prunes) and fine-tunes the noisy model.
 
-    split(model) -> (is_clean (N,), clean_score (N,)); ``options.prune_ratio`` None skips pruning.
+    split(model) -> (is_clean (N,), clean_score (N,)); ``options.prune_ratio`` None skips pruning. The last
+    round fine-tunes ``options.train``, the rounds before it ``options.round_train`` (as ``denoise run``).
     Returns the final model and the last round's split.
     """
     current = noisy
@@ -201,8 +202,9 @@ def clean_rounds(noisy, stage: StageData, split: Callable, rounds: int, options:
         tuned = (prune_noisy_model(noisy, stage, ~is_clean, options, device) if options.prune_ratio
                  else copy.deepcopy(noisy))
         keep = torch.as_tensor(is_clean)
+        train = options.train if r == rounds else options.round_train
         fit(tuned, stage.inputs[keep], stage.labels[keep], epochs=options.epochs, seed=options.seed + r, lr=options.lr,
-            weight_decay=0.0, batch_size=options.batch_size, train=options.train, device=device, options={})
+            weight_decay=0.0, batch_size=options.batch_size, train=train, device=device, options={})
         current = tuned
     return current, is_clean, score
 
@@ -342,8 +344,9 @@ def _check(kinds: list[str], rates: list[float], detectors: list[str], options: 
         raise UsageError(f"--detectors must be a comma list of {', '.join(DETECTORS)}")
     if any(k.strip() not in FEATURE_KINDS for k in options.features.split(",")):
         raise UsageError(f"--features must be a comma list of {', '.join(FEATURE_KINDS)}")
-    if options.prune_by not in PRUNE_BY or options.target not in ("label", "max") or options.train not in ("all", "head"):
-        raise UsageError("--by must be noisy or abs, --target label or max, --train all or head")
+    if (options.prune_by not in PRUNE_BY or options.target not in ("label", "max")
+            or {options.train, options.round_train} - {"all", "head"}):
+        raise UsageError("--by must be noisy or abs, --target label or max, --train and --round-train all or head")
     if not 0 < (options.prune_ratio or 0) < 1 or options.rounds < 1 or folds < 2 or options.lr <= 0:
         raise UsageError("--ratio must be in (0, 1), --rounds at least 1, --folds at least 2, --lr positive")
 
@@ -367,7 +370,9 @@ def quality_command(
         dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components of the attributions."),
         ratio: float = typer.Option(RunOptions.prune_ratio, "--ratio", help="Fraction of units to prune."),
         by: str = typer.Option(RunOptions.prune_by, "--by", help="noisy (signed coefficient) or abs."),
-        train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head."),
+        train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head (last round)."),
+        round_train: str = typer.Option(RunOptions.round_train, "--round-train",
+                                        help="What the rounds before the last fine-tune: head or all."),
         finetune_epochs: int = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1),
         lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
         eval_on: str = typer.Option("test", "--eval-on", help="test, or validation: a held-out 20% of the noisy "
@@ -386,7 +391,7 @@ def quality_command(
         kinds, rate_list, seed_list = ["symmetric"], [0.4], seed_list[:1]
     names = _list(detectors, str, "--detectors")
     options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, prune_ratio=ratio, prune_by=by,
-                         train=train, epochs=finetune_epochs, lr=lr)
+                         train=train, round_train=round_train, epochs=finetune_epochs, lr=lr)
     _check(kinds, rate_list, names, options, folds)
     if eval_on not in ("test", "validation"):
         raise UsageError("--eval-on must be test or validation")

@@ -247,7 +247,8 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
             split = lambda model, name=detector: detect(name, model, stage, options, device)  # noqa: E731
         for method, ratio in (("finetune-only", None), ("denoise", options.prune_ratio)):
             variant = replace(options, prune_ratio=ratio)
-            (model, is_clean, score), seconds = timed(lambda: clean_rounds(noisy, stage, split, rounds, variant, device))
+            (model, is_clean, score), seconds = timed(
+                lambda: clean_rounds(noisy, stage, split, rounds, variant, device))
             add(detector, method, model, seconds + extra, split_metrics(stage.is_noisy, is_clean, score))
     return rows
 
@@ -256,8 +257,8 @@ def _fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     values = [v * scale for v in values if v is not None and not math.isnan(v)]
     if not values:
         return ""
-    mean = float(np.mean(values))
-    return f"{mean:.{digits}f} ± {float(np.std(values, ddof=1)):.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+    mean = f"{float(np.mean(values)):.{digits}f}"
+    return f"{mean} ± {float(np.std(values, ddof=1)):.{digits}f}" if len(values) > 1 else mean
 
 
 _ORDER = {"kind": NOISE_KINDS, "detector": ("none", *DETECTORS), "method": METHODS}
@@ -383,7 +384,8 @@ def quality_command(
         out: Optional[Path] = typer.Option(None, "--out", help="CSV of every row, rewritten after each cell."),
         resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and skip their cells."),
         markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Also write the markdown tables here."),
-        as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list instead of the tables.")) -> None:
+        as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list instead of the tables."),
+) -> None:
     """Test accuracy, detection quality and wall time of denoise against retraining and baseline detectors."""
     kinds, rate_list, seed_list = _list(noise_kinds, str, "--noise-kinds"), _list(rates, float, "--rates"), \
         _list(seeds, int, "--seeds")

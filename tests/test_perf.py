@@ -151,7 +151,7 @@ def test_bench_perf_reports_the_five_ratios(denoise):
         assert np.isfinite(record[key]) and record[key] >= 0, key
     assert record["max_abs_diff"] < 1e-5
     assert set(record["stages"]) == {"inference", "attribution", "attribute", "partition", "sensitivity", "prune",
-                                     "finetune", "retrain"}
+                                     "finetune", "finetune-head", "retrain"}
 
 
 def test_bench_perf_rejects_an_architecture_without_a_mid_layer(denoise):

@@ -21,10 +21,11 @@ DEMO_ARCH = {"digits": "mlp", "fsdd": "kws"}
 
 
 def demo(workdir: Path, *, data: str = "digits", arch: str | None = None, kind: str = "symmetric", rate: float = 0.4,
-         epochs: int = 300, seed: int = 0, options: RunOptions | None = None, device: str = "auto",
-         log=lambda _line: None) -> dict:
+         epochs: int = 300, seed: int = 0, noise: Path | None = None, options: RunOptions | None = None,
+         device: str = "auto", log=lambda _line: None) -> dict:
     """Run the comparison in ``workdir``; returns the demo JSON record.
 
+    noise: a noise file (``denoise inject-noise``) to use instead of injecting ``kind`` noise at ``rate``.
     The noisy and retrained models are reused when ``workdir`` already holds them, trained with the same
     options (their recorded wall time is reported again); the cleaning runs are always redone.
     """
@@ -33,9 +34,15 @@ def demo(workdir: Path, *, data: str = "digits", arch: str | None = None, kind: 
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("denoise", "finetune-only"):
         shutil.rmtree(workdir / name, ignore_errors=True)
-    noise, noisy, retrained = workdir / "noise.npz", workdir / "noisy.safetensors", workdir / "retrain.safetensors"
-    stages.inject_noise(data, kind, rate, seed, noise)
-    log(f"injected {rate:.0%} {kind} noise into {data}")
+    noisy, retrained = workdir / "noisy.safetensors", workdir / "retrain.safetensors"
+    if noise is None:
+        noise = workdir / "noise.npz"
+        stages.inject_noise(data, kind, rate, seed, noise)
+        log(f"injected {rate:.0%} {kind} noise into {data}")
+    else:
+        recorded = load_npz(noise, "noise")[1].get("options", {})
+        kind, rate = recorded.get("kind", "unknown"), recorded.get("rate", float("nan"))
+        log(f"using {noise}: {kind} noise, rate {rate}")
     rows = []
 
     def timed(name: str, call) -> dict:

@@ -207,7 +207,10 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
          arch: Optional[str] = typer.Option(None, "--arch", help="Default: mlp for digits, kws for fsdd."),
          rate: float = typer.Option(0.4, "--rate"), kind: str = typer.Option("symmetric", "--kind"),
          epochs: int = typer.Option(300, "--epochs", help="Training epochs of the noisy and retrained models."),
-         seed: int = typer.Option(0, "--seed"), device: str = Device, as_json: bool = Json) -> None:
+         seed: int = typer.Option(0, "--seed"),
+         noise: Optional[Path] = typer.Option(None, "--noise", help="Use this noise file (from `inject-noise`) "
+                                                                    "instead of --kind/--rate."),
+         device: str = Device, as_json: bool = Json) -> None:
     """Inject noise into a real data set, train on it, clean the model, and compare with retraining."""
     import tempfile
 
@@ -216,11 +219,11 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
     log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))
     with tempfile.TemporaryDirectory(prefix="denoise-demo-") as scratch:
         result = run_demo(workdir or Path(scratch), data=data, arch=arch, kind=kind, rate=rate, epochs=epochs,
-                          seed=seed, device=device, log=log)
+                          seed=seed, noise=noise, device=device, log=log)
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"{result['dataset']}: {rate:.0%} {kind} noise")
+    table = Table(title=f"{result['dataset']}: {result['noise']['rate']:.0%} {result['noise']['kind']} noise")
     for column in ("method", "test accuracy", "seconds"):
         table.add_column(column)
     for row in result["rows"]:

@@ -39,3 +39,15 @@ def test_demo_rerun_reuses_the_trained_models_and_redoes_the_cleaning(denoise, t
         assert rows[0][name] == rows[1][name]  # reused: same model, same recorded wall time
     assert rows[0]["denoise"]["test_accuracy"] == rows[1]["denoise"]["test_accuracy"]
     assert rows[0]["denoise"]["seconds"] != rows[1]["denoise"]["seconds"]  # cleaning was run again
+
+
+def test_demo_takes_a_noise_file_instead_of_injecting(denoise, tmp_path):
+    noise = tmp_path / "mine.npz"
+    assert denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "asymmetric", "--rate", 0.2, "--out", noise).code == 0
+    result = denoise("demo", "--workdir", tmp_path / "work", "--epochs", 2, "--data", f"npz:{TINY}", "--noise", noise,
+                     "--json")
+    assert result.code == 0, result.err
+    assert result.json["noise"] == {"kind": "asymmetric", "rate": 0.2}
+    assert not (tmp_path / "work" / "noise.npz").exists()
+    wrong = denoise("demo", "--workdir", tmp_path / "other", "--epochs", 2, "--data", "digits", "--noise", noise)
+    assert wrong.code == 2 and "mine.npz" in wrong.err

@@ -248,6 +248,8 @@ def import_(arch: str = typer.Option(..., "--arch"),
                                                                 "(read with torch.load(weights_only=True))."),
             data: Optional[str] = typer.Option(None, "--data", help="Data the model is for (classes, input shape, "
                                                                     "normalization)."),
+            noise: Optional[Path] = typer.Option(None, "--noise", help="Noise file the weights were trained with "
+                                                                       "(checked against --data, recorded)."),
             input_shape: Optional[str] = typer.Option(None, "--input-shape", help="e.g. 3,32,32 (without --data)."),
             num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Without --data."),
             arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs"),
@@ -259,7 +261,7 @@ def import_(arch: str = typer.Option(..., "--arch"),
             shape = [int(v) for v in input_shape.split(",")]
         except ValueError:
             raise UsageError(f"--input-shape must be comma-separated integers, not {input_shape!r}") from None
-    emit(stages.import_weights(arch, weights, out, data=data, input_shape=shape, num_classes=num_classes,
+    emit(stages.import_weights(arch, weights, out, data=data, noise=noise, input_shape=shape, num_classes=num_classes,
                                arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs")), as_json, "import")
 
 

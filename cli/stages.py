@@ -29,7 +29,7 @@ from .data import load_data
 from .errors import InputError, UsageError
 from .files import NpzStream, check_same_samples, file_sha256, load_npz, provenance, save_npz
 from .loader import autocast, device_batches
-from .runtime import StageData, batch_slices, load_stage_data, prepare, progress, resolve_device
+from .runtime import StageData, batch_slices, load_stage_data, prepare, progress, read_noise, resolve_device
 from .training_loop import finish, fit
 
 
@@ -348,10 +348,18 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, *, noise: 
 
 
 def import_weights(arch: str, weights: Path, out: Path, *, data: str | None = None, input_shape: list[int] | None = None,
-                   num_classes: int | None = None, arch_kwargs: dict | None = None) -> dict:
-    """Bring a plain state dict (safetensors, or .pt/.pth read with ``torch.load(weights_only=True)``) in as a checkpoint."""
+                   num_classes: int | None = None, arch_kwargs: dict | None = None, noise: Path | None = None) -> dict:
+    """Bring a plain state dict (safetensors, or .pt/.pth read with ``torch.load(weights_only=True)``) in as a checkpoint.
+
+    noise: the noise file the weights were trained with (checked against ``data``, recorded in the provenance).
+    """
+    if noise is not None and data is None:
+        raise UsageError("--noise needs --data")
     if data is not None:
-        info = _model_info(load_data(data, "train"), arch, arch_kwargs or {})
+        dataset = load_data(data, "train")
+        info = _model_info(dataset, arch, arch_kwargs or {})
+        if noise is not None:
+            read_noise(noise, dataset)
     elif input_shape and num_classes:
         info = ModelInfo(arch=arch, input_shape=input_shape, classes=[str(c) for c in range(num_classes)],
                          input_transform={"data": None, "normalization": {"mean": [0.0], "std": [1.0]}},
@@ -372,5 +380,6 @@ def import_weights(arch: str, weights: Path, out: Path, *, data: str | None = No
         tensors = read_tensors(weights)
     model = _build(info, arch)
     load_weights(weights, model, tensors)
-    save_checkpoint(out, model, info, provenance("checkpoint", {"arch": arch, "imported": True}, {"weights": weights}))
+    save_checkpoint(out, model, info, provenance("checkpoint", {"arch": arch, "imported": True},
+                                                 {"weights": weights, "noise": noise}))
     return {"out": str(out), "arch": arch, "tensors": len(tensors), "user_code": is_user_arch(arch)}

@@ -163,6 +163,14 @@ def test_import_plain_weights(denoise, tmp_path):
         with safe_open(out, "pt") as f:
             assert torch.equal(f.get_tensor("head.weight"), net.state_dict()["head.weight"])
     _ok(denoise("evaluate", "--model", out, "--data", f"npz:{TINY}", "--json"))
+    noise = tmp_path / "noise.npz"
+    _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "symmetric", "--rate", 0.2, "--out", noise))
+    _ok(denoise("import", "--arch", "mlp", "--weights", tmp_path / "plain.pt", "--data", f"npz:{TINY}", "--noise",
+                noise, "--out", tmp_path / "with-noise.safetensors"))
+    assert "noise" in read_metadata(tmp_path / "with-noise.safetensors")["provenance"]["inputs"]
+    refused = denoise("import", "--arch", "mlp", "--weights", tmp_path / "plain.pt", "--data", "digits", "--noise",
+                      noise, "--out", tmp_path / "refused.safetensors")
+    assert refused.code == 2 and not (tmp_path / "refused.safetensors").exists()
 
 
 def test_evaluate_reports_the_documented_metrics(denoise, tmp_path):

@@ -29,7 +29,7 @@ from .data import load_data
 from .errors import InputError, UsageError
 from .files import NpzStream, check_same_samples, file_sha256, load_npz, provenance, save_npz
 from .loader import autocast, device_batches
-from .runtime import StageData, batch_slices, load_stage_data, prepare, progress, read_noise, resolve_device
+from .runtime import StageData, load_stage_data, prepare, progress, read_noise, resolve_device
 from .training_loop import finish, fit
 
 
@@ -123,7 +123,7 @@ def train(data: str, arch: str, epochs: int, out: Path, *, noise: Path | None = 
 
 
 def _batches(inputs: torch.Tensor, batch_size: int, device: torch.device):
-    return (inputs[s].to(device, non_blocking=True) for s in batch_slices(len(inputs), batch_size))
+    return (batch for _, batch in device_batches(inputs, batch_size, device))
 
 
 def evaluate(model: Path, data: str, split: str = "test", *, noise: Path | None = None, batch_size: int = 256,

@@ -20,6 +20,7 @@ from unlearn_core.training import classifier, classifier_inputs, epoch_order, ma
 
 from .errors import InputError
 from .files import atomic_write
+from .loader import device_batches
 from .runtime import batch_slices, progress
 
 
@@ -76,7 +77,7 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs:
     learner = model
     if train == "head":  # the backbone is frozen: compute its features once, then train the head alone on them
         learner = classifier(model)
-        inputs = classifier_inputs(model, (inputs[s].to(device) for s in batch_slices(len(labels), batch_size)))
+        inputs = classifier_inputs(model, (batch for _, batch in device_batches(inputs, batch_size, device)))
     losses = []
     steps = len(batch_slices(len(labels), batch_size))
     with progress(description, (epochs - start) * steps) as advance:

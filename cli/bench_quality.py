@@ -193,18 +193,20 @@ def clean_rounds(noisy, stage: StageData, split: Callable, rounds: int, options:
     """``denoise run`` in memory: each round splits with the current model, (prunes) and fine-tunes the noisy model.
 
     split(model) -> (is_clean (N,), clean_score (N,)); ``options.prune_ratio`` None skips pruning. The last
-    round fine-tunes ``options.train``, the rounds before it ``options.round_train`` (as ``denoise run``).
-    Returns the final model and the last round's split.
+    round prunes (when asked) and fine-tunes ``options.train`` from weights shrunk by ``options.shrink``, the
+    rounds before it fine-tune ``options.round_train`` (as ``denoise run``). Returns the final model and the
+    last round's split.
     """
     current = noisy
     for r in range(1, rounds + 1):
         is_clean, score = split(current)
-        tuned = (prune_noisy_model(noisy, stage, ~is_clean, options, device) if options.prune_ratio
+        last = r == rounds
+        tuned = (prune_noisy_model(noisy, stage, ~is_clean, options, device) if options.prune_ratio and last
                  else copy.deepcopy(noisy))
         keep = torch.as_tensor(is_clean)
-        train = options.train if r == rounds else options.round_train
         fit(tuned, stage.inputs[keep], stage.labels[keep], epochs=options.epochs, seed=options.seed + r, lr=options.lr,
-            weight_decay=0.0, batch_size=options.batch_size, train=train, device=device, options={})
+            weight_decay=0.0, batch_size=options.batch_size, train=options.train if last else options.round_train,
+            device=device, options={}, shrink=options.shrink if last else 1.0)
         current = tuned
     return current, is_clean, score
 
@@ -350,6 +352,8 @@ def _check(kinds: list[str], rates: list[float], detectors: list[str], options: 
         raise UsageError("--by must be noisy or abs, --target label or max, --train and --round-train all or head")
     if not 0 < (options.prune_ratio or 0) < 1 or options.rounds < 1 or folds < 2 or options.lr <= 0:
         raise UsageError("--ratio must be in (0, 1), --rounds at least 1, --folds at least 2, --lr positive")
+    if not 0 < options.shrink <= 1:
+        raise UsageError("--shrink must be in (0, 1]")
 
 
 def quality_command(
@@ -376,6 +380,8 @@ def quality_command(
                                         help="What the rounds before the last fine-tune: head or all."),
         finetune_epochs: int = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1),
         lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
+        shrink: float = typer.Option(RunOptions.shrink, "--shrink", help="Shrink warm start of the last fine-tune "
+                                                                          "(1 turns it off)."),
         eval_on: str = typer.Option("test", "--eval-on", help="test, or validation: a held-out 20% of the noisy "
                                                               "train split scored on its noisy labels."),
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch and BLAS (1 keeps "
@@ -393,7 +399,7 @@ def quality_command(
         kinds, rate_list, seed_list = ["symmetric"], [0.4], seed_list[:1]
     names = _list(detectors, str, "--detectors")
     options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, prune_ratio=ratio, prune_by=by,
-                         train=train, round_train=round_train, epochs=finetune_epochs, lr=lr)
+                         train=train, round_train=round_train, epochs=finetune_epochs, lr=lr, shrink=shrink)
     _check(kinds, rate_list, names, options, folds)
     if eval_on not in ("test", "validation"):
         raise UsageError("--eval-on must be test or validation")

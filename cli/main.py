@@ -163,14 +163,17 @@ def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Nois
              train: str = typer.Option("all", "--train", help="head: the final classifier layer only; all: every layer."),
              epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
              weight_decay: float = typer.Option(0.0, "--weight-decay"), batch_size: int = typer.Option(64, "--batch-size", min=1),
+             shrink: float = typer.Option(0.5, "--shrink", help="Multiply the trained weights by this factor in (0, 1] "
+                                          "before fine-tuning (a shrink warm start: forgets memorized noise faster); "
+                                          "1 keeps them as they are."),
              seed: int = typer.Option(0, "--seed"),
              resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
              out: Path = typer.Option(..., "--out"), device: str = Device, arch: Optional[str] = Arch,
              as_json: bool = Json) -> None:
     """Fine-tune on the clean samples only; pruned units stay removed."""
     emit(stages.finetune(model, data, partition_file, out, noise=noise, train=train, epochs=epochs, lr=lr,
-                         weight_decay=weight_decay, batch_size=batch_size, seed=seed, resume=resume, device=device,
-                         arch=arch), as_json, "finetune")
+                         weight_decay=weight_decay, batch_size=batch_size, shrink=shrink, seed=seed, resume=resume,
+                         device=device, arch=arch), as_json, "finetune")
 
 
 @app.command()
@@ -186,6 +189,8 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         round_train: str = typer.Option("head", "--round-train", help="Fine-tuning of the rounds before the last: "
                                         "head (on cached features, cheap) or all."),
         epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
+        shrink: float = typer.Option(0.5, "--shrink", help="Shrink warm start of the last round's fine-tuning: its "
+                                     "weights are first multiplied by this factor in (0, 1]; 1 turns it off."),
         batch_size: int = typer.Option(64, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
@@ -194,7 +199,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
                          prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train, epochs=epochs, lr=lr,
-                         batch_size=batch_size, seed=seed)
+                         shrink=shrink, batch_size=batch_size, seed=seed)
     log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
     emit(result if as_json else {"model": result["model"], "seconds": result["seconds"]}, as_json, "run")

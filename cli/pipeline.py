@@ -1,9 +1,12 @@
 """``denoise run``: the five stages in order, in rounds, each output in a work directory.
 
 Round r attributes with the model fine-tuned in round r-1 (the noisy model in round 1), partitions,
-measures sensitivity on the noisy model, prunes it and fine-tunes the pruned model on the clean part.
-Rounds before the last fine-tune only the head (``round_train``; cheap, on cached features): their
-model only has to forget enough of the noise to separate it better in the next round.
+and fine-tunes the noisy model on the clean part. Rounds before the last fine-tune only the head
+(``round_train``; cheap, on cached features): their model only has to forget enough of the noise to
+separate it better in the next round. The last round, whose partition is the cleanest, also measures
+sensitivity on the noisy model and prunes it before fine-tuning (pruning on an early, rougher
+partition removed the wrong units and made the rounds diverge), and fine-tunes from weights shrunk
+toward zero (``shrink``), which forgets the memorized noise faster.
 Every stage is called with ``reuse=True``: it is skipped when its output exists and records the same
 options and input file hashes, so a killed run resumes where it stopped and a changed option re-runs
 exactly the stages downstream of it.
@@ -38,6 +41,7 @@ class RunOptions:
     round_train: str = "head"  # fine-tuning of the rounds before the last (cheap: the head on cached features)
     epochs: int = 30
     lr: float = 1e-3
+    shrink: float = 0.5  # the last round's shrink warm start (the rounds before it fine-tune as they are)
     batch_size: int = 64
     seed: int = 0
 
@@ -51,6 +55,8 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     """
     if options.rounds < 1:
         raise UsageError("--rounds must be at least 1")
+    if not 0 < options.shrink <= 1:
+        raise UsageError(f"--shrink must be in (0, 1], got {options.shrink}")
     workdir.mkdir(parents=True, exist_ok=True)
     common = {"device": device, "arch": arch, "reuse": True}
     current, rounds, started = model, [], time.perf_counter()
@@ -63,16 +69,17 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
                                                 target=options.target, **common)
         summary["partition"] = stages.partition(scores, split, per_class=options.per_class, features=options.features,
                                                 truth=truth, dims=options.dims, seed=options.seed, reuse=True)
-        tuned_from = model
-        if options.prune_ratio:
+        tuned_from, last = model, r == options.rounds
+        if options.prune_ratio and last:
             summary["sensitivity"] = stages.sensitivity(model, data, split, folder / "sensitivity.npz", noise=noise,
                                                         layer=options.layer, **common)
             tuned_from = folder / "pruned.safetensors"
             summary["prune"] = stages.prune(model, folder / "sensitivity.npz", tuned_from, ratio=options.prune_ratio,
                                             by=options.prune_by, arch=arch, reuse=True)
         current = folder / "clean.safetensors"
-        train = options.train if r == options.rounds else options.round_train
-        summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise, train=train,
+        summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise,
+                                              train=options.train if last else options.round_train,
+                                              shrink=options.shrink if last else 1.0,
                                               epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
                                               seed=options.seed + r, resume=True, **common)
         for name, result in summary.items():

@@ -318,15 +318,20 @@ def prune(model: Path, sensitivity_file: Path, out: Path, *, ratio: float | None
 
 def finetune(model: Path, data: str, partition_file: Path, out: Path, *, noise: Path | None = None,
              train: str = "all", epochs: int = 30, lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 64,
-             seed: int = 0, resume: bool = False, device: str = "auto", arch: str | None = None,
+             shrink: float = 0.5, seed: int = 0, resume: bool = False, device: str = "auto", arch: str | None = None,
              reuse: bool = False) -> dict:
-    """Fine-tune a (pruned) checkpoint on the partition's clean samples only; masks stay in force."""
+    """Fine-tune a (pruned) checkpoint on the partition's clean samples only; masks stay in force.
+
+    shrink: the trained parameters are first multiplied by this factor in (0, 1] (1: as they are).
+    """
     if train not in ("all", "head"):
         raise UsageError(f"--train must be head or all, not {train!r}")
     if epochs < 1:
         raise UsageError("--epochs must be at least 1")
+    if not 0 < shrink <= 1:
+        raise UsageError(f"--shrink must be in (0, 1], got {shrink}")
     options = {"data": data, "train": train, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
-               "batch_size": batch_size, "seed": seed}
+               "batch_size": batch_size, "shrink": shrink, "seed": seed}
     inputs = {"model": model, "partition": partition_file, "noise": noise}
     if reuse and is_current(out, "checkpoint", options, inputs):
         return _skipped(out)
@@ -339,12 +344,13 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, *, noise: 
         raise InputError(partition_file, "marks no sample as clean; nothing to fine-tune on")
     started = time.perf_counter()
     fit(checkpoint.model, stage.inputs[clean], stage.labels[clean], epochs=epochs, seed=seed, lr=lr,
-        weight_decay=weight_decay, batch_size=batch_size, train=train, device=dev, options=options, out=out,
-        resume=resume, description="finetune")
+        weight_decay=weight_decay, batch_size=batch_size, train=train, device=dev, options=options, shrink=shrink,
+        out=out, resume=resume, description="finetune")
     seconds = time.perf_counter() - started
     save_checkpoint(out, checkpoint.model, checkpoint.info, provenance("checkpoint", options, inputs))
     finish(out)
-    return {"out": str(out), "clean_samples": int(clean.sum()), "epochs": epochs, "train": train, "seconds": seconds}
+    return {"out": str(out), "clean_samples": int(clean.sum()), "epochs": epochs, "train": train, "shrink": shrink,
+            "seconds": seconds}
 
 
 def import_weights(arch: str, weights: Path, out: Path, *, data: str | None = None, input_shape: list[int] | None = None,

@@ -16,7 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from unlearn_core.training import classifier, classifier_inputs, epoch_order, make_optimizer, train_epoch
+from unlearn_core.training import (classifier, classifier_inputs, epoch_order, make_optimizer, shrink_parameters,
+                                   train_epoch)
 
 from .errors import InputError
 from .files import atomic_write
@@ -61,17 +62,20 @@ def _load_state(path: Path, model: nn.Module, optimizer, options: dict) -> int:
 
 def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int, seed: int, lr: float,
         weight_decay: float, batch_size: int, train: str, device: torch.device, options: dict,
-        out: str | Path | None = None, resume: bool = False, save_every: int = 0,
+        shrink: float = 1.0, out: str | Path | None = None, resume: bool = False, save_every: int = 0,
         save_model: Callable[[Path], None] | None = None, description: str = "training") -> list[float]:
     """Train ``model`` in place on ``(N, ...)`` inputs and ``(N,)`` labels; returns the per-epoch mean losses.
 
     ``train="head"`` trains the final classifier layer alone on cached backbone features (eval mode).
+    ``shrink`` < 1 first scales the trained parameters toward zero (``shrink_parameters``; not again on resume).
     With ``out`` set, resumable state is kept beside it (removed at the end) and, with ``save_every`` K,
     ``save_model(path)`` writes ``OUT-epochK.safetensors`` every K epochs.
     """
     optimizer, scheduler = make_optimizer(model, epochs, train=train, lr=lr, weight_decay=weight_decay)
     state = resume_path(out) if out is not None else None
     start = _load_state(state, model, optimizer, options) if resume and state and state.exists() else 0
+    if start == 0:
+        shrink_parameters(model, shrink, train)
     for _ in range(start):
         scheduler.step()
     learner = model

@@ -11,7 +11,8 @@ from unlearn_core.noise import asymmetric_noise, gaussian_input_noise, instance_
 from unlearn_core.partition import clean_probability, detection_metrics
 from unlearn_core.pruning import prune_mask
 from unlearn_core.sensitivity import unit_sensitivity
-from unlearn_core.training import classification_metrics, epoch_order, make_optimizer, train_epoch
+from unlearn_core.training import (classification_metrics, epoch_order, make_optimizer, shrink_parameters,
+                                   train_epoch)
 
 
 def _model(arch, shape, seed=0):
@@ -177,3 +178,20 @@ def test_head_training_on_cached_features_equals_training_through_a_frozen_backb
     for (name, a), (_, b) in zip(through.state_dict().items(), cached.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name
     assert not torch.equal(through.state_dict()["head.weight"], _model("mlp", (12,)).state_dict()["head.weight"])
+
+
+def test_shrink_scales_only_the_trained_parameters_and_keeps_pruned_units_zero():
+    model = _model("mlp", (12,))
+    apply_unit_masks(model, {"features.1": torch.tensor([False] + [True] * 255)})
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    shrink_parameters(model, 0.5, "head")
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name] * 0.5 if name.startswith("head.") else before[name])
+    shrink_parameters(model, 0.25)
+    assert torch.allclose(model.features[1].weight, before["features.1.weight"] * 0.25)
+    assert (model.features[1].weight[0] == 0).all()
+    shrink_parameters(model, 1.0)
+    assert torch.allclose(model.features[1].weight, before["features.1.weight"] * 0.25)
+    for bad in (0.0, 1.5, -1.0):
+        with pytest.raises(ValueError):
+            shrink_parameters(model, bad)

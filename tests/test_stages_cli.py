@@ -130,9 +130,16 @@ def test_run_chains_the_stages_in_rounds(denoise, tmp_path):
                          "--workdir", tmp_path / "work", "--rounds", 2, "--epochs", 3, "--json"))
     assert [r["round"] for r in result["rounds"]] == [1, 2]
     for r in (1, 2):
-        for name in ("scores.npz", "partition.npz", "sensitivity.npz", "pruned.safetensors", "clean.safetensors"):
+        for name in ("scores.npz", "partition.npz", "clean.safetensors"):
             assert (tmp_path / "work" / f"round{r}" / name).is_file()
+    # only the last round, with the cleanest partition, measures sensitivity and prunes
+    assert not (tmp_path / "work" / "round1" / "pruned.safetensors").exists()
+    assert "sensitivity" not in result["rounds"][0]
+    for name in ("sensitivity.npz", "pruned.safetensors"):
+        assert (tmp_path / "work" / "round2" / name).is_file()
     assert result["model"].endswith("round2/clean.safetensors")
+    # the shrink warm start is the last round's alone
+    assert [r["finetune"]["shrink"] for r in result["rounds"]] == [1.0, 0.5]
     second_round = result["rounds"][1]["attribute"]
     assert not second_round.get("skipped")
 

@@ -122,8 +122,10 @@ def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noi
 @app.command()
 def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from `attribute`."),
               per_class: bool = typer.Option(True, "--per-class/--global", help="One mixture per given label, or one."),
-              features: str = typer.Option("attribution,loss", "--features",
-                                           help="Comma list of attribution, loss, margin, confidence."),
+              features: str = typer.Option(RunOptions.features, "--features",
+                                           help="Comma list of prototype (how much more a sample's attribution "
+                                                "looks like another class's than its label's), attribution, loss, "
+                                                "margin, confidence."),
               dims: int = typer.Option(10, "--dims", min=1, help="Principal components kept of the attributions."),
               truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: also report detection quality."),
               seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
@@ -182,7 +184,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         rounds: int = typer.Option(3, "--rounds", min=1, help="Re-attribute with the fine-tuned model and partition again."),
         layer: Optional[str] = Layer, target: str = typer.Option("label", "--target"),
         per_class: bool = typer.Option(True, "--per-class/--global"),
-        features: str = typer.Option("attribution,loss", "--features"), dims: int = typer.Option(10, "--dims", min=1),
+        features: str = typer.Option(RunOptions.features, "--features"), dims: int = typer.Option(10, "--dims", min=1),
         ratio: float = typer.Option(0.1, "--ratio", help="Fraction of units to prune each round; 0 turns pruning off."),
         by: str = typer.Option("noisy", "--by"),
         train: str = typer.Option("all", "--train", help="Fine-tuning of the last round: all layers, or the head."),

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from unlearn_core.partition import DEFAULT_FEATURES
+
 from . import stages
 from .errors import UsageError
 from .files import atomic_write
@@ -33,7 +35,7 @@ class RunOptions:
     layer: str | None = None
     target: str = "label"
     per_class: bool = True
-    features: str = "attribution,loss"
+    features: str = ",".join(DEFAULT_FEATURES)
     dims: int = 10
     prune_ratio: float | None = 0.1
     prune_by: str = "noisy"

@@ -18,7 +18,7 @@ from unlearn_core import noise as noise_lib
 from unlearn_core.inputs import normalization_stats
 from unlearn_core.layers import LayerError, apply_unit_masks, default_layer, resolve_layer
 from unlearn_core.models import ModelError
-from unlearn_core.partition import FEATURE_KINDS, clean_probability, detection_metrics
+from unlearn_core.partition import DEFAULT_FEATURES, FEATURE_KINDS, clean_probability, detection_metrics
 from unlearn_core.pruning import prune_mask
 from unlearn_core.sensitivity import UnitMoments
 from unlearn_core.training import classification_metrics, predict_logits
@@ -207,7 +207,7 @@ def score_samples(model, stage: StageData, layer: str, target: str, batch_size: 
     return units
 
 
-def partition(scores: Path, out: Path, *, per_class: bool = True, features: str = "attribution,loss",
+def partition(scores: Path, out: Path, *, per_class: bool = True, features: str = ",".join(DEFAULT_FEATURES),
               truth: Path | None = None, dims: int = 10, seed: int = 0, reuse: bool = False) -> dict:
     """Fit the clean/noisy mixture over a scores file; with ``truth`` (a noise file) also score the detection."""
     kinds = tuple(k.strip() for k in features.split(",") if k.strip())

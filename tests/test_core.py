@@ -8,7 +8,7 @@ from unlearn_core import attribution as attr
 from unlearn_core.layers import LayerError, apply_unit_masks, classifier_name, default_layer, layer_hook
 from unlearn_core.models import ModelError, create_model
 from unlearn_core.noise import asymmetric_noise, gaussian_input_noise, instance_noise, symmetric_noise
-from unlearn_core.partition import clean_probability, detection_metrics
+from unlearn_core.partition import clean_probability, detection_metrics, prototype_margin
 from unlearn_core.pruning import prune_mask
 from unlearn_core.sensitivity import unit_sensitivity
 from unlearn_core.training import (classification_metrics, epoch_order, make_optimizer, shrink_parameters,
@@ -108,6 +108,24 @@ def test_partition_finds_the_noisy_cluster_without_truth(per_class):
     assert clean.shape == (400,) and ((0 <= clean) & (clean <= 1)).all()
     metrics = detection_metrics(is_noisy, clean)
     assert metrics["f1"] > 0.9 and metrics["auroc"] > 0.95
+
+
+def test_prototype_margin_flags_samples_that_look_like_another_class():
+    rng = np.random.default_rng(0)
+    classes, per_class, units = 4, 60, 32
+    patterns = rng.uniform(0, 3, (classes, units)) * (rng.uniform(size=(classes, units)) < 0.3)
+    true = np.repeat(np.arange(classes), per_class)
+    attribution = patterns[true] + rng.uniform(0, 0.3, (len(true), units))
+    labels = true.copy()
+    flipped = rng.uniform(size=len(true)) < 0.3
+    labels[flipped] = (true[flipped] + rng.integers(1, classes, flipped.sum())) % classes
+    margin = prototype_margin(attribution, labels)
+    assert margin.shape == (len(true),) and (np.abs(margin) <= 2).all()
+    assert margin[flipped].min() > margin[~flipped].max()
+    clean = clean_probability({"attribution": attribution, "loss": rng.uniform(0, 1, len(true))}, labels,
+                              features=("prototype",))
+    assert detection_metrics(flipped, clean)["f1"] > 0.95  # oriented by the margin, not by the (random) loss
+    assert (prototype_margin(attribution[:10], np.zeros(10)) <= 0).all()  # one class: no other prototype
 
 
 def test_partition_rejects_unknown_features():

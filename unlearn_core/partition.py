@@ -1,7 +1,9 @@
 """Split a training set into clean and noisy samples with a 2-component Gaussian mixture.
 
 Plain arrays in, plain arrays out (in the manner of cleanlab's ``find_label_issues``). The mixture
-never sees ground truth: the *noisy* component is the one whose samples have the higher mean loss.
+never sees ground truth: the *noisy* component is the one whose samples look more like another class
+than their label (higher mean ``prototype_margin``) when the mixture sees that score, else the one
+with the higher mean loss.
 """
 
 from __future__ import annotations
@@ -12,7 +14,38 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-FEATURE_KINDS = ("attribution", "loss", "margin", "confidence")
+FEATURE_KINDS = ("attribution", "prototype", "loss", "margin", "confidence")
+DEFAULT_FEATURES = ("prototype", "attribution", "loss")
+
+
+def prototype_margin(attribution: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How much more each sample's attribution pattern resembles another class's than its own label's.
+
+    attribution: (N, U) >= 0 attribution vectors (each w.r.t. the sample's given label); labels: (N,) given
+    labels. A class's prototype is the element-wise median of its samples' log1p attributions (robust to
+    the mislabeled minority). Returns (N,) float64 in [-2, 2]: the largest cosine similarity to another
+    class's prototype minus the cosine similarity to the given class's prototype; higher = more likely
+    mislabeled. With a single class the other-class term is 0.
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    groups = [np.flatnonzero(labels == c) for c in classes]
+
+    def unit_rows(rows):
+        block = np.log1p(np.asarray(attribution[rows], dtype=np.float64))
+        return block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+
+    prototypes = np.stack([np.median(np.log1p(np.asarray(attribution[rows], dtype=np.float64)), axis=0)
+                           for rows in groups])
+    prototypes /= np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-12)
+    margin = np.zeros(len(labels))
+    for k, rows in enumerate(groups):  # one class at a time: never the whole (N, U) matrix in float64
+        similarity = unit_rows(rows) @ prototypes.T
+        own = similarity[:, k].copy()
+        similarity[:, k] = -np.inf
+        other = similarity.max(axis=1) if len(classes) > 1 else np.zeros(len(rows))
+        margin[rows] = other - own
+    return margin
 
 
 def _standardize(block: np.ndarray) -> np.ndarray:
@@ -29,6 +62,8 @@ def _group_features(scores: dict[str, np.ndarray], rows: np.ndarray, kinds, dims
             n_dims = min(dims, len(rows) - 1, block.shape[1])
             if 0 < n_dims < block.shape[1]:
                 block = PCA(n_dims, random_state=seed).fit_transform(block)
+        elif kind == "prototype":
+            block = scores["prototype"][rows][:, None]
         elif kind == "loss":
             block = np.log(scores["loss"][rows].astype(np.float64) + 1e-8)[:, None]
         else:
@@ -37,25 +72,29 @@ def _group_features(scores: dict[str, np.ndarray], rows: np.ndarray, kinds, dims
     return np.concatenate(blocks, axis=1)
 
 
-def _mixture_clean_probability(features: np.ndarray, loss: np.ndarray, seed: int) -> np.ndarray:
+def _mixture_clean_probability(features: np.ndarray, noisiness: np.ndarray, seed: int) -> np.ndarray:
+    """Posterior of the component whose samples have the lower mean ``noisiness`` (N,)."""
     if len(features) < 4:
         return np.ones(len(features))
     mixture = GaussianMixture(2, covariance_type="full", reg_covar=1e-3, n_init=2, random_state=seed)
     posterior = mixture.fit(features).predict_proba(features)
     weight = posterior.sum(0) + 1e-12
-    mean_loss = (posterior * loss[:, None]).sum(0) / weight
-    return posterior[:, int(np.argmin(mean_loss))]
+    mean_noisiness = (posterior * noisiness[:, None]).sum(0) / weight
+    return posterior[:, int(np.argmin(mean_noisiness))]
 
 
 def clean_probability(scores: dict[str, np.ndarray], labels: np.ndarray, *, per_class: bool = True,
-                      features=("attribution", "loss"), dims: int = 10, seed: int = 0) -> np.ndarray:
+                      features=DEFAULT_FEATURES, dims: int = 10, seed: int = 0) -> np.ndarray:
     """Probability that each sample's label is clean.
 
     scores: arrays over N samples: ``attribution`` (N, U) >= 0, ``loss`` (N,) nats, optionally ``margin``
-        and ``confidence`` (N,). ``loss`` is required: it decides which component is the noisy one.
+        and ``confidence`` (N,). ``loss`` is required.
     labels: (N,) given (possibly wrong) labels; with ``per_class`` one mixture is fitted per label.
     features: which scores the mixture sees; attribution vectors are log1p'd, standardized and reduced
-        to ``dims`` principal components (per class), the loss is log'd; every block is standardized.
+        to ``dims`` principal components (per class), ``prototype`` is ``prototype_margin`` of the
+        attributions, the loss is log'd; every block is standardized.
+    The noisy component is the one with the higher mean prototype margin when ``prototype`` is among
+    the features, else the one with the higher mean loss.
     Returns (N,) float64 in [0, 1].
     """
     unknown = [kind for kind in features if kind not in FEATURE_KINDS]
@@ -63,6 +102,10 @@ def clean_probability(scores: dict[str, np.ndarray], labels: np.ndarray, *, per_
         raise ValueError(f"unknown partition features {unknown}; choose from {', '.join(FEATURE_KINDS)}")
     loss = np.asarray(scores["loss"], dtype=np.float64)
     labels = np.asarray(labels)
+    scores = dict(scores)
+    noisiness = loss
+    if "prototype" in features:
+        scores["prototype"] = noisiness = prototype_margin(scores["attribution"], labels)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if per_class else [np.arange(len(labels))]
     clean = np.ones(len(labels))
     # One thread: the blocks are small, and spinning BLAS/OpenMP pools made these fits 10-50x slower
@@ -70,7 +113,7 @@ def clean_probability(scores: dict[str, np.ndarray], labels: np.ndarray, *, per_
     with threadpool_limits(limits=1):
         for rows in groups:
             block = _group_features(scores, rows, features, dims, seed)
-            clean[rows] = _mixture_clean_probability(block, loss[rows], seed)
+            clean[rows] = _mixture_clean_probability(block, noisiness[rows], seed)
     return clean
 
 

@@ -193,9 +193,9 @@ def clean_rounds(noisy, stage: StageData, split: Callable, rounds: int, options:
     """``denoise run`` in memory: each round splits with the current model, (prunes) and fine-tunes the noisy model.
 
     split(model) -> (is_clean (N,), clean_score (N,)); ``options.prune_ratio`` None skips pruning. The last
-    round prunes (when asked) and fine-tunes ``options.train`` from weights shrunk by ``options.shrink``, the
-    rounds before it fine-tune ``options.round_train`` (as ``denoise run``). Returns the final model and the
-    last round's split.
+    round prunes (when asked) and fine-tunes ``options.train``, the rounds before it fine-tune
+    ``options.round_train``, each shrunk as ``options.round_shrink`` says (as ``denoise run``). Returns the
+    final model and the last round's split.
     """
     current = noisy
     for r in range(1, rounds + 1):
@@ -206,7 +206,7 @@ def clean_rounds(noisy, stage: StageData, split: Callable, rounds: int, options:
         keep = torch.as_tensor(is_clean)
         fit(tuned, stage.inputs[keep], stage.labels[keep], epochs=options.epochs, seed=options.seed + r, lr=options.lr,
             weight_decay=0.0, batch_size=options.batch_size, train=options.train if last else options.round_train,
-            device=device, options={}, shrink=options.shrink if last else 1.0)
+            device=device, options={}, shrink=options.round_shrink(last))
         current = tuned
     return current, is_clean, score
 

@@ -191,8 +191,9 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         round_train: str = typer.Option("head", "--round-train", help="Fine-tuning of the rounds before the last: "
                                         "head (on cached features, cheap) or all."),
         epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
-        shrink: float = typer.Option(0.5, "--shrink", help="Shrink warm start of the last round's fine-tuning: its "
-                                     "weights are first multiplied by this factor in (0, 1]; 1 turns it off."),
+        shrink: float = typer.Option(0.5, "--shrink", help="Shrink warm start of the last round's fine-tuning (and of "
+                                     "every round with --round-train all): its weights are first multiplied by "
+                                     "this factor in (0, 1]; 1 turns it off."),
         batch_size: int = typer.Option(64, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:

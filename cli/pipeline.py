@@ -6,7 +6,7 @@ and fine-tunes the noisy model on the clean part. Rounds before the last fine-tu
 separate it better in the next round. The last round, whose partition is the cleanest, also measures
 sensitivity on the noisy model and prunes it before fine-tuning (pruning on an early, rougher
 partition removed the wrong units and made the rounds diverge), and fine-tunes from weights shrunk
-toward zero (``shrink``), which forgets the memorized noise faster.
+toward zero (``shrink``), which forgets the memorized noise faster; so do all-layer early rounds.
 Every stage is called with ``reuse=True``: it is skipped when its output exists and records the same
 options and input file hashes, so a killed run resumes where it stopped and a changed option re-runs
 exactly the stages downstream of it.
@@ -43,9 +43,14 @@ class RunOptions:
     round_train: str = "head"  # fine-tuning of the rounds before the last (cheap: the head on cached features)
     epochs: int = 30
     lr: float = 1e-3
-    shrink: float = 0.5  # the last round's shrink warm start (the rounds before it fine-tune as they are)
+    shrink: float = 0.5  # shrink warm start of the last round, and of earlier rounds that fine-tune all layers
     batch_size: int = 64
     seed: int = 0
+
+    def round_shrink(self, last: bool) -> float:
+        """The shrink factor of a round's fine-tune: ``shrink`` for the last round and for all-layer early
+        rounds (``round_train="all"``); 1 for head-only early rounds (shrinking them hurt detection)."""
+        return self.shrink if last or self.round_train == "all" else 1.0
 
 
 def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Path | None = None,
@@ -81,7 +86,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
         current = folder / "clean.safetensors"
         summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise,
                                               train=options.train if last else options.round_train,
-                                              shrink=options.shrink if last else 1.0,
+                                              shrink=options.round_shrink(last),
                                               epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
                                               seed=options.seed + r, resume=True, **common)
         for name, result in summary.items():

@@ -8,6 +8,7 @@ import torch
 from safetensors import safe_open
 
 from cli.checkpoint import load_checkpoint, read_metadata
+from cli.pipeline import RunOptions
 from unlearn_core.attribution import layer_activations
 from conftest import FSDD, TINY, requires_fsdd
 
@@ -140,6 +141,7 @@ def test_run_chains_the_stages_in_rounds(denoise, tmp_path):
     assert result["model"].endswith("round2/clean.safetensors")
     # the shrink warm start is the last round's alone
     assert [r["finetune"]["shrink"] for r in result["rounds"]] == [1.0, 0.5]
+    assert RunOptions(round_train="all").round_shrink(last=False) == 0.5  # all-layer early rounds shrink too
     second_round = result["rounds"][1]["attribute"]
     assert not second_round.get("skipped")
 

@@ -381,7 +381,7 @@ def quality_command(
         finetune_epochs: int = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1),
         lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
         shrink: float = typer.Option(RunOptions.shrink, "--shrink", help="Shrink warm start of the last fine-tune "
-                                                                          "(1 turns it off)."),
+                                                                          "and of all-layer early rounds (1: off)."),
         eval_on: str = typer.Option("test", "--eval-on", help="test, or validation: a held-out 20% of the noisy "
                                                               "train split scored on its noisy labels."),
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch and BLAS (1 keeps "

@@ -165,9 +165,10 @@ def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Nois
              train: str = typer.Option("all", "--train", help="head: the final classifier layer only; all: every layer."),
              epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
              weight_decay: float = typer.Option(0.0, "--weight-decay"), batch_size: int = typer.Option(64, "--batch-size", min=1),
-             shrink: float = typer.Option(0.5, "--shrink", help="Multiply the trained weights by this factor in (0, 1] "
-                                          "before fine-tuning (a shrink warm start: forgets memorized noise faster); "
-                                          "1 keeps them as they are."),
+             shrink: float = typer.Option(RunOptions.shrink, "--shrink",
+                                          help="Multiply the trained weights by this factor in (0, 1] before "
+                                               "fine-tuning (a shrink warm start: forgets memorized noise faster); "
+                                               "1 keeps them as they are."),
              seed: int = typer.Option(0, "--seed"),
              resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
              out: Path = typer.Option(..., "--out"), device: str = Device, arch: Optional[str] = Arch,
@@ -191,9 +192,10 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         round_train: str = typer.Option("head", "--round-train", help="Fine-tuning of the rounds before the last: "
                                         "head (on cached features, cheap) or all."),
         epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
-        shrink: float = typer.Option(0.5, "--shrink", help="Shrink warm start of the last round's fine-tuning (and of "
-                                     "every round with --round-train all): its weights are first multiplied by "
-                                     "this factor in (0, 1]; 1 turns it off."),
+        shrink: float = typer.Option(RunOptions.shrink, "--shrink",
+                                     help="Shrink warm start of the last round's fine-tuning (and of every round "
+                                          "with --round-train all): its weights are first multiplied by this "
+                                          "factor in (0, 1]; 1 turns it off."),
         batch_size: int = typer.Option(64, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:

@@ -163,6 +163,9 @@ CASES = [
                                     g / "sensitivity.npz", "--ratio", "1.5", "--out", "OUT"], "--ratio"),
     ("ratio of 0", lambda g, t: ["prune", "--model", g / "model.safetensors", "--sensitivity",
                                  g / "sensitivity.npz", "--ratio", "0", "--out", "OUT"], "--ratio"),
+    ("shrink of 0", lambda g, t: ["finetune", "--model", g / "model.safetensors", "--data", f"npz:{TINY}", "--noise",
+                                  g / "noise.npz", "--partition", g / "partition.npz", "--shrink", "0",
+                                  "--out", "OUT"], "--shrink"),
     ("sensitivity for another model", lambda g, t: ["prune", "--model", _rewrite_safetensors(
         g / "model.safetensors", t / "other.safetensors", lambda d: d["head.bias"].add_(1)), "--sensitivity",
         g / "sensitivity.npz", "--ratio", "0.1", "--out", "OUT"], "another model"),

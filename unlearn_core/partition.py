@@ -31,16 +31,17 @@ def prototype_margin(attribution: np.ndarray, labels: np.ndarray) -> np.ndarray:
     classes = np.unique(labels)
     groups = [np.flatnonzero(labels == c) for c in classes]
 
-    def unit_rows(rows):
-        block = np.log1p(np.asarray(attribution[rows], dtype=np.float64))
+    def log_rows(rows):
+        return np.log1p(np.asarray(attribution[rows], dtype=np.float64))
+
+    def unit_length(block):
         return block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
 
-    prototypes = np.stack([np.median(np.log1p(np.asarray(attribution[rows], dtype=np.float64)), axis=0)
-                           for rows in groups])
-    prototypes /= np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-12)
+    # one class at a time, in both passes: never the whole (N, U) matrix in float64
+    prototypes = unit_length(np.stack([np.median(log_rows(rows), axis=0) for rows in groups]))
     margin = np.zeros(len(labels))
-    for k, rows in enumerate(groups):  # one class at a time: never the whole (N, U) matrix in float64
-        similarity = unit_rows(rows) @ prototypes.T
+    for k, rows in enumerate(groups):
+        similarity = unit_length(log_rows(rows)) @ prototypes.T
         own = similarity[:, k].copy()
         similarity[:, k] = -np.inf
         other = similarity.max(axis=1) if len(classes) > 1 else np.zeros(len(rows))

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import zipfile
@@ -104,14 +105,17 @@ def check_input_path(path: str | Path) -> Path:
     return path
 
 
-def load_npz(path: str | Path, kind: str) -> tuple[dict[str, np.ndarray], dict]:
+def load_npz(path: str | Path, kind: str, on_disk: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """Load a stage file of ``kind`` (a key of SCHEMAS) and check it; returns ``(arrays, meta)``.
 
-    Raises InputError naming the file if it is not an .npz, holds object arrays, is of another kind,
-    lacks an array, has the wrong shape or dtype, holds NaN/inf, or its arrays disagree in length.
+    Arrays named in ``on_disk`` stay in the file when it stores them uncompressed (as every file
+    written here does): they come back as ``StoredRows``, which read only the rows asked for, so a
+    large (N, U) array is never held whole. Raises InputError naming the file if it is not an .npz,
+    holds object arrays, is of another kind, lacks an array, has the wrong shape or dtype, holds
+    NaN/inf, or its arrays disagree in length.
     """
     path = check_input_path(path)
-    arrays = read_npz_arrays(path)
+    arrays = read_npz_arrays(path, on_disk)
     meta = read_meta(path, arrays.pop("meta", None))
     if meta.get("kind") != kind:
         found = meta.get("kind")
@@ -120,13 +124,18 @@ def load_npz(path: str | Path, kind: str) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
-def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz (``meta`` included), read with ``allow_pickle=False``; InputError if unreadable."""
+def read_npz_arrays(path: Path, on_disk: tuple[str, ...] = ()) -> dict:
+    """Every array of an .npz (``meta`` included), read with ``allow_pickle=False``; InputError if unreadable.
+
+    Names in ``on_disk`` whose member is stored uncompressed come back as ``StoredRows`` (see load_npz).
+    """
     if not zipfile.is_zipfile(path):
         raise InputError(path, "not a .npz file")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+            stored = {name: StoredRows.of(path, archive.zip.getinfo(f"{name}.npy"))
+                      for name in on_disk if name in archive.files}
+            arrays = {name: stored[name] if stored.get(name) is not None else archive[name] for name in archive.files}
     except ValueError as exc:
         problem = "contains object arrays, which are never loaded" if "allow_pickle" in str(exc) else str(exc)
         raise InputError(path, problem) from None
@@ -134,6 +143,62 @@ def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise InputError(path, f"unreadable .npz ({type(exc).__name__}: {detail})") from None
     return arrays
+
+
+class StoredRows:
+    """A C-order array stored uncompressed in an .npz, read row block by row block on demand.
+
+    Has the ``shape``, ``ndim``, ``dtype`` and ``len`` of the array; ``rows[i]`` with a slice or an
+    integer index array returns those rows as an ndarray, reading the file in blocks of ``block_bytes``
+    with ``os.pread`` (no memory map: pages read are not counted in the process's memory).
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype, block_bytes: int = 1 << 24):
+        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+        self.ndim = len(shape)
+        self.row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        self.block_rows = max(1, block_bytes // max(self.row_bytes, 1))
+
+    @classmethod
+    def of(cls, path: Path, member: zipfile.ZipInfo) -> "StoredRows | None":
+        """The member's array, or None when it is compressed, Fortran-ordered, 0-d or holds objects."""
+        if member.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(path, "rb") as handle:
+            handle.seek(member.header_offset)
+            local = handle.read(30)  # the zip local file header; name and extra field lengths at 26..29
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            handle.seek(member.header_offset + 30 + name_length + extra_length)
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(handle)
+            offset = handle.tell()
+        if fortran_order or not shape or dtype.hasobject:
+            return None
+        return cls(path, offset, shape, dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        rows = np.arange(len(self))[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        if len(wanted) and (wanted[0] < 0 or wanted[-1] >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        with open(self.path, "rb") as handle:
+            start = 0
+            while start < len(wanted):
+                first = wanted[start]
+                stop = np.searchsorted(wanted, first + self.block_rows)  # rows within one block of ``first``
+                last = wanted[stop - 1]
+                raw = os.pread(handle.fileno(), int(last - first + 1) * self.row_bytes,
+                               self.offset + int(first) * self.row_bytes)
+                block = np.frombuffer(raw, dtype=self.dtype).reshape(-1, *self.shape[1:])
+                out[order[start:stop]] = block[wanted[start:stop] - first]
+                start = stop
+        return out
 
 
 def read_meta(path: Path, raw) -> dict:

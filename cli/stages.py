@@ -217,7 +217,7 @@ def partition(scores: Path, out: Path, *, per_class: bool = True, features: str 
     inputs = {"scores": scores, "truth": truth}
     if reuse and is_current(out, "partition", options, inputs):
         return _skipped(out)
-    arrays, _ = load_npz(scores, "scores")
+    arrays, _ = load_npz(scores, "scores", on_disk=("attribution",))  # read one class's rows at a time
     clean_prob = clean_probability(arrays, arrays["label"], per_class=per_class, features=kinds, dims=dims, seed=seed)
     result = {"out": str(out), "samples": len(clean_prob), "flagged_noisy": int((clean_prob < 0.5).sum())}
     if truth is not None:

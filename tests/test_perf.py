@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cli import stages
-from cli.files import NpzStream, load_npz
+from cli.files import NpzStream, StoredRows, load_npz, read_npz_arrays
 from cli.loader import autocast, device_batches
 from cli.synthetic import SyntheticImages
 from unlearn_core import attribution as attr
@@ -55,6 +55,24 @@ def test_npz_stream_reads_like_save_npz(tmp_path):
         assert json.loads(str(archive["meta"])) == {"kind": "test"}
     with zipfile.ZipFile(tmp_path / "s.npz") as archive:
         assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
+
+
+def test_stored_rows_read_exactly_the_rows_asked_for(tmp_path):
+    rng = np.random.default_rng(1)
+    attribution = rng.normal(size=(500, 6)).astype(np.float32)
+    with NpzStream(tmp_path / "s.npz", 500) as stream:  # zip64 members, as attribute writes them
+        stream.write("attribution", 0, attribution)
+        stream.finish({"label": np.arange(500)}, {"kind": "test"})
+    np.savez_compressed(tmp_path / "c.npz", attribution=attribution)
+    rows = read_npz_arrays(tmp_path / "s.npz", ("attribution",))["attribution"]
+    assert isinstance(rows, StoredRows) and rows.shape == (500, 6) and rows.dtype == np.float32
+    rows.block_rows = 7  # many blocks, some requested rows in each, some blocks skipped
+    for wanted in (np.array([499, 3, 0, 3, 250]), np.flatnonzero(rng.random(500) < 0.05), slice(10, 400), slice(None)):
+        assert np.array_equal(rows[wanted], attribution[wanted])
+    with pytest.raises(IndexError):
+        rows[np.array([500])]
+    compressed = read_npz_arrays(tmp_path / "c.npz", ("attribution",))["attribution"]
+    assert isinstance(compressed, np.ndarray) and np.array_equal(compressed, attribution)  # read whole instead
 
 
 def test_npz_stream_refuses_missing_rows_and_misfit_blocks(tmp_path):

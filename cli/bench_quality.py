@@ -6,7 +6,8 @@ model is trained until it fits the noisy labels (``noisy``), and then each of th
 * ``retrain``: the same recipe from scratch on all the noisy data (another seed);
 * for each detector, a clean/noisy split of the train split, then fine-tuning the noisy model on the
   clean part without pruning (``finetune-only``) and with pruning (``denoise``), in rounds as
-  ``denoise run`` does: round r detects with the model of round r-1 and restarts from the noisy model;
+  ``denoise run`` does: round r detects with the model of round r-1 and restarts from the noisy model
+  (the two share the rounds before the last, which do not prune: they run once and count in both times);
 * ``oracle``: the same recipe from scratch on the truly clean samples only.
 
 Everything runs in memory with the stages' own ``unlearn_core`` calls and recipes (``cli.pipeline``
@@ -189,26 +190,27 @@ def prune_noisy_model(noisy, stage: StageData, noisy_flags: np.ndarray, options:
     return pruned
 
 
-def clean_rounds(noisy, stage: StageData, split: Callable, rounds: int, options: RunOptions, device):
-    """``denoise run`` in memory: each round splits with the current model, (prunes) and fine-tunes the noisy model.
+def fine_tune_round(noisy, stage: StageData, is_clean: np.ndarray, r: int, last: bool, options: RunOptions, device):
+    """Round ``r`` of ``denoise run`` in memory: a copy of ``noisy`` (pruned on the flagged samples in the
+    last round when ``options.prune_ratio``) fine-tuned on the (N,) ``is_clean`` samples, ``options.train``
+    in the last round and ``options.round_train`` before it, shrunk as ``options.round_shrink`` says."""
+    tuned = (prune_noisy_model(noisy, stage, ~is_clean, options, device) if options.prune_ratio and last
+             else copy.deepcopy(noisy))
+    keep = torch.as_tensor(is_clean)
+    fit(tuned, stage.inputs[keep], stage.labels[keep], epochs=options.epochs, seed=options.seed + r, lr=options.lr,
+        weight_decay=0.0, batch_size=options.batch_size, train=options.train if last else options.round_train,
+        device=device, options={}, shrink=options.round_shrink(last))
+    return tuned
 
-    split(model) -> (is_clean (N,), clean_score (N,)); ``options.prune_ratio`` None skips pruning. The last
-    round prunes (when asked) and fine-tunes ``options.train``, the rounds before it fine-tune
-    ``options.round_train``, each shrunk as ``options.round_shrink`` says (as ``denoise run``). Returns the
-    final model and the last round's split.
-    """
+
+def early_rounds(noisy, stage: StageData, split: Callable, rounds: int, options: RunOptions, device):
+    """The rounds before the last, which ``finetune-only`` and ``denoise`` share (pruning is in the last
+    round only): each splits with the current model, split(model) -> (is_clean (N,), clean_score (N,)), and
+    fine-tunes the noisy model. Returns the model the last round detects with (``noisy`` when rounds is 1)."""
     current = noisy
-    for r in range(1, rounds + 1):
-        is_clean, score = split(current)
-        last = r == rounds
-        tuned = (prune_noisy_model(noisy, stage, ~is_clean, options, device) if options.prune_ratio and last
-                 else copy.deepcopy(noisy))
-        keep = torch.as_tensor(is_clean)
-        fit(tuned, stage.inputs[keep], stage.labels[keep], epochs=options.epochs, seed=options.seed + r, lr=options.lr,
-            weight_decay=0.0, batch_size=options.batch_size, train=options.train if last else options.round_train,
-            device=device, options={}, shrink=options.round_shrink(last))
-        current = tuned
-    return current, is_clean, score
+    for r in range(1, rounds):
+        current = fine_tune_round(noisy, stage, split(current)[0], r, False, options, device)
+    return current
 
 
 def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str], settings: Settings, scratch: Path,
@@ -247,11 +249,13 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
             split, rounds = (lambda _model: fixed), 1
         else:
             split = lambda model, name=detector: detect(name, model, stage, options, device)  # noqa: E731
+        current, shared = timed(lambda: early_rounds(noisy, stage, split, rounds, options, device))
+        (is_clean, score), shared_split = timed(lambda: split(current))
         for method, ratio in (("finetune-only", None), ("denoise", options.prune_ratio)):
             variant = replace(options, prune_ratio=ratio)
-            (model, is_clean, score), seconds = timed(
-                lambda: clean_rounds(noisy, stage, split, rounds, variant, device))
-            add(detector, method, model, seconds + extra, split_metrics(stage.is_noisy, is_clean, score))
+            model, seconds = timed(lambda: fine_tune_round(noisy, stage, is_clean, rounds, True, variant, device))
+            add(detector, method, model, seconds + shared + shared_split + extra,
+                split_metrics(stage.is_noisy, is_clean, score))
     return rows
 
 

@@ -69,6 +69,7 @@ class PerfConfig:
     train_batch_size: int = RunOptions.batch_size
     train_epochs: int = 300  # standard retraining: the demo's noisy-model recipe
     finetune_epochs: int = RunOptions.epochs
+    round_epochs: int = RunOptions.round_epochs
     rounds: int = RunOptions.rounds
     round_train: str = RunOptions.round_train  # fine-tuning of the rounds before the last, as in denoise run
     prune_ratio: float = 0.1
@@ -268,8 +269,8 @@ def loop_ratio(model, data: StageData, config: PerfConfig, layer: str, device) -
 def pipeline_ratio(records: dict, config: PerfConfig) -> dict:
     """Five stages' wall time, ``rounds`` times (as ``denoise run``), over standard retraining's.
 
-    round = attribute + partition + finetune_epochs x fine-tuning epoch, where the rounds before the last
-    fine-tune as ``round_train`` says (the head on cached features by default); the last round also runs
+    round = attribute + partition + fine-tuning epochs (``finetune_epochs`` in the last round,
+    ``round_epochs`` before it), where the rounds before the last fine-tune as ``round_train`` says (the head on cached features by default); the last round also runs
     sensitivity + prune and fine-tunes all layers; retrain = train_epochs x training epoch. Epoch times
     are scaled from timed steps.
     """
@@ -277,7 +278,7 @@ def pipeline_ratio(records: dict, config: PerfConfig) -> dict:
     prune = sum(records[s]["seconds"] for s in ("sensitivity", "prune"))
     early = records["finetune-head" if config.round_train == "head" else "finetune"]["epoch_seconds"]
     last_round = detect + prune + config.finetune_epochs * records["finetune"]["epoch_seconds"]
-    pipeline = last_round + (config.rounds - 1) * (detect + config.finetune_epochs * early)
+    pipeline = last_round + (config.rounds - 1) * (detect + config.round_epochs * early)
     retrain = config.train_epochs * records["retrain"]["epoch_seconds"]
     return {"pipeline_seconds": pipeline, "retrain_seconds": retrain, "pipeline_vs_retrain": pipeline / retrain,
             "one_round_vs_retrain": last_round / retrain}

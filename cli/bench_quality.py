@@ -197,7 +197,8 @@ def fine_tune_round(noisy, stage: StageData, is_clean: np.ndarray, r: int, last:
     tuned = (prune_noisy_model(noisy, stage, ~is_clean, options, device) if options.prune_ratio and last
              else copy.deepcopy(noisy))
     keep = torch.as_tensor(is_clean)
-    fit(tuned, stage.inputs[keep], stage.labels[keep], epochs=options.epochs, seed=options.seed + r, lr=options.lr,
+    fit(tuned, stage.inputs[keep], stage.labels[keep], epochs=options.epochs if last else options.round_epochs,
+        seed=options.seed + r, lr=options.lr,
         weight_decay=0.0, batch_size=options.batch_size, train=options.train if last else options.round_train,
         device=device, options={}, shrink=options.round_shrink(last))
     return tuned
@@ -382,7 +383,10 @@ def quality_command(
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head (last round)."),
         round_train: str = typer.Option(RunOptions.round_train, "--round-train",
                                         help="What the rounds before the last fine-tune: head or all."),
-        finetune_epochs: int = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1),
+        finetune_epochs: int = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1,
+                                            help="Fine-tuning epochs of the last round."),
+        round_epochs: int = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
+                                         help="Fine-tuning epochs of each round before the last."),
         lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
         shrink: float = typer.Option(RunOptions.shrink, "--shrink", help="Shrink warm start of the last fine-tune "
                                                                           "and of all-layer early rounds (1: off)."),
@@ -403,7 +407,8 @@ def quality_command(
         kinds, rate_list, seed_list = ["symmetric"], [0.4], seed_list[:1]
     names = _list(detectors, str, "--detectors")
     options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, prune_ratio=ratio, prune_by=by,
-                         train=train, round_train=round_train, epochs=finetune_epochs, lr=lr, shrink=shrink)
+                         train=train, round_train=round_train, epochs=finetune_epochs, round_epochs=round_epochs,
+                         lr=lr, shrink=shrink)
     _check(kinds, rate_list, names, options, folds)
     if eval_on not in ("test", "validation"):
         raise UsageError("--eval-on must be test or validation")

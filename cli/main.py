@@ -191,7 +191,10 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         train: str = typer.Option("all", "--train", help="Fine-tuning of the last round: all layers, or the head."),
         round_train: str = typer.Option("head", "--round-train", help="Fine-tuning of the rounds before the last: "
                                         "head (on cached features, cheap) or all."),
-        epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
+        epochs: int = typer.Option(RunOptions.epochs, "--epochs", min=1, help="Fine-tuning epochs of the last round."),
+        round_epochs: int = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
+                                         help="Fine-tuning epochs of each round before the last."),
+        lr: float = typer.Option(1e-3, "--lr"),
         shrink: float = typer.Option(RunOptions.shrink, "--shrink",
                                      help="Shrink warm start of the last round's fine-tuning (and of every round "
                                           "with --round-train all): its weights are first multiplied by this "
@@ -203,7 +206,8 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
     if not 0 <= ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
-                         prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train, epochs=epochs, lr=lr,
+                         prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train, epochs=epochs,
+                         round_epochs=round_epochs, lr=lr,
                          shrink=shrink, batch_size=batch_size, seed=seed)
     log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch, log=log)

@@ -41,7 +41,8 @@ class RunOptions:
     prune_by: str = "noisy"
     train: str = "all"
     round_train: str = "head"  # fine-tuning of the rounds before the last (cheap: the head on cached features)
-    epochs: int = 30
+    epochs: int = 30  # fine-tuning epochs of the last round
+    round_epochs: int = 30  # fine-tuning epochs of each round before the last
     lr: float = 1e-3
     shrink: float = 0.5  # shrink warm start of the last round, and of earlier rounds that fine-tune all layers
     batch_size: int = 64
@@ -87,7 +88,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
         summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise,
                                               train=options.train if last else options.round_train,
                                               shrink=options.round_shrink(last),
-                                              epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
+                                              epochs=options.epochs if last else options.round_epochs, lr=options.lr, batch_size=options.batch_size,
                                               seed=options.seed + r, resume=True, **common)
         for name, result in summary.items():
             if name != "round":

@@ -128,7 +128,8 @@ def test_run_chains_the_stages_in_rounds(denoise, tmp_path):
     _ok(denoise("train", "--data", f"npz:{TINY}", "--noise", noise, "--arch", "mlp", "--epochs", 30, "--out", model,
                 "--json"))
     result = _ok(denoise("run", "--model", model, "--data", f"npz:{TINY}", "--noise", noise, "--truth", noise,
-                         "--workdir", tmp_path / "work", "--rounds", 2, "--epochs", 3, "--json"))
+                         "--workdir", tmp_path / "work", "--rounds", 2, "--epochs", 3, "--round-epochs", 2,
+                         "--round-train", "head", "--json"))
     assert [r["round"] for r in result["rounds"]] == [1, 2]
     for r in (1, 2):
         for name in ("scores.npz", "partition.npz", "clean.safetensors"):
@@ -139,7 +140,8 @@ def test_run_chains_the_stages_in_rounds(denoise, tmp_path):
     for name in ("sensitivity.npz", "pruned.safetensors"):
         assert (tmp_path / "work" / "round2" / name).is_file()
     assert result["model"].endswith("round2/clean.safetensors")
-    # the shrink warm start is the last round's alone
+    # head-only early rounds: their own epochs, no shrink warm start (the last round's alone)
+    assert [(r["finetune"]["train"], r["finetune"]["epochs"]) for r in result["rounds"]] == [("head", 2), ("all", 3)]
     assert [r["finetune"]["shrink"] for r in result["rounds"]] == [1.0, 0.5]
     assert RunOptions(round_train="all").round_shrink(last=False) == 0.5  # all-layer early rounds shrink too
     second_round = result["rounds"][1]["attribute"]

@@ -192,15 +192,13 @@ def prune_noisy_model(noisy, stage: StageData, noisy_flags: np.ndarray, options:
 
 def fine_tune_round(noisy, stage: StageData, is_clean: np.ndarray, r: int, last: bool, options: RunOptions, device):
     """Round ``r`` of ``denoise run`` in memory: a copy of ``noisy`` (pruned on the flagged samples in the
-    last round when ``options.prune_ratio``) fine-tuned on the (N,) ``is_clean`` samples, ``options.train``
-    in the last round and ``options.round_train`` before it, shrunk as ``options.round_shrink`` says."""
+    last round when ``options.prune_ratio``) fine-tuned on the (N,) ``is_clean`` samples with the round's
+    recipe (``RunOptions.round_recipe``)."""
     tuned = (prune_noisy_model(noisy, stage, ~is_clean, options, device) if options.prune_ratio and last
              else copy.deepcopy(noisy))
     keep = torch.as_tensor(is_clean)
-    fit(tuned, stage.inputs[keep], stage.labels[keep], epochs=options.epochs if last else options.round_epochs,
-        seed=options.seed + r, lr=options.lr,
-        weight_decay=0.0, batch_size=options.batch_size, train=options.train if last else options.round_train,
-        device=device, options={}, shrink=options.round_shrink(last))
+    fit(tuned, stage.inputs[keep], stage.labels[keep], **options.round_recipe(last), seed=options.seed + r,
+        lr=options.lr, weight_decay=0.0, batch_size=options.batch_size, device=device, options={})
     return tuned
 
 

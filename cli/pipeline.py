@@ -53,6 +53,12 @@ class RunOptions:
         rounds (``round_train="all"``); 1 for head-only early rounds (shrinking them hurt detection)."""
         return self.shrink if last or self.round_train == "all" else 1.0
 
+    def round_recipe(self, last: bool) -> dict:
+        """A round's fine-tuning: ``train`` (all or head), ``epochs`` and ``shrink``; the last round's own
+        or that of the rounds before it."""
+        return {"train": self.train if last else self.round_train, "epochs": self.epochs if last else self.round_epochs,
+                "shrink": self.round_shrink(last)}
+
 
 def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Path | None = None,
         truth: Path | None = None, device: str = "auto", arch: str | None = None,
@@ -85,11 +91,9 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
             summary["prune"] = stages.prune(model, folder / "sensitivity.npz", tuned_from, ratio=options.prune_ratio,
                                             by=options.prune_by, arch=arch, reuse=True)
         current = folder / "clean.safetensors"
-        summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise,
-                                              train=options.train if last else options.round_train,
-                                              shrink=options.round_shrink(last),
-                                              epochs=options.epochs if last else options.round_epochs, lr=options.lr, batch_size=options.batch_size,
-                                              seed=options.seed + r, resume=True, **common)
+        summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise, **options.round_recipe(last),
+                                              lr=options.lr, batch_size=options.batch_size, seed=options.seed + r,
+                                              resume=True, **common)
         for name, result in summary.items():
             if name != "round":
                 log(f"round {r}: {name} {'up to date' if result.get('skipped') else 'done'}")

@@ -300,7 +300,8 @@ def markdown(rows: list[dict]) -> str:
               "| data | noise | rate | " + " | ".join(detectors) + " |", "|---|---|---|" + "---|" * len(detectors)]
     for cell in cells:
         gains = [100 * (_mean(rows, cell, d, "denoise") - _mean(rows, cell, d, "finetune-only")) for d in detectors]
-        lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]:g} | " + " | ".join(f"{g:+.1f}" for g in gains) + " |")
+        shown = ["" if math.isnan(g) else f"{g:+.1f}" for g in gains]  # blank: detector not run in this cell
+        lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]:g} | " + " | ".join(shown) + " |")
     lines += ["", "Ours (`attribution`, `denoise`) against the baselines (means over seeds)", "",
               "| data | noise | rate | denoise − retrain (points) | gap noisy→oracle recovered | "
               "denoise / retrain seconds |", "|---|---|---|---|---|---|"]

@@ -47,3 +47,20 @@ def test_quick_table_shape_and_finite_figures(denoise, tmp_path):
     assert lines[0].startswith("| data | noise | rate | detector | method |")
     assert len([line for line in lines if line.startswith("| npz:")]) == len(rows) + 2
     assert "nan" not in table.read_text()
+
+
+def test_markdown_leaves_cells_blank_for_detectors_not_run_there():
+    from cli.bench_quality import markdown
+
+    def row(rate, detector, method, accuracy):
+        detection = dict.fromkeys(("precision", "recall", "f1", "auroc"), None if detector == "none" else 0.5)
+        return {"data": "d", "kind": "symmetric", "rate": rate, "seed": 0, "detector": detector, "method": method,
+                "test_accuracy": accuracy, **detection, "seconds": 1.0}
+
+    rows = []
+    for rate, detectors in ((0.2, ("attribution",)), (0.4, ("attribution", "loss"))):
+        rows += [row(rate, "none", m, 0.5) for m in ("noisy", "retrain", "oracle")]
+        rows += [row(rate, d, m, a) for d in detectors for m, a in (("finetune-only", 0.8), ("denoise", 0.81))]
+    table = markdown(rows)
+    assert "nan" not in table
+    assert "| d | symmetric | 0.2 | +1.0 |  |" in table and "| d | symmetric | 0.4 | +1.0 | +1.0 |" in table

@@ -272,8 +272,7 @@ def pipeline_ratio(records: dict, config: PerfConfig) -> dict:
     round = attribute + partition + fine-tuning epochs (``finetune_epochs`` in the last round,
     ``round_epochs`` before it), where the rounds before the last fine-tune as ``round_train`` says (the
     head on cached features by default); the last round also runs sensitivity + prune and fine-tunes all
-    layers; retrain = train_epochs x training epoch. Epoch times
-    are scaled from timed steps.
+    layers; retrain = train_epochs x training epoch. Epoch times are scaled from timed steps.
     """
     detect = sum(records[s]["seconds"] for s in ("attribute", "partition"))
     prune = sum(records[s]["seconds"] for s in ("sensitivity", "prune"))

@@ -170,8 +170,8 @@ class StoredRows:
             name_length, extra_length = struct.unpack("<HH", local[26:30])
             handle.seek(member.header_offset + 30 + name_length + extra_length)
             version = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran_order, dtype = read_header(handle)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = header(handle)
             offset = handle.tell()
         if fortran_order or not shape or dtype.hasobject:
             return None

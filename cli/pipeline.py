@@ -91,9 +91,10 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
             summary["prune"] = stages.prune(model, folder / "sensitivity.npz", tuned_from, ratio=options.prune_ratio,
                                             by=options.prune_by, arch=arch, reuse=True)
         current = folder / "clean.safetensors"
-        summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise, **options.round_recipe(last),
-                                              lr=options.lr, batch_size=options.batch_size, seed=options.seed + r,
-                                              resume=True, **common)
+        summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise,
+                                              **options.round_recipe(last), lr=options.lr,
+                                              batch_size=options.batch_size, seed=options.seed + r, resume=True,
+                                              **common)
         for name, result in summary.items():
             if name != "round":
                 log(f"round {r}: {name} {'up to date' if result.get('skipped') else 'done'}")

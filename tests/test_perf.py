@@ -108,13 +108,19 @@ def test_synthetic_images_are_the_same_however_indexed():
     assert torch.equal(torch.cat(batches), images[0:50])
 
 
-def test_bf16_autocast_stays_within_the_stated_tolerance():
-    model = _model("cnn", (1, 8, 8))
-    inputs, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 5, (16,))
-    exact, _ = attr.gradient_x_activation(model, inputs, labels, "features.2")
-    with autocast(torch.device("cpu"), "bf16"):
-        rough, _ = attr.gradient_x_activation(model, inputs, labels, "features.2")
-    assert (rough.float() - exact).abs().max() <= 0.05 * exact.abs().max()
+@pytest.mark.parametrize("arch,shape,layer", [
+    ("mlp", (64,), "features.1"), ("cnn", (1, 8, 8), "features.2"), ("resnet18-cifar", (3, 16, 16), "layer3"),
+])
+def test_bf16_autocast_stays_within_the_stated_tolerance(arch, shape, layer):
+    """The README's tolerance: bf16 autocast changes a batch's attributions by at most 10 % in relative norm."""
+    model = _model(arch, shape)
+    for seed in range(3):
+        generator = torch.Generator().manual_seed(seed)
+        inputs, labels = torch.randn(32, *shape, generator=generator), torch.randint(0, 5, (32,), generator=generator)
+        exact, _ = attr.gradient_x_activation(model, inputs, labels, layer)
+        with autocast(torch.device("cpu"), "bf16"):
+            rough, _ = attr.gradient_x_activation(model, inputs, labels, layer)
+        assert (rough.float() - exact).norm() <= 0.1 * exact.norm()
 
 
 def _trained_mlp(tmp_path):
@@ -162,7 +168,7 @@ def test_sensitivity_stage_matches_the_in_memory_regression(tmp_path):
 @pytest.mark.slow
 def test_bench_perf_reports_the_five_ratios(denoise):
     result = denoise("bench", "perf", "--arch", "mlp", "--data", "digits", "--train-steps", "3", "--loop-batches", "1",
-                     "--device", "cpu", "--json")
+                     "--train-repeats", "2", "--device", "cpu", "--json")
     assert result.code == 0, result.err
     record = result.json
     for key in ("attribution_vs_inference", "batched_vs_loop", "max_abs_diff", "rss_10n_vs_n", "pipeline_vs_retrain"):

@@ -10,9 +10,9 @@ spec with symmetric label noise:
 * in one fresh child process per stage (``python -m cli.bench_perf STAGE ...``): each stage's
   samples/second and peak RSS, at N and at 10 N for attribute, partition and sensitivity
   (``rss_10n_vs_n``, always on synthetic images); fine-tuning and retraining are timed over
-  ``train_steps`` optimizer steps and scaled to full epochs, each ``train_repeats`` times in turn, the
-  fastest counting, so that a burst of load from other programs does not land on one side of
-  ``pipeline_vs_retrain`` (see ``pipeline_ratio``).
+  ``train_steps`` optimizer steps and scaled to full epochs (``pipeline_vs_retrain``, see
+  ``pipeline_ratio``). The seven stages at N run ``repeats`` times in turn and each stage's fastest run
+  counts, so that a burst of load from other programs does not land on one side of the ratio.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from .training_loop import fit
 
 MID_LAYERS = {"resnet18-cifar": "layer3", "mlp": "features.1", "cnn": "features.2", "kws": "features.7"}
 STAGES = ("attribute", "partition", "sensitivity", "prune", "finetune", "finetune-head", "retrain")
-TRAIN_STAGES = ("finetune", "finetune-head", "retrain")
 RSS_STAGES = ("attribute", "partition", "sensitivity")
 SYNTHETIC_SHAPE, SYNTHETIC_CLASSES = (3, 32, 32), 10
 
@@ -69,7 +68,7 @@ class PerfConfig:
     loop_batches: int = 2  # batches timed for batched_vs_loop
     rss_n: int | None = None  # N of rss_10n_vs_n, on synthetic images (default: n)
     train_steps: int = 20  # optimizer steps timed for finetune and retrain
-    train_repeats: int = 3  # timings of each training stage, interleaved; the fastest counts
+    repeats: int = 3  # runs of the seven stages at N, in turn; each stage's fastest counts
     train_batch_size: int = RunOptions.batch_size
     train_epochs: int = 300  # standard retraining: the demo's noisy-model recipe
     finetune_epochs: int = RunOptions.epochs
@@ -311,10 +310,11 @@ def measure(config: PerfConfig, workdir: Path, log: Callable[[str], None] = lamb
     loop = loop_ratio(checkpoint.model, data, config, layer, device)
     del checkpoint, data
     records = {stage: _child(stage, config, workdir, n, log) for stage in STAGES}
-    for _ in range(config.train_repeats - 1):
-        for stage in TRAIN_STAGES:
+    for _ in range(config.repeats - 1):
+        for stage in STAGES:
             again = _child(stage, config, workdir, n, log)
-            if again["epoch_seconds"] < records[stage]["epoch_seconds"]:
+            timed = "epoch_seconds" if "epoch_seconds" in again else "seconds"
+            if again[timed] < records[stage][timed]:
                 records[stage] = again
     rss_n, rss_config = config.rss_n or n, replace(config, data="synthetic")  # sizes need generated data
     peaks = {}
@@ -356,8 +356,8 @@ def perf_command(arch: str = typer.Option("resnet18-cifar", "--arch", help="Arch
                  rss_n: int = typer.Option(None, "--rss-n", min=1, help="N of rss_10n_vs_n (default: --n)."),
                  train_steps: int = typer.Option(20, "--train-steps", min=1, help="Optimizer steps timed per "
                                                                                    "training stage."),
-                 train_repeats: int = typer.Option(3, "--train-repeats", min=1, help="Times each training stage "
-                                                   "is timed, in turn; the fastest counts."),
+                 repeats: int = typer.Option(3, "--repeats", min=1, help="Runs of the seven stages, in turn; "
+                                                                          "each stage's fastest counts."),
                  dtype: str = typer.Option("float32", "--dtype", help="Attribution storage: float32 or float16."),
                  precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16/fp16 autocast."),
                  threads: int = typer.Option(None, "--threads", min=1, help="torch intra-op threads in every "
@@ -370,7 +370,7 @@ def perf_command(arch: str = typer.Option("resnet18-cifar", "--arch", help="Arch
 
     config = PerfConfig(arch=arch, n=n, device=device, data=data, noise_rate=noise_rate, batch_size=batch_size,
                         mid_layer=mid_layer, loop_batches=loop_batches, rss_n=rss_n, train_steps=train_steps,
-                        train_repeats=train_repeats,
+                        repeats=repeats,
                         dtype=dtype, precision=precision, threads=threads)
     log = lambda line: print(f"[bench perf] {line}", file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="denoise-perf-") as scratch:

@@ -168,7 +168,7 @@ def test_sensitivity_stage_matches_the_in_memory_regression(tmp_path):
 @pytest.mark.slow
 def test_bench_perf_reports_the_five_ratios(denoise):
     result = denoise("bench", "perf", "--arch", "mlp", "--data", "digits", "--train-steps", "3", "--loop-batches", "1",
-                     "--train-repeats", "2", "--device", "cpu", "--json")
+                     "--repeats", "2", "--device", "cpu", "--json")
     assert result.code == 0, result.err
     record = result.json
     for key in ("attribution_vs_inference", "batched_vs_loop", "max_abs_diff", "rss_10n_vs_n", "pipeline_vs_retrain"):

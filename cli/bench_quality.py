@@ -40,7 +40,7 @@ from unlearn_core import attribution as attr
 from unlearn_core.detectors import loss_clean_probability, split_metrics
 from unlearn_core.layers import apply_unit_masks, default_layer
 from unlearn_core.noise import NOISE_KINDS
-from unlearn_core.partition import FEATURE_KINDS, clean_probability
+from unlearn_core.partition import FEATURE_KINDS, ORIENTATIONS, clean_probability
 from unlearn_core.pruning import PRUNE_BY, prune_mask
 from unlearn_core.sensitivity import UnitMoments
 from unlearn_core.training import classification_metrics, predict_logits
@@ -169,7 +169,7 @@ def detect(name: str, model, stage: StageData, options: RunOptions, device) -> t
         arrays = {key: np.concatenate(value) for key, value in parts.items()}
         kinds = tuple(k.strip() for k in options.features.split(","))
         prob = clean_probability(arrays, labels, per_class=name == "attribution", features=kinds, dims=options.dims,
-                                 seed=options.seed)
+                                 seed=options.seed, orient=options.orient)
         return prob >= 0.5, prob
     logits = predict_logits(model, _batches(stage.inputs, device))
     if name == "loss":
@@ -351,6 +351,8 @@ def _check(kinds: list[str], rates: list[float], detectors: list[str], options: 
         raise UsageError(f"--detectors must be a comma list of {', '.join(DETECTORS)}")
     if any(k.strip() not in FEATURE_KINDS for k in options.features.split(",")):
         raise UsageError(f"--features must be a comma list of {', '.join(FEATURE_KINDS)}")
+    if options.orient not in ORIENTATIONS:
+        raise UsageError(f"--orient must be one of {', '.join(ORIENTATIONS)}")
     if (options.prune_by not in PRUNE_BY or options.target not in ("label", "max")
             or {options.train, options.round_train} - {"all", "head"}):
         raise UsageError("--by must be noisy or abs, --target label or max, --train and --round-train all or head")
@@ -377,6 +379,8 @@ def quality_command(
         target: str = typer.Option(RunOptions.target, "--target", help="Attribute the label's logit or the top one."),
         features: str = typer.Option(RunOptions.features, "--features", help="What our mixture sees."),
         dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components of the attributions."),
+        orient: str = typer.Option(RunOptions.orient, "--orient", help="How our mixture's noisy component is "
+                                                                       "chosen: auto, margin, loss or norm."),
         ratio: float = typer.Option(RunOptions.prune_ratio, "--ratio", help="Fraction of units to prune."),
         by: str = typer.Option(RunOptions.prune_by, "--by", help="noisy (signed coefficient) or abs."),
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head (last round)."),
@@ -405,7 +409,8 @@ def quality_command(
     if quick:
         kinds, rate_list, seed_list = ["symmetric"], [0.4], seed_list[:1]
     names = _list(detectors, str, "--detectors")
-    options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, prune_ratio=ratio, prune_by=by,
+    options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, orient=orient, prune_ratio=ratio,
+                         prune_by=by,
                          train=train, round_train=round_train, epochs=finetune_epochs, round_epochs=round_epochs,
                          lr=lr, shrink=shrink)
     _check(kinds, rate_list, names, options, folds)

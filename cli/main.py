@@ -33,6 +33,9 @@ Json = typer.Option(False, "--json", help="Print one JSON object instead of a ta
 Layer = typer.Option(None, "--layer", help="Layer spec: a module name (its output) or NAME:input. "
                                            "Default: the input of the final classifier layer.")
 BatchSize = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass.")
+Orient = typer.Option(RunOptions.orient, "--orient", help="How partition picks the noisy component: auto (the "
+                      "one that looks more like other classes; where no sample does, the one with more attribution "
+                      "energy, as corrupted inputs have), margin, loss or norm.")
 Precision = typer.Option("fp32", "--precision", help="Forward passes in fp32, or under bf16/fp16 autocast "
                                                      "(see the README's performance section for the deviation).")
 
@@ -128,10 +131,11 @@ def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from
                                                 "margin, confidence."),
               dims: int = typer.Option(10, "--dims", min=1, help="Principal components kept of the attributions."),
               truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: also report detection quality."),
-              seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
+              orient: str = Orient, seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"),
+              as_json: bool = Json) -> None:
     """Split samples into clean and noisy with a 2-component Gaussian mixture: partition.npz."""
-    emit(stages.partition(scores, out, per_class=per_class, features=features, truth=truth, dims=dims, seed=seed),
-         as_json, "partition")
+    emit(stages.partition(scores, out, per_class=per_class, features=features, truth=truth, dims=dims, seed=seed,
+                          orient=orient), as_json, "partition")
 
 
 @app.command()
@@ -186,7 +190,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         layer: Optional[str] = Layer, target: str = typer.Option("label", "--target"),
         per_class: bool = typer.Option(True, "--per-class/--global"),
         features: str = typer.Option(RunOptions.features, "--features"), dims: int = typer.Option(10, "--dims", min=1),
-        ratio: float = typer.Option(0.1, "--ratio", help="Fraction of units to prune each round; 0 turns pruning off."),
+        orient: str = Orient, ratio: float = typer.Option(0.1, "--ratio", help="Fraction of units to prune each round; 0 turns pruning off."),
         by: str = typer.Option("noisy", "--by"),
         train: str = typer.Option("all", "--train", help="Fine-tuning of the last round: all layers, or the head."),
         round_train: str = typer.Option("head", "--round-train", help="Fine-tuning of the rounds before the last: "
@@ -206,7 +210,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
     if not 0 <= ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
-                         prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train, epochs=epochs,
+                         orient=orient, prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train, epochs=epochs,
                          round_epochs=round_epochs, lr=lr,
                          shrink=shrink, batch_size=batch_size, seed=seed)
     log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))

@@ -37,6 +37,7 @@ class RunOptions:
     per_class: bool = True
     features: str = ",".join(DEFAULT_FEATURES)
     dims: int = 10
+    orient: str = "auto"  # how partition picks the noisy component (unlearn_core.partition.ORIENTATIONS)
     prune_ratio: float | None = 0.1
     prune_by: str = "noisy"
     train: str = "all"
@@ -82,7 +83,8 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
         summary["attribute"] = stages.attribute(current, data, scores, noise=noise, layer=options.layer,
                                                 target=options.target, **common)
         summary["partition"] = stages.partition(scores, split, per_class=options.per_class, features=options.features,
-                                                truth=truth, dims=options.dims, seed=options.seed, reuse=True)
+                                                truth=truth, dims=options.dims, seed=options.seed,
+                                                orient=options.orient, reuse=True)
         tuned_from, last = model, r == options.rounds
         if options.prune_ratio and last:
             summary["sensitivity"] = stages.sensitivity(model, data, split, folder / "sensitivity.npz", noise=noise,

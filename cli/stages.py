@@ -18,7 +18,8 @@ from unlearn_core import noise as noise_lib
 from unlearn_core.inputs import normalization_stats
 from unlearn_core.layers import LayerError, apply_unit_masks, default_layer, resolve_layer
 from unlearn_core.models import ModelError
-from unlearn_core.partition import DEFAULT_FEATURES, FEATURE_KINDS, clean_probability, detection_metrics
+from unlearn_core.partition import (DEFAULT_FEATURES, FEATURE_KINDS, ORIENTATIONS, clean_probability,
+                                    detection_metrics)
 from unlearn_core.pruning import prune_mask
 from unlearn_core.sensitivity import UnitMoments
 from unlearn_core.training import classification_metrics, predict_logits
@@ -208,17 +209,23 @@ def score_samples(model, stage: StageData, layer: str, target: str, batch_size: 
 
 
 def partition(scores: Path, out: Path, *, per_class: bool = True, features: str = ",".join(DEFAULT_FEATURES),
-              truth: Path | None = None, dims: int = 10, seed: int = 0, reuse: bool = False) -> dict:
-    """Fit the clean/noisy mixture over a scores file; with ``truth`` (a noise file) also score the detection."""
+              truth: Path | None = None, dims: int = 10, seed: int = 0, orient: str = "auto",
+              reuse: bool = False) -> dict:
+    """Fit the clean/noisy mixture over a scores file; with ``truth`` (a noise file) also score the detection.
+
+    ``orient``: how the noisy component is chosen, one of ``unlearn_core.partition.ORIENTATIONS``."""
     kinds = tuple(k.strip() for k in features.split(",") if k.strip())
     if not kinds or any(k not in FEATURE_KINDS for k in kinds):
         raise UsageError(f"--features must be a comma list of {', '.join(FEATURE_KINDS)}, not {features!r}")
-    options = {"per_class": per_class, "features": ",".join(kinds), "dims": dims, "seed": seed}
+    if orient not in ORIENTATIONS:
+        raise UsageError(f"--orient must be one of {', '.join(ORIENTATIONS)}, not {orient!r}")
+    options = {"per_class": per_class, "features": ",".join(kinds), "dims": dims, "seed": seed, "orient": orient}
     inputs = {"scores": scores, "truth": truth}
     if reuse and is_current(out, "partition", options, inputs):
         return _skipped(out)
     arrays, _ = load_npz(scores, "scores", on_disk=("attribution",))  # read one class's rows at a time
-    clean_prob = clean_probability(arrays, arrays["label"], per_class=per_class, features=kinds, dims=dims, seed=seed)
+    clean_prob = clean_probability(arrays, arrays["label"], per_class=per_class, features=kinds, dims=dims, seed=seed,
+                                   orient=orient)
     result = {"out": str(out), "samples": len(clean_prob), "flagged_noisy": int((clean_prob < 0.5).sum())}
     if truth is not None:
         noise_arrays, _ = load_npz(truth, "noise")

@@ -128,6 +128,27 @@ def test_prototype_margin_flags_samples_that_look_like_another_class():
     assert (prototype_margin(attribution[:10], np.zeros(10)) <= 0).all()  # one class: no other prototype
 
 
+def test_auto_orientation_flags_corrupted_inputs_when_no_label_looks_wrong():
+    """Correct labels, half the inputs corrupted: no sample is closer to another class's pattern, the
+    corrupted ones carry more attribution energy and, memorized, a lower loss; auto flags them."""
+    rng = np.random.default_rng(0)
+    classes, per_class, units = 4, 80, 32
+    patterns = rng.uniform(1, 3, (classes, units)) * (rng.uniform(size=(classes, units)) < 0.3)
+    labels = np.repeat(np.arange(classes), per_class)
+    attribution = patterns[labels] + rng.uniform(0, 0.3, (len(labels), units))
+    corrupted = rng.uniform(size=len(labels)) < 0.5
+    attribution[corrupted] = attribution[corrupted] * 4 + rng.uniform(0, 2, (corrupted.sum(), units))
+    loss = np.where(corrupted, rng.uniform(1e-8, 1e-7, len(labels)), rng.uniform(1e-5, 1e-4, len(labels)))
+    scores = {"attribution": attribution, "loss": loss}
+    assert (prototype_margin(attribution, labels) <= 0).all()
+    auto = clean_probability(scores, labels, features=("prototype", "loss"))
+    assert detection_metrics(corrupted, auto)["f1"] > 0.95
+    by_loss = clean_probability(scores, labels, features=("prototype", "loss"), orient="loss")
+    assert detection_metrics(corrupted, by_loss)["f1"] < 0.05  # the higher-loss side is the clean one here
+    with pytest.raises(ValueError, match="unknown orientation"):
+        clean_probability(scores, labels, orient="nope")
+
+
 def test_partition_rejects_unknown_features():
     scores, labels, _ = _two_clusters()
     with pytest.raises(ValueError, match="unknown partition features"):

@@ -1,9 +1,7 @@
 """Split a training set into clean and noisy samples with a 2-component Gaussian mixture.
 
 Plain arrays in, plain arrays out (in the manner of cleanlab's ``find_label_issues``). The mixture
-never sees ground truth: the *noisy* component is the one whose samples look more like another class
-than their label (higher mean ``prototype_margin``) when the mixture sees that score, else the one
-with the higher mean loss.
+never sees ground truth: which component is *noisy* is decided from the data (``ORIENTATIONS``).
 """
 
 from __future__ import annotations
@@ -16,6 +14,13 @@ from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 FEATURE_KINDS = ("attribution", "prototype", "loss", "margin", "confidence")
 DEFAULT_FEATURES = ("prototype", "attribution", "loss")
+# How the noisy component is chosen: the higher mean of prototype_margin, of log-loss, or of
+# attribution_log_norm; "auto" takes the margin, unless (almost) no sample looks more like another
+# class than its own (fewer than NO_LABEL_NOISE of them): then the labels show no sign of noise, and
+# the split is oriented by attribution energy, which corrupted inputs raise. Without "prototype" among
+# the features, "auto" takes the loss.
+ORIENTATIONS = ("auto", "margin", "loss", "norm")
+NO_LABEL_NOISE = 0.01
 
 
 def prototype_margin(attribution: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -47,6 +52,33 @@ def prototype_margin(attribution: np.ndarray, labels: np.ndarray) -> np.ndarray:
         other = similarity.max(axis=1) if len(classes) > 1 else np.zeros(len(rows))
         margin[rows] = other - own
     return margin
+
+
+def attribution_log_norm(attribution: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) float64 natural log of each sample's attribution L2 norm (how much signal reaches the layer).
+
+    attribution: (N, U) >= 0; read one class's rows at a time, as ``prototype_margin`` does.
+    """
+    labels = np.asarray(labels)
+    out = np.zeros(len(labels))
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        out[rows] = np.log(np.linalg.norm(np.asarray(attribution[rows], dtype=np.float64), axis=1) + 1e-12)
+    return out
+
+
+def _noisiness(scores: dict[str, np.ndarray], labels: np.ndarray, orient: str) -> np.ndarray:
+    """(N,) score whose higher component mean marks the noisy component (see ``ORIENTATIONS``)."""
+    if orient not in ORIENTATIONS:
+        raise ValueError(f"unknown orientation {orient!r}; choose from {', '.join(ORIENTATIONS)}")
+    margin = scores.get("prototype")
+    if orient == "auto":
+        orient = "loss" if margin is None else "margin" if (margin > 0).mean() >= NO_LABEL_NOISE else "norm"
+    if orient == "margin":
+        return prototype_margin(scores["attribution"], labels) if margin is None else margin
+    if orient == "norm":
+        return attribution_log_norm(scores["attribution"], labels)
+    return np.asarray(scores["loss"], dtype=np.float64)
 
 
 def _standardize(block: np.ndarray) -> np.ndarray:
@@ -85,7 +117,7 @@ def _mixture_clean_probability(features: np.ndarray, noisiness: np.ndarray, seed
 
 
 def clean_probability(scores: dict[str, np.ndarray], labels: np.ndarray, *, per_class: bool = True,
-                      features=DEFAULT_FEATURES, dims: int = 10, seed: int = 0) -> np.ndarray:
+                      features=DEFAULT_FEATURES, dims: int = 10, seed: int = 0, orient: str = "auto") -> np.ndarray:
     """Probability that each sample's label is clean.
 
     scores: arrays over N samples: ``attribution`` (N, U) >= 0, ``loss`` (N,) nats, optionally ``margin``
@@ -94,19 +126,18 @@ def clean_probability(scores: dict[str, np.ndarray], labels: np.ndarray, *, per_
     features: which scores the mixture sees; attribution vectors are log1p'd, standardized and reduced
         to ``dims`` principal components (per class), ``prototype`` is ``prototype_margin`` of the
         attributions, the loss is log'd; every block is standardized.
-    The noisy component is the one with the higher mean prototype margin when ``prototype`` is among
-    the features, else the one with the higher mean loss.
+    orient: how the noisy component is chosen, one of ``ORIENTATIONS`` (module comment): by default the
+        higher mean prototype margin, or attribution energy where no sample looks like another class.
     Returns (N,) float64 in [0, 1].
     """
     unknown = [kind for kind in features if kind not in FEATURE_KINDS]
     if unknown or not features:
         raise ValueError(f"unknown partition features {unknown}; choose from {', '.join(FEATURE_KINDS)}")
-    loss = np.asarray(scores["loss"], dtype=np.float64)
     labels = np.asarray(labels)
     scores = dict(scores)
-    noisiness = loss
     if "prototype" in features:
-        scores["prototype"] = noisiness = prototype_margin(scores["attribution"], labels)
+        scores["prototype"] = prototype_margin(scores["attribution"], labels)
+    noisiness = _noisiness(scores, labels, orient)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if per_class else [np.arange(len(labels))]
     clean = np.ones(len(labels))
     # One thread: the blocks are small, and spinning BLAS/OpenMP pools made these fits 10-50x slower

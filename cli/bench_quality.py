@@ -410,9 +410,8 @@ def quality_command(
         kinds, rate_list, seed_list = ["symmetric"], [0.4], seed_list[:1]
     names = _list(detectors, str, "--detectors")
     options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, orient=orient, prune_ratio=ratio,
-                         prune_by=by,
-                         train=train, round_train=round_train, epochs=finetune_epochs, round_epochs=round_epochs,
-                         lr=lr, shrink=shrink)
+                         prune_by=by, train=train, round_train=round_train, epochs=finetune_epochs,
+                         round_epochs=round_epochs, lr=lr, shrink=shrink)
     _check(kinds, rate_list, names, options, folds)
     if eval_on not in ("test", "validation"):
         raise UsageError("--eval-on must be test or validation")

@@ -190,7 +190,8 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         layer: Optional[str] = Layer, target: str = typer.Option("label", "--target"),
         per_class: bool = typer.Option(True, "--per-class/--global"),
         features: str = typer.Option(RunOptions.features, "--features"), dims: int = typer.Option(10, "--dims", min=1),
-        orient: str = Orient, ratio: float = typer.Option(0.1, "--ratio", help="Fraction of units to prune each round; 0 turns pruning off."),
+        orient: str = Orient,
+        ratio: float = typer.Option(0.1, "--ratio", help="Fraction of units to prune each round; 0 turns pruning off."),
         by: str = typer.Option("noisy", "--by"),
         train: str = typer.Option("all", "--train", help="Fine-tuning of the last round: all layers, or the head."),
         round_train: str = typer.Option("head", "--round-train", help="Fine-tuning of the rounds before the last: "
@@ -210,9 +211,9 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
     if not 0 <= ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
-                         orient=orient, prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train, epochs=epochs,
-                         round_epochs=round_epochs, lr=lr,
-                         shrink=shrink, batch_size=batch_size, seed=seed)
+                         orient=orient, prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train,
+                         epochs=epochs, round_epochs=round_epochs, lr=lr, shrink=shrink, batch_size=batch_size,
+                         seed=seed)
     log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
     emit(result if as_json else {"model": result["model"], "seconds": result["seconds"]}, as_json, "run")

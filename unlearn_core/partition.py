@@ -23,6 +23,11 @@ ORIENTATIONS = ("auto", "margin", "loss", "norm")
 NO_LABEL_NOISE = 0.01
 
 
+def _class_rows(labels: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each class's samples, classes in sorted order."""
+    return [np.flatnonzero(labels == c) for c in np.unique(labels)]
+
+
 def prototype_margin(attribution: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """How much more each sample's attribution pattern resembles another class's than its own label's.
 
@@ -33,8 +38,7 @@ def prototype_margin(attribution: np.ndarray, labels: np.ndarray) -> np.ndarray:
     mislabeled. With a single class the other-class term is 0.
     """
     labels = np.asarray(labels)
-    classes = np.unique(labels)
-    groups = [np.flatnonzero(labels == c) for c in classes]
+    groups = _class_rows(labels)
 
     def log_rows(rows):
         return np.log1p(np.asarray(attribution[rows], dtype=np.float64))
@@ -49,7 +53,7 @@ def prototype_margin(attribution: np.ndarray, labels: np.ndarray) -> np.ndarray:
         similarity = unit_length(log_rows(rows)) @ prototypes.T
         own = similarity[:, k].copy()
         similarity[:, k] = -np.inf
-        other = similarity.max(axis=1) if len(classes) > 1 else np.zeros(len(rows))
+        other = similarity.max(axis=1) if len(groups) > 1 else np.zeros(len(rows))
         margin[rows] = other - own
     return margin
 
@@ -61,8 +65,7 @@ def attribution_log_norm(attribution: np.ndarray, labels: np.ndarray) -> np.ndar
     """
     labels = np.asarray(labels)
     out = np.zeros(len(labels))
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
+    for rows in _class_rows(labels):
         out[rows] = np.log(np.linalg.norm(np.asarray(attribution[rows], dtype=np.float64), axis=1) + 1e-12)
     return out
 
@@ -138,7 +141,7 @@ def clean_probability(scores: dict[str, np.ndarray], labels: np.ndarray, *, per_
     if "prototype" in features:
         scores["prototype"] = prototype_margin(scores["attribution"], labels)
     noisiness = _noisiness(scores, labels, orient)
-    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if per_class else [np.arange(len(labels))]
+    groups = _class_rows(labels) if per_class else [np.arange(len(labels))]
     clean = np.ones(len(labels))
     # One thread: the blocks are small, and spinning BLAS/OpenMP pools made these fits 10-50x slower
     # whenever another program used the cores.

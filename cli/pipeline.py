@@ -23,6 +23,7 @@ from typing import Callable
 from unlearn_core.partition import DEFAULT_FEATURES
 
 from . import stages
+from .data import read_once
 from .errors import UsageError
 from .files import atomic_write
 
@@ -75,32 +76,34 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     workdir.mkdir(parents=True, exist_ok=True)
     common = {"device": device, "arch": arch, "reuse": True}
     current, rounds, started = model, [], time.perf_counter()
-    for r in range(1, options.rounds + 1):
-        folder = workdir / f"round{r}"
-        folder.mkdir(exist_ok=True)
-        scores, split = folder / "scores.npz", folder / "partition.npz"
-        summary = {"round": r}
-        summary["attribute"] = stages.attribute(current, data, scores, noise=noise, layer=options.layer,
-                                                target=options.target, **common)
-        summary["partition"] = stages.partition(scores, split, per_class=options.per_class, features=options.features,
-                                                truth=truth, dims=options.dims, seed=options.seed,
-                                                orient=options.orient, reuse=True)
-        tuned_from, last = model, r == options.rounds
-        if options.prune_ratio and last:
-            summary["sensitivity"] = stages.sensitivity(model, data, split, folder / "sensitivity.npz", noise=noise,
-                                                        layer=options.layer, **common)
-            tuned_from = folder / "pruned.safetensors"
-            summary["prune"] = stages.prune(model, folder / "sensitivity.npz", tuned_from, ratio=options.prune_ratio,
-                                            by=options.prune_by, arch=arch, reuse=True)
-        current = folder / "clean.safetensors"
-        summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise,
-                                              **options.round_recipe(last), lr=options.lr,
-                                              batch_size=options.batch_size, seed=options.seed + r, resume=True,
-                                              **common)
-        for name, result in summary.items():
-            if name != "round":
-                log(f"round {r}: {name} {'up to date' if result.get('skipped') else 'done'}")
-        rounds.append(summary)
+    with read_once():  # every stage of every round reads the same train split: from disk once
+        for r in range(1, options.rounds + 1):
+            folder = workdir / f"round{r}"
+            folder.mkdir(exist_ok=True)
+            scores, split = folder / "scores.npz", folder / "partition.npz"
+            summary = {"round": r}
+            summary["attribute"] = stages.attribute(current, data, scores, noise=noise, layer=options.layer,
+                                                    target=options.target, **common)
+            summary["partition"] = stages.partition(scores, split, per_class=options.per_class,
+                                                    features=options.features, truth=truth, dims=options.dims,
+                                                    seed=options.seed, orient=options.orient, reuse=True)
+            tuned_from, last = model, r == options.rounds
+            if options.prune_ratio and last:
+                summary["sensitivity"] = stages.sensitivity(model, data, split, folder / "sensitivity.npz",
+                                                            noise=noise, layer=options.layer, **common)
+                tuned_from = folder / "pruned.safetensors"
+                summary["prune"] = stages.prune(model, folder / "sensitivity.npz", tuned_from,
+                                                ratio=options.prune_ratio, by=options.prune_by, arch=arch,
+                                                reuse=True)
+            current = folder / "clean.safetensors"
+            summary["finetune"] = stages.finetune(tuned_from, data, split, current, noise=noise,
+                                                  **options.round_recipe(last), lr=options.lr,
+                                                  batch_size=options.batch_size, seed=options.seed + r, resume=True,
+                                                  **common)
+            for name, result in summary.items():
+                if name != "round":
+                    log(f"round {r}: {name} {'up to date' if result.get('skipped') else 'done'}")
+            rounds.append(summary)
     result = {"model": str(current), "rounds": rounds, "seconds": time.perf_counter() - started,
               "options": asdict(options)}
     atomic_write(workdir / "run.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))

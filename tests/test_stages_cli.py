@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from cli import data as data_module
 from cli.checkpoint import load_checkpoint, read_metadata
 from cli.pipeline import RunOptions
 from unlearn_core.attribution import layer_activations
@@ -146,6 +147,18 @@ def test_run_chains_the_stages_in_rounds(denoise, tmp_path):
     assert RunOptions(round_train="all").round_shrink(last=False) == 0.5  # all-layer early rounds shrink too
     second_round = result["rounds"][1]["attribute"]
     assert not second_round.get("skipped")
+
+
+def test_run_reads_the_data_set_once(denoise, tmp_path, monkeypatch):
+    model = tmp_path / "m.safetensors"
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 2, "--out", model))
+    reads, read_npz = [], data_module._npz
+    monkeypatch.setattr(data_module, "_npz", lambda *args, **kwargs: reads.append(args) or read_npz(*args, **kwargs))
+    _ok(denoise("run", "--model", model, "--data", f"npz:{TINY}", "--workdir", tmp_path / "work", "--rounds", 2,
+                "--epochs", 1, "--round-epochs", 1, "--json"))
+    assert len(reads) == 1  # five stages in two rounds: attribute twice, sensitivity, finetune twice
+    _ok(denoise("evaluate", "--model", model, "--data", f"npz:{TINY}", "--split", "train", "--json"))
+    assert len(reads) == 2  # a stage on its own reads from disk again
 
 
 def test_inspect_describes_checkpoints_and_npz(denoise, tmp_path):

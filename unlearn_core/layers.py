@@ -115,8 +115,13 @@ def apply_unit_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> list:
         with torch.no_grad():
             _zero_parameters(module, keep, at_input)
 
-        def multiply(tensor, keep=keep):
-            return tensor * _broadcast(keep.to(tensor.device), tensor)
+        factors: dict = {}  # the mask as a broadcastable factor, per (device, dtype, rank): made once
+
+        def multiply(tensor, keep=keep, factors=factors):
+            key = (tensor.device, tensor.dtype, tensor.dim())
+            if key not in factors or factors[key].shape[1] != tensor.shape[1]:
+                factors[key] = _broadcast(keep.to(tensor.device), tensor)
+            return tensor * factors[key]
 
         if at_input:
             handles.append(module.register_forward_pre_hook(lambda _m, args, f=multiply: (f(args[0]), *args[1:])))

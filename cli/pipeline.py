@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from unlearn_core.partition import DEFAULT_FEATURES
+from unlearn_core.partition import DEFAULT_FEATURES, FEATURE_KINDS, ORIENTATIONS
+from unlearn_core.pruning import PRUNE_BY
+from unlearn_core.training import TRAINABLE
 
 from . import stages
 from .data import read_once
@@ -50,6 +52,27 @@ class RunOptions:
     batch_size: int = 64
     seed: int = 0
 
+    def check(self) -> None:
+        """Raise UsageError for the first option out of range, before any stage runs (a wrong
+        ``--features`` or ``--ratio`` would otherwise surface only after the attributions were made)."""
+        kinds = [kind.strip() for kind in self.features.split(",") if kind.strip()]
+        if not kinds or any(kind not in FEATURE_KINDS for kind in kinds):
+            raise UsageError(f"--features must be a comma list of {', '.join(FEATURE_KINDS)}, not {self.features!r}")
+        if self.orient not in ORIENTATIONS:
+            raise UsageError(f"--orient must be one of {', '.join(ORIENTATIONS)}, not {self.orient!r}")
+        if self.prune_by not in PRUNE_BY or self.target not in ("label", "max"):
+            raise UsageError("--by must be noisy or abs, and --target label or max")
+        if {self.train, self.round_train} - set(TRAINABLE):
+            raise UsageError("--train and --round-train must be all or head")
+        if self.prune_ratio and not 0 < self.prune_ratio < 1:
+            raise UsageError(f"--ratio must be in (0, 1), got {self.prune_ratio}")
+        if self.rounds < 1:
+            raise UsageError("--rounds must be at least 1")
+        if self.lr <= 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.shrink <= 1:
+            raise UsageError(f"--shrink must be in (0, 1], got {self.shrink}")
+
     def round_shrink(self, last: bool) -> float:
         """The shrink factor of a round's fine-tune: ``shrink`` for the last round and for all-layer early
         rounds (``round_train="all"``); 1 for head-only early rounds (shrinking them hurt detection)."""
@@ -69,10 +92,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
 
     ``prune_ratio`` None or 0 skips sensitivity and pruning (fine-tuning only).
     """
-    if options.rounds < 1:
-        raise UsageError("--rounds must be at least 1")
-    if not 0 < options.shrink <= 1:
-        raise UsageError(f"--shrink must be in (0, 1], got {options.shrink}")
+    options.check()
     workdir.mkdir(parents=True, exist_ok=True)
     common = {"device": device, "arch": arch, "reuse": True}
     current, rounds, started = model, [], time.perf_counter()

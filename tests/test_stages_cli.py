@@ -161,6 +161,15 @@ def test_run_reads_the_data_set_once(denoise, tmp_path, monkeypatch):
     assert len(reads) == 2  # a stage on its own reads from disk again
 
 
+@pytest.mark.parametrize("option", [("--orient", "nope"), ("--features", "prototype,nope"), ("--ratio", "1.5")])
+def test_run_rejects_a_bad_option_before_any_stage(denoise, tmp_path, option):
+    model = tmp_path / "m.safetensors"
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 1, "--out", model))
+    result = denoise("run", "--model", model, "--data", f"npz:{TINY}", "--workdir", tmp_path / "work", *option)
+    assert result.code != 0 and option[0] in result.err
+    assert not (tmp_path / "work").exists()  # not even round 1's attributions were made
+
+
 def test_inspect_describes_checkpoints_and_npz(denoise, tmp_path):
     model = tmp_path / "m.safetensors"
     _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 1, "--out", model, "--json"))

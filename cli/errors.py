@@ -6,9 +6,13 @@ Exit codes: 0 success, 1 usage error, 2 bad input (a file or data set that can't
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
-EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
+from unlearn_core.errors import OptionError
+
+EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME = 1, 2, 3
 
 
 class DenoiseError(Exception):
@@ -31,3 +35,18 @@ class InputError(DenoiseError):
     def __init__(self, source: str | Path, problem: str):
         super().__init__(f"{source}: {problem}")
         self.source, self.problem = str(source), problem
+
+
+@contextlib.contextmanager
+def usage_errors(flags: dict[str, str] | None = None) -> Iterator[None]:
+    """Within the block, the method's OptionError becomes a UsageError naming the flag: the core checks each
+    option once, and the command line reports it as its one-line error. ``flags`` maps the core's option
+    names to flags where they differ from ``--name-with-dashes`` (``{"prune_ratio": "--ratio"}``)."""
+    try:
+        yield
+    except OptionError as exc:
+        flag = {**FLAGS, **(flags or {})}.get(exc.option, "--" + exc.option.replace("_", "-"))
+        raise UsageError(f"{flag} {exc.problem}") from None
+
+
+FLAGS = {"prune_ratio": "--ratio", "prune_by": "--by"}  # RunOptions fields whose flag is not their name

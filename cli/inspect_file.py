@@ -9,8 +9,9 @@ import numpy as np
 
 from unlearn_core.models import ModelError
 
-from .checkpoint import ModelInfo, is_user_arch, read_metadata, read_tensors
-from .files import check_input_path, read_meta, read_npz_arrays
+from .files.checkpoint import ModelInfo, is_user_arch, read_metadata, read_tensors
+from .files.paths import check_input_path
+from .files.stage_files import read_meta, read_npz_arrays
 
 
 def describe(path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""The ``denoise`` command line: parse options, call a stage, print its summary (a rich table, or JSON)."""
+"""The ``denoise`` command line: typer commands that parse options, call one function, print its summary."""
 
 from __future__ import annotations
 
@@ -10,20 +10,26 @@ from typing import Optional
 
 from typer._click import exceptions as click_exceptions  # typer vendors click; pinned in pyproject
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from . import bench_perf, bench_quality, stages
+from unlearn_core.rounds import RunOptions
+from unlearn_core.training import Recipe
+
+from . import model_commands, stages
+from .bench.perf import perf_command
+from .bench.quality import quality_command
+from .data import spec_help
+from .data.noise import inject_noise as inject_noise_file
+from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
-from .pipeline import RunOptions, run as run_pipeline
+from .output import emit, stderr_log, stdout, to_json
+from .pipeline import run as run_pipeline
 
 app = typer.Typer(help="Clean a classifier trained on noisy data without retraining it from scratch.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-stdout = Console()
 _state = {"debug": False}
 
-DATA_HELP = ("Data spec: digits, npz:FILE, fsdd:DIR, speechcommands:DIR, mnist:DIR, cifar10:DIR or imagefolder:DIR.")
-Data = typer.Option(..., "--data", help=DATA_HELP)
+Data = typer.Option(..., "--data", help=spec_help())
 Noise = typer.Option(None, "--noise", help="Noise file from `inject-noise`: its labels (and input noise) are used.")
 Model = typer.Option(..., "--model", help="Checkpoint (.safetensors) written by denoise.")
 Arch = typer.Option(None, "--arch", help="Confirm a user module:function architecture recorded in the checkpoint; "
@@ -40,23 +46,9 @@ Precision = typer.Option("fp32", "--precision", help="Forward passes in fp32, or
                                                      "(see the README's performance section for the deviation).")
 
 
-def emit(result: dict, as_json: bool, title: str) -> None:
-    """Print a stage summary: JSON on stdout, or a two-column rich table."""
-    if as_json:
-        print(json.dumps(result, default=float))
-        return
-    table = Table(title=title, show_header=False)
-    for key, value in result.items():
-        table.add_row(key, json.dumps(value, default=float) if isinstance(value, (dict, list)) else _fmt(value))
-    stdout.print(table)
-
-
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 @app.callback()
 def main_options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    """Options of every command."""
     _state["debug"] = debug
 
 
@@ -68,7 +60,7 @@ def inject_noise(data: str = Data, kind: str = typer.Option(..., "--kind", help=
                  sigma: float = typer.Option(4.5, "--sigma", help="Std of input-gaussian noise on normalized inputs."),
                  out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
     """Corrupt the labels (or inputs) of the train split and write noise.npz."""
-    emit(stages.inject_noise(data, kind, rate, seed, out, sigma), as_json, "inject-noise")
+    emit(inject_noise_file(data, kind, rate, seed, out, sigma), as_json, "inject-noise")
 
 
 def _json_option(text: str | None, flag: str) -> dict:
@@ -88,15 +80,16 @@ def train(data: str = Data, noise: Optional[Path] = Noise,
           arch: str = typer.Option(..., "--arch", help="mlp, cnn, kws, resnet18-cifar, tv:NAME or module:function."),
           arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help="JSON object of architecture arguments."),
           epochs: int = typer.Option(..., "--epochs"), seed: int = typer.Option(0, "--seed"),
-          lr: float = typer.Option(1e-3, "--lr"), weight_decay: float = typer.Option(0.0, "--weight-decay"),
-          batch_size: int = typer.Option(64, "--batch-size", min=1),
+          lr: float = typer.Option(Recipe.lr, "--lr"), weight_decay: float = typer.Option(Recipe.weight_decay, "--weight-decay"),
+          batch_size: int = typer.Option(Recipe.batch_size, "--batch-size", min=1),
           save_every: int = typer.Option(0, "--save-every", min=0, help="Also keep OUT-epochK.safetensors every K epochs."),
           resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
           out: Path = typer.Option(..., "--out"), device: str = Device, as_json: bool = Json) -> None:
     """Train a model from scratch (on noisy labels with --noise)."""
-    result = stages.train(data, arch, epochs, out, noise=noise, arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"),
-                          seed=seed, lr=lr, weight_decay=weight_decay, batch_size=batch_size, save_every=save_every,
-                          resume=resume, device=device)
+    recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed)
+    result = model_commands.train(data, arch, out, recipe, noise=noise,
+                                  arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"), save_every=save_every,
+                                  resume=resume, device=device)
     emit(result, as_json, "train")
 
 
@@ -105,7 +98,7 @@ def evaluate(model: Path = Model, data: str = Data, split: str = typer.Option("t
              noise: Optional[Path] = Noise, batch_size: int = BatchSize, device: str = Device,
              arch: Optional[str] = Arch, as_json: bool = Json) -> None:
     """Accuracy, macro precision/recall/F1 and top-3 accuracy on a split."""
-    emit(stages.evaluate(model, data, split, noise=noise, batch_size=batch_size, device=device, arch=arch),
+    emit(model_commands.evaluate(model, data, split, noise=noise, batch_size=batch_size, device=device, arch=arch),
          as_json, "evaluate")
 
 
@@ -129,7 +122,7 @@ def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from
                                            help="Comma list of prototype (how much more a sample's attribution "
                                                 "looks like another class's than its label's), attribution, loss, "
                                                 "margin, confidence."),
-              dims: int = typer.Option(10, "--dims", min=1, help="Principal components kept of the attributions."),
+              dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components kept of the attributions."),
               truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: also report detection quality."),
               orient: str = Orient, seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"),
               as_json: bool = Json) -> None:
@@ -166,9 +159,10 @@ def prune(model: Path = Model,
 @app.command()
 def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
              partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
-             train: str = typer.Option("all", "--train", help="head: the final classifier layer only; all: every layer."),
-             epochs: int = typer.Option(30, "--epochs"), lr: float = typer.Option(1e-3, "--lr"),
-             weight_decay: float = typer.Option(0.0, "--weight-decay"), batch_size: int = typer.Option(64, "--batch-size", min=1),
+             train: str = typer.Option(Recipe.train, "--train", help="head: the final classifier layer only; all: every layer."),
+             epochs: int = typer.Option(Recipe.epochs, "--epochs"), lr: float = typer.Option(Recipe.lr, "--lr"),
+             weight_decay: float = typer.Option(Recipe.weight_decay, "--weight-decay"),
+             batch_size: int = typer.Option(Recipe.batch_size, "--batch-size", min=1),
              shrink: float = typer.Option(RunOptions.shrink, "--shrink",
                                           help="Multiply the trained weights by this factor in (0, 1] before "
                                                "fine-tuning (a shrink warm start: forgets memorized noise faster); "
@@ -178,33 +172,37 @@ def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Nois
              out: Path = typer.Option(..., "--out"), device: str = Device, arch: Optional[str] = Arch,
              as_json: bool = Json) -> None:
     """Fine-tune on the clean samples only; pruned units stay removed."""
-    emit(stages.finetune(model, data, partition_file, out, noise=noise, train=train, epochs=epochs, lr=lr,
-                         weight_decay=weight_decay, batch_size=batch_size, shrink=shrink, seed=seed, resume=resume,
-                         device=device, arch=arch), as_json, "finetune")
+    recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train=train,
+                    shrink=shrink, seed=seed)
+    emit(stages.finetune(model, data, partition_file, out, recipe, noise=noise, resume=resume, device=device,
+                         arch=arch), as_json, "finetune")
 
 
 @app.command()
 def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         workdir: Path = typer.Option(..., "--workdir", help="Directory for every stage's output (round1/, round2/, ...)."),
-        rounds: int = typer.Option(3, "--rounds", min=1, help="Re-attribute with the fine-tuned model and partition again."),
-        layer: Optional[str] = Layer, target: str = typer.Option("label", "--target"),
-        per_class: bool = typer.Option(True, "--per-class/--global"),
-        features: str = typer.Option(RunOptions.features, "--features"), dims: int = typer.Option(10, "--dims", min=1),
+        rounds: int = typer.Option(RunOptions.rounds, "--rounds", min=1, help="Re-attribute with the fine-tuned model and partition again."),
+        layer: Optional[str] = Layer, target: str = typer.Option(RunOptions.target, "--target"),
+        per_class: bool = typer.Option(RunOptions.per_class, "--per-class/--global"),
+        features: str = typer.Option(RunOptions.features, "--features"),
+        dims: int = typer.Option(RunOptions.dims, "--dims", min=1),
         orient: str = Orient,
-        ratio: float = typer.Option(0.1, "--ratio", help="Fraction of units to prune each round; 0 turns pruning off."),
-        by: str = typer.Option("noisy", "--by"),
-        train: str = typer.Option("all", "--train", help="Fine-tuning of the last round: all layers, or the head."),
-        round_train: str = typer.Option("head", "--round-train", help="Fine-tuning of the rounds before the last: "
+        ratio: float = typer.Option(RunOptions.prune_ratio, "--ratio", help="Fraction of units to prune in the last "
+                                    "round; 0 turns pruning off."),
+        by: str = typer.Option(RunOptions.prune_by, "--by"),
+        train: str = typer.Option(RunOptions.train, "--train", help="Fine-tuning of the last round: all layers, or the head."),
+        round_train: str = typer.Option(RunOptions.round_train, "--round-train", help="Fine-tuning of the rounds before the last: "
                                         "head (on cached features, cheap) or all."),
         epochs: int = typer.Option(RunOptions.epochs, "--epochs", min=1, help="Fine-tuning epochs of the last round."),
         round_epochs: int = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
                                          help="Fine-tuning epochs of each round before the last."),
-        lr: float = typer.Option(1e-3, "--lr"),
+        lr: float = typer.Option(RunOptions.lr, "--lr"),
         shrink: float = typer.Option(RunOptions.shrink, "--shrink",
                                      help="Shrink warm start of the last round's fine-tuning (and of every round "
                                           "with --round-train all): its weights are first multiplied by this "
                                           "factor in (0, 1]; 1 turns it off."),
-        batch_size: int = typer.Option(64, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
+        batch_size: int = typer.Option(RunOptions.batch_size, "--batch-size", min=1),
+        seed: int = typer.Option(RunOptions.seed, "--seed"),
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
     """The five stages in order, in rounds; stages whose outputs are up to date are skipped."""
@@ -214,7 +212,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                          orient=orient, prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train,
                          epochs=epochs, round_epochs=round_epochs, lr=lr, shrink=shrink, batch_size=batch_size,
                          seed=seed)
-    log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))
+    log = stderr_log(quiet=as_json)
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
     emit(result if as_json else {"model": result["model"], "seconds": result["seconds"]}, as_json, "run")
 
@@ -222,10 +220,11 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
 @app.command()
 def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep every file here (default: a temporary "
                                                                           "directory, removed afterwards)."),
-         data: str = typer.Option("digits", "--data", help=DATA_HELP),
-         arch: Optional[str] = typer.Option(None, "--arch", help="Default: mlp for digits, kws for fsdd."),
+         data: str = typer.Option("digits", "--data", help=spec_help()),
+         arch: Optional[str] = typer.Option(None, "--arch", help="Default: the data kind's (mlp for digits, kws for "
+                                                                 "fsdd, cnn for imagefolder)."),
          rate: float = typer.Option(0.4, "--rate"), kind: str = typer.Option("symmetric", "--kind"),
-         epochs: int = typer.Option(300, "--epochs", help="Training epochs of the noisy and retrained models."),
+         epochs: int = typer.Option(NOISY_EPOCHS, "--epochs", help="Training epochs of the noisy and retrained models."),
          seed: int = typer.Option(0, "--seed"),
          noise: Optional[Path] = typer.Option(None, "--noise", help="Use this noise file (from `inject-noise`) "
                                                                     "instead of --kind/--rate."),
@@ -235,12 +234,12 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
 
     from .demo import demo as run_demo
 
-    log = (lambda _line: None) if as_json else (lambda line: Console(stderr=True).print(line))
+    log = stderr_log(quiet=as_json)
     with tempfile.TemporaryDirectory(prefix="denoise-demo-") as scratch:
         result = run_demo(workdir or Path(scratch), data=data, arch=arch, kind=kind, rate=rate, epochs=epochs,
                           seed=seed, noise=noise, device=device, log=log)
     if as_json:
-        print(json.dumps(result))
+        print(to_json(result))
         return
     table = Table(title=f"{result['dataset']}: {result['noise']['rate']:.0%} {result['noise']['kind']} noise")
     for column in ("method", "test accuracy", "seconds"):
@@ -248,7 +247,8 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
     for row in result["rows"]:
         table.add_row(row["name"], f"{row['test_accuracy']:.3f}", f"{row['seconds']:.1f}")
     stdout.print(table)
-    stdout.print("detection: " + ", ".join(f"{k} {v:.3f}" for k, v in result["detection"].items()))
+    stdout.print("detection: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a"
+                                           for k, v in result["detection"].items()))
     stdout.print(f"the noisy model fits {result['noisy_fit']:.1%} of the noisy training labels")
 
 
@@ -280,7 +280,7 @@ def import_(arch: str = typer.Option(..., "--arch"),
             shape = [int(v) for v in input_shape.split(",")]
         except ValueError:
             raise UsageError(f"--input-shape must be comma-separated integers, not {input_shape!r}") from None
-    emit(stages.import_weights(arch, weights, out, data=data, noise=noise, input_shape=shape, num_classes=num_classes,
+    emit(model_commands.import_weights(arch, weights, out, data=data, noise=noise, input_shape=shape, num_classes=num_classes,
                                arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs")), as_json, "import")
 
 
@@ -288,8 +288,8 @@ bench_app = typer.Typer(help="Benchmarks that print numbers: `bench quality` (ag
                              "(speed and memory).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 # Benchmark commands live in their own modules and are registered here:
-bench_app.command("perf")(bench_perf.perf_command)
-bench_app.command("quality")(bench_quality.quality_command)
+bench_app.command("perf")(perf_command)
+bench_app.command("quality")(quality_command)
 
 
 def main() -> None:

@@ -17,13 +17,16 @@ from conftest import TINY
 def good(tmp_path_factory):
     """Consistent files from a tiny run: noise, model, scores, partition, sensitivity."""
     from cli import stages
+    from cli.data.noise import inject_noise
+    from cli.model_commands import train
+    from unlearn_core.training import Recipe
 
     folder = tmp_path_factory.mktemp("good")
     data = f"npz:{TINY}"
     files = {name: folder / name for name in ("noise.npz", "model.safetensors", "scores.npz", "partition.npz",
                                                "sensitivity.npz")}
-    stages.inject_noise(data, "symmetric", 0.3, 0, files["noise.npz"])
-    stages.train(data, "mlp", 2, files["model.safetensors"], noise=files["noise.npz"], device="cpu")
+    inject_noise(data, "symmetric", 0.3, 0, files["noise.npz"])
+    train(data, "mlp", files["model.safetensors"], Recipe(epochs=2), noise=files["noise.npz"], device="cpu")
     stages.attribute(files["model.safetensors"], data, files["scores.npz"], noise=files["noise.npz"], device="cpu")
     stages.partition(files["scores.npz"], files["partition.npz"])
     stages.sensitivity(files["model.safetensors"], data, files["partition.npz"], files["sensitivity.npz"],

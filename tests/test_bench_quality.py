@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from cli.bench_quality import COLUMNS, DETECTORS
+from cli.bench.quality_tables import COLUMNS, DETECTORS
 
 pytest.importorskip("cleanlab")
 
@@ -50,7 +50,7 @@ def test_quick_table_shape_and_finite_figures(denoise, tmp_path):
 
 
 def test_markdown_leaves_cells_blank_for_detectors_not_run_there():
-    from cli.bench_quality import markdown
+    from cli.bench.quality_tables import markdown
 
     def row(rate, detector, method, accuracy):
         detection = dict.fromkeys(("precision", "recall", "f1", "auroc"), None if detector == "none" else 0.5)

@@ -8,10 +8,11 @@ from unlearn_core import attribution as attr
 from unlearn_core.layers import LayerError, apply_unit_masks, classifier_name, default_layer, layer_hook
 from unlearn_core.models import ModelError, create_model
 from unlearn_core.noise import asymmetric_noise, gaussian_input_noise, instance_noise, symmetric_noise
-from unlearn_core.partition import clean_probability, detection_metrics, prototype_margin
+from unlearn_core.metrics import classification_metrics, detection_metrics
+from unlearn_core.partition import clean_probability, prototype_margin
 from unlearn_core.pruning import prune_mask
 from unlearn_core.sensitivity import unit_sensitivity
-from unlearn_core.training import (classification_metrics, epoch_order, make_optimizer, shrink_parameters,
+from unlearn_core.training import (epoch_order, make_optimizer, shrink_parameters,
                                    train_epoch)
 
 
@@ -106,7 +107,7 @@ def test_partition_finds_the_noisy_cluster_without_truth(per_class):
     scores, labels, is_noisy = _two_clusters()
     clean = clean_probability(scores, labels, per_class=per_class)
     assert clean.shape == (400,) and ((0 <= clean) & (clean <= 1)).all()
-    metrics = detection_metrics(is_noisy, clean)
+    metrics = detection_metrics(is_noisy, clean >= 0.5, clean)
     assert metrics["f1"] > 0.9 and metrics["auroc"] > 0.95
 
 
@@ -124,7 +125,7 @@ def test_prototype_margin_flags_samples_that_look_like_another_class():
     assert margin[flipped].min() > margin[~flipped].max()
     clean = clean_probability({"attribution": attribution, "loss": rng.uniform(0, 1, len(true))}, labels,
                               features=("prototype",))
-    assert detection_metrics(flipped, clean)["f1"] > 0.95  # oriented by the margin, not by the (random) loss
+    assert detection_metrics(flipped, clean >= 0.5, clean)["f1"] > 0.95  # oriented by the margin, not by the (random) loss
     assert (prototype_margin(attribution[:10], np.zeros(10)) <= 0).all()  # one class: no other prototype
 
 
@@ -142,16 +143,16 @@ def test_auto_orientation_flags_corrupted_inputs_when_no_label_looks_wrong():
     scores = {"attribution": attribution, "loss": loss}
     assert (prototype_margin(attribution, labels) <= 0).all()
     auto = clean_probability(scores, labels, features=("prototype", "loss"))
-    assert detection_metrics(corrupted, auto)["f1"] > 0.95
+    assert detection_metrics(corrupted, auto >= 0.5, auto)["f1"] > 0.95
     by_loss = clean_probability(scores, labels, features=("prototype", "loss"), orient="loss")
-    assert detection_metrics(corrupted, by_loss)["f1"] < 0.05  # the higher-loss side is the clean one here
-    with pytest.raises(ValueError, match="unknown orientation"):
+    assert detection_metrics(corrupted, by_loss >= 0.5, by_loss)["f1"] < 0.05  # the higher-loss side is the clean one here
+    with pytest.raises(ValueError, match="orient must be one of"):
         clean_probability(scores, labels, orient="nope")
 
 
 def test_partition_rejects_unknown_features():
     scores, labels, _ = _two_clusters()
-    with pytest.raises(ValueError, match="unknown partition features"):
+    with pytest.raises(ValueError, match="features must be a comma list"):
         clean_probability(scores, labels, features=("nope",))
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cli.checkpoint import load_checkpoint, read_metadata
-from cli.loader import autocast
+from cli.files.checkpoint import load_checkpoint, read_metadata
+from unlearn_core.batches import autocast
 from unlearn_core import attribution as attr
 from unlearn_core.attribution import layer_activations
 from unlearn_core.models import create_model

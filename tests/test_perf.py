@@ -11,11 +11,15 @@ import pytest
 import torch
 
 from cli import stages
-from cli.files import NpzStream, StoredRows, load_npz, read_npz_arrays
-from cli.loader import autocast, device_batches
-from cli.synthetic import SyntheticImages
+from cli.bench.synthetic import SyntheticImages
+from cli.data.noise import inject_noise
+from cli.files.stage_files import load_npz, read_npz_arrays
+from cli.files.streaming import NpzStream, StoredRows
+from cli.model_commands import train
+from unlearn_core.batches import autocast, device_batches
 from unlearn_core import attribution as attr
 from unlearn_core.models import create_model
+from unlearn_core.training import Recipe
 from unlearn_core.sensitivity import UnitMoments, unit_sensitivity
 
 
@@ -125,8 +129,8 @@ def test_bf16_autocast_stays_within_the_stated_tolerance(arch, shape, layer):
 
 def _trained_mlp(tmp_path):
     noise, model = tmp_path / "noise.npz", tmp_path / "m.safetensors"
-    stages.inject_noise("digits", "symmetric", 0.4, 0, noise)
-    stages.train("digits", "mlp", 1, model, noise=noise, device="cpu")
+    inject_noise("digits", "symmetric", 0.4, 0, noise)
+    train("digits", "mlp", model, Recipe(epochs=1), noise=noise, device="cpu")
     return noise, model
 
 
@@ -155,12 +159,12 @@ def test_sensitivity_stage_matches_the_in_memory_regression(tmp_path):
     stages.partition(tmp_path / "scores.npz", split)
     stages.sensitivity(model, "digits", split, tmp_path / "sens.npz", noise=noise, batch_size=100, device="cpu")
     streamed, _ = load_npz(tmp_path / "sens.npz", "sensitivity")
-    from cli.checkpoint import load_checkpoint
-    from cli.runtime import load_stage_data
+    from cli.data.samples import load_samples
+    from cli.files.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(model)
-    stage = load_stage_data("digits", "train", checkpoint.info, noise)
-    units, _ = attr.layer_activations(checkpoint.model, stage.inputs, "head:input")
+    samples = load_samples("digits", "train", checkpoint.info, noise)
+    units, _ = attr.layer_activations(checkpoint.model, samples.inputs, "head:input")
     whole = unit_sensitivity(units.numpy(), ~load_npz(split, "partition")[0]["is_clean"])
     assert np.allclose(streamed["coefficient"], whole["coefficient"], atol=1e-8)
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from cli.checkpoint import load_checkpoint
+from cli.files.checkpoint import load_checkpoint
 from cli.errors import InputError
-from cli.files import load_npz
+from cli.files.stage_files import load_npz
 from conftest import FIXTURES, ROOT, TINY
 
 
@@ -35,10 +35,13 @@ def _tensors(path):
 def noisy_digits(tmp_path_factory):
     """A noise file, a model trained on it and a partition, on digits."""
     from cli import stages
+    from cli.data.noise import inject_noise
+    from cli.model_commands import train
+    from unlearn_core.training import Recipe
 
     folder = tmp_path_factory.mktemp("digits")
-    stages.inject_noise("digits", "symmetric", 0.4, 0, folder / "noise.npz")
-    stages.train("digits", "mlp", 20, folder / "noisy.safetensors", noise=folder / "noise.npz", device="cpu")
+    inject_noise("digits", "symmetric", 0.4, 0, folder / "noise.npz")
+    train("digits", "mlp", folder / "noisy.safetensors", Recipe(epochs=20), noise=folder / "noise.npz", device="cpu")
     stages.attribute(folder / "noisy.safetensors", "digits", folder / "scores.npz", noise=folder / "noise.npz",
                      device="cpu")
     stages.partition(folder / "scores.npz", folder / "partition.npz")

@@ -1,15 +1,16 @@
 """Every stage alone, from the files another stage wrote, through the `denoise` command line."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
-from cli import data as data_module
-from cli.checkpoint import load_checkpoint, read_metadata
-from cli.pipeline import RunOptions
+from cli.data import registry
+from cli.files.checkpoint import load_checkpoint, read_metadata
+from unlearn_core.rounds import RunOptions, plan
 from unlearn_core.attribution import layer_activations
 from conftest import FSDD, TINY, requires_fsdd
 
@@ -144,7 +145,7 @@ def test_run_chains_the_stages_in_rounds(denoise, tmp_path):
     # head-only early rounds: their own epochs, no shrink warm start (the last round's alone)
     assert [(r["finetune"]["train"], r["finetune"]["epochs"]) for r in result["rounds"]] == [("head", 2), ("all", 3)]
     assert [r["finetune"]["shrink"] for r in result["rounds"]] == [1.0, 0.5]
-    assert RunOptions(round_train="all").round_shrink(last=False) == 0.5  # all-layer early rounds shrink too
+    assert plan(RunOptions(round_train="all"))[0].finetune.shrink == 0.5  # all-layer early rounds shrink too
     second_round = result["rounds"][1]["attribute"]
     assert not second_round.get("skipped")
 
@@ -152,8 +153,9 @@ def test_run_chains_the_stages_in_rounds(denoise, tmp_path):
 def test_run_reads_the_data_set_once(denoise, tmp_path, monkeypatch):
     model = tmp_path / "m.safetensors"
     _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 2, "--out", model))
-    reads, read_npz = [], data_module._npz
-    monkeypatch.setattr(data_module, "_npz", lambda *args, **kwargs: reads.append(args) or read_npz(*args, **kwargs))
+    reads, npz = [], registry.SPEC_KINDS["npz"]
+    counting = lambda *args, **kwargs: reads.append(args) or npz.reader(*args, **kwargs)  # noqa: E731
+    monkeypatch.setitem(registry.SPEC_KINDS, "npz", replace(npz, reader=counting))
     _ok(denoise("run", "--model", model, "--data", f"npz:{TINY}", "--workdir", tmp_path / "work", "--rounds", 2,
                 "--epochs", 1, "--round-epochs", 1, "--json"))
     assert len(reads) == 1  # five stages in two rounds: attribute twice, sensitivity, finetune twice
@@ -215,17 +217,17 @@ def test_evaluate_reports_the_documented_metrics(denoise, tmp_path):
 
 
 def test_input_noise_is_applied_to_the_same_samples_at_every_load(denoise, tmp_path):
-    from cli.checkpoint import ModelInfo
-    from cli.runtime import load_stage_data
+    from cli.data.samples import load_samples
+    from cli.files.checkpoint import ModelInfo
 
     noise, model = tmp_path / "noise.npz", tmp_path / "m.safetensors"
     _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "input-gaussian", "--rate", 0.5, "--sigma", 4.5,
                 "--out", noise, "--json"))
     _ok(denoise("train", "--data", f"npz:{TINY}", "--noise", noise, "--arch", "mlp", "--epochs", 1, "--out", model))
     info = ModelInfo.from_json(read_metadata(model))
-    first = load_stage_data(f"npz:{TINY}", "train", info, noise)
-    again = load_stage_data(f"npz:{TINY}", "train", info, noise)
-    clean = load_stage_data(f"npz:{TINY}", "train", info, None)
+    first = load_samples(f"npz:{TINY}", "train", info, noise)
+    again = load_samples(f"npz:{TINY}", "train", info, noise)
+    clean = load_samples(f"npz:{TINY}", "train", info, None)
     assert torch.equal(first.inputs, again.inputs)
     assert torch.equal(first.labels, clean.labels), "input noise must not touch the labels"
     noisy = first.is_noisy

@@ -1,9 +1,12 @@
 """The denoising method as pure functions over tensors and arrays: no file I/O, no printing.
 
-Stages: ``attribution`` (per-sample gradient x activation), ``partition`` (clean/noisy mixture),
-``sensitivity`` (units that respond to noise), ``pruning`` (which units to remove), ``training``
-(fine-tuning and evaluation); ``layers`` names and masks hidden layers, ``models`` builds networks,
-``noise`` makes synthetic noise for experiments.
+Stages: ``attribution`` (per-sample gradient x activation, batch by batch), ``partition`` (clean/noisy
+mixture), ``sensitivity`` (units that respond to noise), ``pruning`` (which units to remove), ``training``
+(fine-tuning recipes and loop); ``rounds`` is the plan that chains them and walks it. Around them:
+``layers`` names and masks hidden layers, ``models`` builds networks, ``batches`` moves data to the
+device, ``metrics`` scores classifiers and detectors, ``detectors`` holds baseline detectors, ``noise``
+makes synthetic noise for experiments, ``inputs`` normalizes, ``speech`` makes audio features, and
+``errors.OptionError`` is what every option check raises.
 """
 
 __version__ = "0.1.0"

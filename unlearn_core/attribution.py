@@ -17,12 +17,23 @@ gradient x activation = | d logit_target / d a  *  a |, with ``a`` the layer's t
 from __future__ import annotations
 
 import contextlib
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batches import autocast, device_batches
+from .errors import OptionError
 from .layers import classifier_name, layer_hook, pool_units, resolve_layer
+
+TARGETS = ("label", "max")
+
+
+def check_target(target: str) -> None:
+    """Raise OptionError unless ``target`` is one of ``TARGETS`` (the given label's logit, or the top one)."""
+    if target not in TARGETS:
+        raise OptionError("target", f"must be label or max, not {target!r}")
 
 
 @contextlib.contextmanager
@@ -134,3 +145,23 @@ def sample_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, t
         "margin": confidence - others,
         "predicted": logits.argmax(1),
     }
+
+
+def attribute_batches(model: nn.Module, inputs, labels: torch.Tensor, layer: str, *, target: str = "label",
+                      batch_size: int = 256, device: torch.device = torch.device("cpu"), precision: str = "fp32"
+                      ) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+    """Score every sample of ``(N, ...)`` inputs against ``(N,)`` given labels, one batch at a time.
+
+    target: ``"label"`` attributes each sample's given-label logit, ``"max"`` its top logit.
+    Yields ``(slice, scores)`` per batch of ``batch_size`` on ``device`` (autocast in ``precision``):
+    ``attribution`` (B, U) float32 (``gradient_x_activation`` at ``layer``) and the ``sample_statistics``
+    ``loss``, ``confidence``, ``margin`` (B,) float32 and ``predicted`` (B,) int64, all on the CPU.
+    The caller keeps or streams each batch: N x U is never held here.
+    """
+    check_target(target)
+    for s, batch in device_batches(inputs, batch_size, device):
+        given = labels[s].to(device, non_blocking=True)
+        with autocast(device, precision):
+            attribution, logits = gradient_x_activation(model, batch, given if target == "label" else "max", layer)
+        stats = sample_statistics(logits, given)
+        yield s, {"attribution": attribution.float().cpu(), **{name: value.cpu() for name, value in stats.items()}}

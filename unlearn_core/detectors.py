@@ -1,13 +1,11 @@
-"""Baseline noisy-label detectors and their scoring, as plain-array functions.
+"""Baseline noisy-label detectors, as plain-array functions (scored by ``metrics.detection_metrics``).
 
-Each detector returns ``(is_clean (N,) bool, clean_score (N,) float)``: the hard split and a score that
-is higher for samples more likely clean (for AUROC). Our own detector is ``partition.clean_probability``.
+Our own detector is ``partition.clean_probability``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from sklearn.mixture import GaussianMixture
 
 
@@ -24,17 +22,3 @@ def loss_clean_probability(loss: np.ndarray, seed: int = 0) -> np.ndarray:
     scaled = ((loss - loss.min()) / span)[:, None]
     mixture = GaussianMixture(2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=seed).fit(scaled)
     return mixture.predict_proba(scaled)[:, int(np.argmin(mixture.means_[:, 0]))]
-
-
-def split_metrics(is_noisy: np.ndarray, is_clean: np.ndarray, clean_score: np.ndarray) -> dict[str, float]:
-    """Detection quality against ground truth, positive class = noisy.
-
-    is_noisy: (N,) bool truth; is_clean: (N,) bool split; clean_score: (N,) higher = more likely clean.
-    Returns precision, recall, f1 of flagging ``~is_clean`` and auroc of ``-clean_score`` (nan if one class).
-    """
-    is_noisy = np.asarray(is_noisy, dtype=bool)
-    flagged = ~np.asarray(is_clean, dtype=bool)
-    precision, recall, f1, _ = precision_recall_fscore_support(is_noisy, flagged, average="binary", zero_division=0)
-    both = 0 < is_noisy.sum() < len(is_noisy)
-    auroc = roc_auc_score(is_noisy, -np.asarray(clean_score, dtype=np.float64)) if both else float("nan")
-    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": float(auroc)}

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+from .errors import OptionError
 
 FEATURE_KINDS = ("attribution", "prototype", "loss", "margin", "confidence")
 DEFAULT_FEATURES = ("prototype", "attribution", "loss")
@@ -21,6 +22,21 @@ DEFAULT_FEATURES = ("prototype", "attribution", "loss")
 # the features, "auto" takes the loss.
 ORIENTATIONS = ("auto", "margin", "loss", "norm")
 NO_LABEL_NOISE = 0.01
+CLEAN_THRESHOLD = 0.5  # a sample is called clean when its clean probability is at least this
+
+
+def parse_features(text: str) -> tuple[str, ...]:
+    """The feature kinds of a comma list such as ``"prototype,attribution,loss"``; OptionError if one is unknown."""
+    kinds = tuple(kind.strip() for kind in text.split(",") if kind.strip())
+    if not kinds or any(kind not in FEATURE_KINDS for kind in kinds):
+        raise OptionError("features", f"must be a comma list of {', '.join(FEATURE_KINDS)}, not {text!r}")
+    return kinds
+
+
+def check_orientation(orient: str) -> None:
+    """Raise OptionError unless ``orient`` is one of ``ORIENTATIONS``."""
+    if orient not in ORIENTATIONS:
+        raise OptionError("orient", f"must be one of {', '.join(ORIENTATIONS)}, not {orient!r}")
 
 
 def _class_rows(labels: np.ndarray) -> list[np.ndarray]:
@@ -72,8 +88,7 @@ def attribution_log_norm(attribution: np.ndarray, labels: np.ndarray) -> np.ndar
 
 def _noisiness(scores: dict[str, np.ndarray], labels: np.ndarray, orient: str) -> np.ndarray:
     """(N,) score whose higher component mean marks the noisy component (see ``ORIENTATIONS``)."""
-    if orient not in ORIENTATIONS:
-        raise ValueError(f"unknown orientation {orient!r}; choose from {', '.join(ORIENTATIONS)}")
+    check_orientation(orient)
     margin = scores.get("prototype")
     if orient == "auto":
         orient = "loss" if margin is None else "margin" if (margin > 0).mean() >= NO_LABEL_NOISE else "norm"
@@ -133,9 +148,7 @@ def clean_probability(scores: dict[str, np.ndarray], labels: np.ndarray, *, per_
         higher mean prototype margin, or attribution energy where no sample looks like another class.
     Returns (N,) float64 in [0, 1].
     """
-    unknown = [kind for kind in features if kind not in FEATURE_KINDS]
-    if unknown or not features:
-        raise ValueError(f"unknown partition features {unknown}; choose from {', '.join(FEATURE_KINDS)}")
+    features = parse_features(",".join(features))
     labels = np.asarray(labels)
     scores = dict(scores)
     if "prototype" in features:
@@ -150,16 +163,3 @@ def clean_probability(scores: dict[str, np.ndarray], labels: np.ndarray, *, per_
             block = _group_features(scores, rows, features, dims, seed)
             clean[rows] = _mixture_clean_probability(block, noisiness[rows], seed)
     return clean
-
-
-def detection_metrics(is_noisy: np.ndarray, clean_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Quality of noise detection against ground truth (positive class = noisy).
-
-    is_noisy: (N,) bool truth; clean_prob: (N,) predicted probability of being clean.
-    Returns precision, recall, f1 (of flagging ``clean_prob < threshold``) and auroc (of ``1 - clean_prob``).
-    """
-    is_noisy = np.asarray(is_noisy, dtype=bool)
-    flagged = np.asarray(clean_prob) < threshold
-    precision, recall, f1, _ = precision_recall_fscore_support(is_noisy, flagged, average="binary", zero_division=0)
-    auroc = roc_auc_score(is_noisy, 1 - np.asarray(clean_prob)) if 0 < is_noisy.sum() < len(is_noisy) else float("nan")
-    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": float(auroc)}

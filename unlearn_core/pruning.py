@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import OptionError
+
 PRUNE_BY = ("noisy", "abs")
+
+
+def check_amount(ratio: float | None, count: int | None, by: str = "noisy", units: int | None = None) -> None:
+    """Raise OptionError unless exactly one of ``ratio`` in (0, 1) and ``count`` in [0, units] is given and
+    ``by`` is one of ``PRUNE_BY``."""
+    if (ratio is None) == (count is None):
+        raise OptionError("ratio", "or count: give exactly one of them")
+    if ratio is not None and not 0 < ratio < 1:
+        raise OptionError("ratio", f"must be in (0, 1), got {ratio}")
+    if count is not None and not 0 <= count <= (count if units is None else units):
+        raise OptionError("count", f"must be in [0, {units}], got {count}")
+    if by not in PRUNE_BY:
+        raise OptionError("by", f"must be one of {', '.join(PRUNE_BY)}, not {by!r}")
 
 
 def prune_mask(coefficient: np.ndarray, *, ratio: float | None = None, count: int | None = None,
@@ -19,14 +34,7 @@ def prune_mask(coefficient: np.ndarray, *, ratio: float | None = None, count: in
     """
     coefficient = np.asarray(coefficient, dtype=np.float64)
     units = len(coefficient)
-    if (ratio is None) == (count is None):
-        raise ValueError("give exactly one of ratio and count")
-    if ratio is not None and not 0 < ratio < 1:
-        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
-    if count is not None and not 0 <= count <= units:
-        raise ValueError(f"count must be in [0, {units}], got {count}")
-    if by not in PRUNE_BY:
-        raise ValueError(f"by must be one of {PRUNE_BY}, got {by!r}")
+    check_amount(ratio, count, by, units)
     keep = np.ones(units, dtype=bool) if keep is None else np.asarray(keep, dtype=bool).copy()
     wanted = int(round(ratio * units)) if ratio is not None else count
     key = -coefficient if by == "noisy" else -np.abs(coefficient)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+import torch
+from torch import nn
+
+from .attribution import layer_activations
+from .batches import autocast, device_batches
 
 
 class UnitMoments:
@@ -87,3 +94,21 @@ def _positions(key: np.ndarray) -> np.ndarray:
     positions = np.empty(len(key), dtype=np.int64)
     positions[order] = np.arange(len(key))
     return positions
+
+
+def layer_moments(model: nn.Module, inputs, is_noisy: np.ndarray, layer: str, *, batch_size: int = 256,
+                  device: torch.device = torch.device("cpu"), precision: str = "fp32",
+                  on_batch: Callable[[int], None] | None = None) -> UnitMoments:
+    """``UnitMoments`` of the units at ``layer`` (channels averaged over space) and the (N,) noisy indicator,
+    over (N, ...) ``inputs`` in batches of ``batch_size`` on ``device``; ``on_batch(B)`` after each batch.
+
+    One batch at a time: the (N, U) activations are never held, so memory does not grow with N.
+    """
+    moments = UnitMoments()
+    for s, batch in device_batches(inputs, batch_size, device):
+        with autocast(device, precision):
+            units = layer_activations(model, batch, layer)[0]
+        moments.update(units.float().cpu().numpy(), is_noisy[s])
+        if on_batch:
+            on_batch(s.stop - s.start)
+    return moments

@@ -7,6 +7,7 @@ from the state saved at the end of an epoch continues exactly as the uninterrupt
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -14,9 +15,42 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attribution import layer_activations
+from .batches import batch_slices, device_batches
+from .errors import OptionError
 from .layers import classifier_name, default_layer
 
 TRAINABLE = ("all", "head")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained or fine-tuned: the one place these defaults are written (``denoise train``,
+    ``denoise finetune``, the rounds of ``denoise run`` and the benchmarks all read them from here).
+
+    train: ``"all"`` layers, or the ``"head"`` alone on cached backbone features; shrink: factor in (0, 1]
+    the trained parameters are multiplied by first (``shrink_parameters``); lr: AdamW learning rate.
+    """
+
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    train: str = "all"
+    shrink: float = 1.0
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise OptionError for the first field out of range."""
+        if self.epochs < 1:
+            raise OptionError("epochs", "must be at least 1")
+        if self.train not in TRAINABLE:
+            raise OptionError("train", f"must be head or all, not {self.train!r}")
+        if not 0 < self.shrink <= 1:
+            raise OptionError("shrink", f"must be in (0, 1], got {self.shrink}")
+        if self.lr <= 0:
+            raise OptionError("lr", f"must be positive, got {self.lr}")
+        if self.batch_size < 1:
+            raise OptionError("batch_size", f"must be at least 1, got {self.batch_size}")
 
 
 def trainable_parameters(model: nn.Module, train: str = "all") -> list[nn.Parameter]:
@@ -112,16 +146,37 @@ def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor]) -> torch.T
     return torch.cat([model(inputs).float().cpu() for inputs in batches])
 
 
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy, macro precision/recall/F1 and top-3 accuracy (fractions in [0, 1]) of (N, C) logits vs (N,) labels."""
-    from sklearn.metrics import precision_recall_fscore_support
+def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Recipe, *, device: torch.device,
+        resume: Callable[[nn.Module, object], int] | None = None,
+        on_epoch: Callable[[int, nn.Module, object], None] | None = None,
+        on_batch: Callable[[int], None] | None = None) -> list[float]:
+    """Train ``model`` in place on ``(N, ...)`` inputs and ``(N,)`` labels with ``recipe``; returns the
+    mean loss (nats) of each epoch run.
 
-    labels = labels.cpu()
-    predicted = logits.argmax(1).cpu()
-    k = min(3, logits.shape[1])
-    top3 = (logits.topk(k, 1).indices.cpu() == labels[:, None]).any(1).float().mean()
-    present = sorted(set(labels.tolist()) | set(predicted.tolist()))
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=present, average="macro",
-                                                               zero_division=0)
-    return {"accuracy": float((predicted == labels).float().mean()), "precision": float(precision),
-            "recall": float(recall), "f1": float(f1), "top3": float(top3)}
+    ``train="head"`` trains the final classifier layer alone on cached backbone features (eval mode).
+    resume(model, optimizer) -> first epoch: restores saved state (0: start afresh, and shrink first).
+    on_epoch(epochs_done, model, optimizer) after every epoch; on_batch(B) after every batch.
+    """
+    recipe.check()
+    optimizer, scheduler = make_optimizer(model, recipe.epochs, train=recipe.train, lr=recipe.lr,
+                                          weight_decay=recipe.weight_decay)
+    start = resume(model, optimizer) if resume else 0
+    if start == 0:
+        shrink_parameters(model, recipe.shrink, recipe.train)
+    for _ in range(start):
+        scheduler.step()
+    learner = model
+    if recipe.train == "head":  # the backbone is frozen: compute its features once, then train the head alone
+        learner = classifier(model)
+        inputs = classifier_inputs(model, (batch for _, batch in device_batches(inputs, recipe.batch_size, device)))
+    losses = []
+    for epoch in range(start, recipe.epochs):
+        order = epoch_order(len(labels), recipe.seed, epoch)
+        batches = ((inputs[order[s]].to(device, non_blocking=True), labels[order[s]].to(device, non_blocking=True))
+                   for s in batch_slices(len(labels), recipe.batch_size))
+        losses.append(train_epoch(learner, optimizer, batches, seed=recipe.seed, epoch=epoch,
+                                  frozen_batchnorm=recipe.train == "head", on_batch=on_batch))
+        scheduler.step()
+        if on_epoch:
+            on_epoch(epoch + 1, model, optimizer)
+    return losses

@@ -16,13 +16,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from unlearn_core.training import (classifier, classifier_inputs, epoch_order, make_optimizer, shrink_parameters,
-                                   train_epoch)
+from unlearn_core.batches import batch_slices
+from unlearn_core.training import Recipe
+from unlearn_core.training import fit as core_fit
 
 from .errors import InputError
-from .files import atomic_write
-from .loader import device_batches
-from .runtime import batch_slices, progress
+from .files.paths import atomic_write
+from .output import progress
 
 
 def resume_path(out: str | Path) -> Path:
@@ -60,43 +60,32 @@ def _load_state(path: Path, model: nn.Module, optimizer, options: dict) -> int:
     return int(record["epoch"])
 
 
-def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int, seed: int, lr: float,
-        weight_decay: float, batch_size: int, train: str, device: torch.device, options: dict,
-        shrink: float = 1.0, out: str | Path | None = None, resume: bool = False, save_every: int = 0,
+def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Recipe, *, device: torch.device,
+        options: dict, out: str | Path | None = None, resume: bool = False, save_every: int = 0,
         save_model: Callable[[Path], None] | None = None, description: str = "training") -> list[float]:
-    """Train ``model`` in place on ``(N, ...)`` inputs and ``(N,)`` labels; returns the per-epoch mean losses.
+    """``unlearn_core.training.fit`` with a progress bar and files: returns the per-epoch mean losses (nats).
 
-    ``train="head"`` trains the final classifier layer alone on cached backbone features (eval mode).
-    ``shrink`` < 1 first scales the trained parameters toward zero (``shrink_parameters``; not again on resume).
-    With ``out`` set, resumable state is kept beside it (removed at the end) and, with ``save_every`` K,
-    ``save_model(path)`` writes ``OUT-epochK.safetensors`` every K epochs.
+    With ``out`` set, the resumable state (model, optimizer, epoch; checked against ``options``) is written
+    beside it after every epoch and read back with ``resume``; with ``save_every`` K, ``save_model(path)``
+    writes ``OUT-epochK.safetensors`` every K epochs.
     """
-    optimizer, scheduler = make_optimizer(model, epochs, train=train, lr=lr, weight_decay=weight_decay)
     state = resume_path(out) if out is not None else None
-    start = _load_state(state, model, optimizer, options) if resume and state and state.exists() else 0
-    if start == 0:
-        shrink_parameters(model, shrink, train)
-    for _ in range(start):
-        scheduler.step()
-    learner = model
-    if train == "head":  # the backbone is frozen: compute its features once, then train the head alone on them
-        learner = classifier(model)
-        inputs = classifier_inputs(model, (batch for _, batch in device_batches(inputs, batch_size, device)))
-    losses = []
-    steps = len(batch_slices(len(labels), batch_size))
-    with progress(description, (epochs - start) * steps) as advance:
-        for epoch in range(start, epochs):
-            order = epoch_order(len(labels), seed, epoch)
-            batches = ((inputs[order[s]].to(device, non_blocking=True), labels[order[s]].to(device, non_blocking=True))
-                       for s in batch_slices(len(labels), batch_size))
-            losses.append(train_epoch(learner, optimizer, batches, seed=seed, epoch=epoch,
-                                      frozen_batchnorm=train == "head", on_batch=lambda _n: advance()))
-            scheduler.step()
+    steps = len(batch_slices(len(labels), recipe.batch_size))
+    with progress(description, recipe.epochs * steps) as advance:
+
+        def restore(model, optimizer) -> int:
+            start = _load_state(state, model, optimizer, options) if resume and state and state.exists() else 0
+            advance(start * steps)  # the epochs done before
+            return start
+
+        def after_epoch(done: int, model, optimizer) -> None:
             if state is not None:
-                _save_state(state, model, optimizer, epoch + 1, options)
-            if save_every and save_model and (epoch + 1) % save_every == 0 and epoch + 1 < epochs:
-                save_model(Path(out).with_name(f"{Path(out).stem}-epoch{epoch + 1}{Path(out).suffix}"))
-    return losses
+                _save_state(state, model, optimizer, done, options)
+            if save_every and save_model and done % save_every == 0 and done < recipe.epochs:
+                save_model(Path(out).with_name(f"{Path(out).stem}-epoch{done}{Path(out).suffix}"))
+
+        return core_fit(model, inputs, labels, recipe, device=device, resume=restore, on_epoch=after_epoch,
+                        on_batch=lambda _n: advance())
 
 
 def finish(out: str | Path) -> None:

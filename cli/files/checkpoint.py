@@ -17,11 +17,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from unlearn_core.inputs import normalization_stats
 from unlearn_core.layers import LayerError, apply_unit_masks
 from unlearn_core.models import ModelError, create_model
 
-from .errors import InputError
-from .files import atomic_write, check_input_path
+from ..errors import InputError
+from .paths import atomic_write, check_input_path
 
 FORMAT = 1
 
@@ -37,11 +38,20 @@ class ModelInfo:
     arch_kwargs: dict = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # layer spec -> (U,) bool keep mask
 
+    @classmethod
+    def of_dataset(cls, dataset, arch: str, arch_kwargs: dict | None = None) -> "ModelInfo":
+        """The info of a new ``arch`` model for a ``cli.data.Dataset``: its input shape, classes, the way its
+        inputs were read, and normalization statistics of its (train split's) inputs."""
+        return cls(arch=arch, input_shape=list(dataset.inputs.shape[1:]), classes=dataset.classes,
+                   input_transform={"data": dataset.transform, "normalization": normalization_stats(dataset.inputs)},
+                   arch_kwargs=arch_kwargs or {})
+
     def build(self) -> nn.Module:
         """A fresh, untrained model of this architecture (masks not applied)."""
         return create_model(self.arch, self.input_shape, len(self.classes), **self.arch_kwargs)
 
     def to_json(self) -> dict:
+        """The JSON record stored in the checkpoint's metadata (masks as lists of removed units)."""
         masks = {spec: {"units": int(keep.numel()), "removed": torch.nonzero(~keep).flatten().tolist()}
                  for spec, keep in self.masks.items()}
         return {"format": FORMAT, "arch": self.arch, "arch_kwargs": self.arch_kwargs,
@@ -50,6 +60,7 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, record: dict) -> "ModelInfo":
+        """The inverse of ``to_json``."""
         masks = {}
         for spec, entry in record.get("masks", {}).items():
             keep = torch.ones(int(entry["units"]), dtype=torch.bool)
@@ -61,14 +72,23 @@ class ModelInfo:
 
 @dataclass
 class Checkpoint:
+    """A loaded checkpoint: the model (eval mode, masks applied) and what rebuilds it."""
+
     model: nn.Module
     info: ModelInfo
-    meta: dict
 
 
 def is_user_arch(arch: str) -> bool:
     """True for ``module:function`` architectures, whose code is imported from the user's modules."""
     return ":" in arch and not arch.startswith("tv:")
+
+
+def build_model(info: ModelInfo, source: str | Path) -> nn.Module:
+    """``info.build()``, with an architecture that can't be built reported as an InputError naming ``source``."""
+    try:
+        return info.build()
+    except ModelError as exc:
+        raise InputError(source, str(exc)) from None
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo, meta: dict) -> None:
@@ -106,16 +126,13 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     info = ModelInfo.from_json(record)
     if is_user_arch(info.arch) and allow_arch != info.arch:
         raise InputError(path, f"checkpoint names user code {info.arch!r}; pass --arch {info.arch} to import it")
-    try:
-        model = info.build()
-    except ModelError as exc:
-        raise InputError(path, str(exc)) from None
+    model = build_model(info, path)
     load_weights(path, model, read_tensors(path))
     try:
         apply_unit_masks(model, info.masks)
     except LayerError as exc:
         raise InputError(path, f"mask does not fit the model: {exc}") from None
-    return Checkpoint(model.to(device).eval(), info, record.get("provenance", {}))
+    return Checkpoint(model.to(device).eval(), info)
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:

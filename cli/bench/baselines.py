@@ -1,0 +1,92 @@
+"""The baseline detectors of ``bench quality``, as ``unlearn_core.rounds.MemorySteps`` whose attribute and
+partition steps are replaced: the same rounds, another way of telling clean from noisy.
+
+* ``loss``: the DivideMix criterion on the current model's per-sample losses;
+* ``cleanlab``: ``find_label_issues`` on the current model's own softmax probabilities;
+* ``cleanlab-cv``: ``find_label_issues`` on out-of-fold probabilities of K models trained from scratch
+  (the split does not depend on the model: one round).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unlearn_core.detectors import loss_clean_probability
+from unlearn_core.partition import CLEAN_THRESHOLD
+from unlearn_core.rounds import MemorySteps, Round
+from unlearn_core.training import Recipe
+
+from ..errors import UsageError
+from ..model_commands import logits_of
+from .training import train_model
+
+EVAL_BATCH = 256
+
+
+def cleanlab_split(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cleanlab's split of (N,) given labels under (N, C) probabilities: ``(is_clean (N,) bool, label quality
+    (N,) in [0, 1])``."""
+    try:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError:
+        raise UsageError("the cleanlab detectors need cleanlab: pip install 'denoise[bench]' "
+                         "(or leave them out with --detectors)") from None
+    issues = find_label_issues(labels, probs, n_jobs=1)
+    return ~issues, get_label_quality_scores(labels, probs)
+
+
+class LossSteps(MemorySteps):
+    """Detect by per-sample loss: attribute yields the (N, C) logits, partition a 1-D loss mixture."""
+
+    def attribute(self, model, round: Round) -> torch.Tensor:
+        """(N, C) logits of ``model`` over the train split."""
+        return logits_of(model, self.inputs, EVAL_BATCH, self.device)
+
+    def partition(self, logits: torch.Tensor, round: Round):
+        """``(is_clean (N,), clean_prob (N,))`` of a 2-component mixture over the per-sample losses."""
+        loss = F.cross_entropy(logits, self.labels, reduction="none").numpy()
+        prob = loss_clean_probability(loss, self.options.seed)
+        return prob >= CLEAN_THRESHOLD, prob
+
+
+class CleanlabSteps(LossSteps):
+    """Detect with cleanlab on the current model's softmax probabilities."""
+
+    def partition(self, logits: torch.Tensor, round: Round):
+        """``cleanlab_split`` under the softmax of the (N, C) logits."""
+        return cleanlab_split(self.labels.numpy(), logits.softmax(1).numpy())
+
+
+class CrossValidatedSteps(CleanlabSteps):
+    """Detect with cleanlab on out-of-fold probabilities (``probs`` (N, C)), whatever the model."""
+
+    def __init__(self, *args, probs: np.ndarray, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.probs = probs
+
+    def attribute(self, model, round: Round) -> np.ndarray:
+        """The out-of-fold (N, C) probabilities, whatever ``model`` is."""
+        return self.probs
+
+    def partition(self, probs: np.ndarray, round: Round):
+        """``cleanlab_split`` under the (N, C) probabilities."""
+        return cleanlab_split(self.labels.numpy(), probs)
+
+
+def cross_validated_probs(info, inputs: torch.Tensor, labels: torch.Tensor, recipe: Recipe, folds: int, seed: int,
+                          device) -> np.ndarray:
+    """(N, C) out-of-fold softmax probabilities: ``folds`` models trained from scratch with ``recipe``, each on
+    the other folds of (N, ...) inputs and (N,) labels."""
+    n = len(labels)
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    probs = np.zeros((n, len(info.classes)))
+    for k in range(folds):
+        held, kept = torch.as_tensor(np.flatnonzero(fold == k)), torch.as_tensor(np.flatnonzero(fold != k))
+        model = train_model(info, inputs[kept], labels[kept], replace(recipe, seed=seed + 10 + k), device)
+        probs[held.numpy()] = logits_of(model, inputs[held], EVAL_BATCH, device).softmax(1).numpy()
+    return probs

@@ -1,0 +1,246 @@
+"""``denoise bench quality``: our detector and cleaning against retraining, baseline detectors and an oracle.
+
+For every cell (data, noise kind, rate, seed) the train split gets noise (``denoise inject-noise``), a
+model is trained until it fits the noisy labels (``noisy``), and then each of these is run and timed:
+
+* ``retrain``: the same recipe from scratch on all the noisy data (another seed);
+* for each detector, the rounds of ``unlearn_core.rounds.plan`` walked in memory by the same
+  ``detect``/``clean`` that ``denoise run`` walks over files: fine-tuning the noisy model on the clean
+  part without pruning (``finetune-only``) and with pruning (``denoise``); the two share the rounds
+  before the last and the last round's partition (they run once and count in both times);
+* ``oracle``: the same recipe from scratch on the truly clean samples only.
+
+Timings are wall seconds of each method alone, the noisy model's training excluded (it is the input of
+every method), cleanlab-cv's K trainings included. Every accuracy is on the untouched test split, or
+with ``--eval-on validation`` on a held-out part of the noisy train split, scored against its noisy
+labels, for choosing settings without the test split.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import typer
+from threadpoolctl import threadpool_limits
+
+from unlearn_core.metrics import classification_metrics, detection_metrics
+from unlearn_core.noise import NOISE_KINDS
+from unlearn_core.rounds import MemorySteps, RunOptions, clean, detect, plan, walk
+from unlearn_core.training import Recipe
+
+from ..data import default_arch, load_data
+from ..data.noise import inject_noise
+from ..data.samples import Samples, prepare
+from ..demo import NOISY_EPOCHS
+from ..device import resolve_device
+from ..errors import UsageError, usage_errors
+from ..files.checkpoint import ModelInfo
+from ..model_commands import logits_of
+from ..output import stderr_log, to_json
+from ..timing import timed
+from .baselines import EVAL_BATCH, CleanlabSteps, CrossValidatedSteps, LossSteps, cross_validated_probs
+from .quality_tables import DETECTORS, markdown, read_rows, write_rows
+from .training import train_model
+
+VALIDATION_FRACTION = 0.2
+log = stderr_log()
+
+
+@dataclass
+class Cell:
+    """One noisy train split and the data every method is scored on."""
+
+    train: Samples  # noisy labels (and corrupted inputs for input-gaussian); is_noisy set
+    eval_inputs: torch.Tensor  # (M, ...) normalized
+    eval_labels: torch.Tensor  # (M,) true test labels, or noisy labels of the validation part
+    info: ModelInfo  # of the architecture
+
+
+@dataclass
+class Settings:
+    """The benchmark's fixed recipe: noisy-model epochs, cleanlab-cv folds, and the method's options."""
+
+    arch: str
+    epochs: int
+    folds: int
+    method: RunOptions
+    device: torch.device
+
+
+def accuracy(model, inputs: torch.Tensor, labels: torch.Tensor, device) -> float:
+    """Fraction of (M, ...) ``inputs`` whose predicted class is the (M,) ``labels`` entry."""
+    return classification_metrics(logits_of(model, inputs, EVAL_BATCH, device), labels)["accuracy"]
+
+
+def make_cell(data: str, kind: str, rate: float, seed: int, settings: Settings, scratch: Path, eval_on: str) -> Cell:
+    """Inject the noise (as ``denoise inject-noise``) and prepare the train and evaluation data."""
+    noise = scratch / f"noise-{kind}-{rate}-{seed}.npz"
+    inject_noise(data, kind, rate, seed, noise)
+    train_set = load_data(data, "train")
+    info = ModelInfo.of_dataset(train_set, settings.arch)
+    train = prepare(train_set, info, noise)
+    if eval_on == "test":
+        test = prepare(load_data(data, "test"), info)
+        return Cell(train, test.inputs, test.labels, info)
+    order = np.random.default_rng(seed).permutation(len(train.labels))
+    held = int(round(VALIDATION_FRACTION * len(order)))
+    validation = train.subset(np.sort(order[:held]))
+    return Cell(train.subset(np.sort(order[held:])), validation.inputs, validation.labels, info)
+
+
+def detector_steps(detector: str, cell: Cell, settings: Settings, options: RunOptions) -> tuple[MemorySteps, float]:
+    """The in-memory steps of one detector, and the seconds spent before the rounds (cleanlab-cv's trainings)."""
+    samples, device = cell.train, settings.device
+    if detector == "cleanlab-cv":
+        recipe = Recipe(epochs=settings.epochs, seed=options.seed)
+        probs, seconds = timed(lambda: cross_validated_probs(cell.info, samples.inputs, samples.labels, recipe,
+                                                             settings.folds, options.seed, device))
+        return CrossValidatedSteps(samples.inputs, samples.labels, options, device, probs=probs), seconds
+    steps = {"attribution": MemorySteps, "attribution-global": MemorySteps, "loss": LossSteps,
+             "cleanlab": CleanlabSteps}[detector]
+    detector_options = replace(options, per_class=detector != "attribution-global")
+    return steps(samples.inputs, samples.labels, detector_options, device), 0.0
+
+
+def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str], settings: Settings, scratch: Path,
+             eval_on: str) -> list[dict]:
+    """Every method of one cell; returns rows with ``COLUMNS`` (detection columns None without a detector)."""
+    cell = make_cell(data, kind, rate, seed, settings, scratch, eval_on)
+    samples, device, options = cell.train, settings.device, replace(settings.method, seed=seed)
+    rows = []
+
+    def add(detector: str, method: str, model, seconds: float, detection: dict | None = None) -> None:
+        detection = detection or dict.fromkeys(("precision", "recall", "f1", "auroc"))
+        rows.append({"data": data, "kind": kind, "rate": rate, "seed": seed, "detector": detector, "method": method,
+                     "test_accuracy": accuracy(model, cell.eval_inputs, cell.eval_labels, device), **detection,
+                     "seconds": seconds})
+        log(f"{kind} {rate:g} seed {seed}: {detector:>18} {method:<13} accuracy {rows[-1]['test_accuracy']:.3f}  "
+            f"f1 {detection['f1'] if detection['f1'] is not None else float('nan'):.3f}  {seconds:6.1f} s")
+
+    def trained(inputs, labels, model_seed):
+        return train_model(cell.info, inputs, labels, Recipe(epochs=settings.epochs, seed=model_seed), device)
+
+    noisy, seconds = timed(lambda: trained(samples.inputs, samples.labels, seed))
+    fitted = accuracy(noisy, samples.inputs, samples.labels, device)
+    log(f"{kind} {rate:g} seed {seed}: noisy model fits {fitted:.1%} of its noisy train labels")
+    add("none", "noisy", noisy, seconds)
+    add("none", "retrain", *timed(lambda: trained(samples.inputs, samples.labels, seed + 1)))
+    clean_rows = torch.as_tensor(~samples.is_noisy)
+    add("none", "oracle", *timed(lambda: trained(samples.inputs[clean_rows], samples.labels[clean_rows], seed + 2)))
+    for detector in detectors:
+        steps, before = detector_steps(detector, cell, settings, options)
+        cell_options = replace(options, rounds=1) if detector == "cleanlab-cv" else options
+        rounds = plan(cell_options)
+        last_rounds = {"finetune-only": plan(replace(cell_options, prune_ratio=None))[-1], "denoise": rounds[-1]}
+        current, shared = timed(lambda: walk(steps, rounds[:-1], noisy))
+        partition, shared_split = timed(lambda: detect(steps, rounds[-1], current))
+        for method, last in last_rounds.items():
+            model, seconds = timed(lambda: clean(steps, last, noisy, partition))
+            add(detector, method, model, seconds + shared + shared_split + before,
+                detection_metrics(samples.is_noisy, *partition))
+    return rows
+
+
+def _list(text: str, convert, flag: str) -> list:
+    try:
+        return [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UsageError(f"{flag}: cannot read {text!r} as a comma list") from None
+
+
+def _check(kinds: list[str], rates: list[float], detectors: list[str], options: RunOptions, folds: int) -> None:
+    if not kinds or any(k not in NOISE_KINDS for k in kinds):
+        raise UsageError(f"--noise-kinds must be a comma list of {', '.join(NOISE_KINDS)}")
+    if not rates or any(not 0 < r < 1 for r in rates):
+        raise UsageError("--rates must be a comma list of fractions in (0, 1)")
+    if any(d not in DETECTORS for d in detectors):
+        raise UsageError(f"--detectors must be a comma list of {', '.join(DETECTORS)}")
+    if not options.prune_ratio or folds < 2:
+        raise UsageError("--ratio must be in (0, 1) (the benchmark compares pruning), --folds at least 2")
+    with usage_errors({"epochs": "--finetune-epochs"}):
+        options.check()
+
+
+def quality_command(
+        data: str = typer.Option(..., "--data", help="Data spec: digits, npz:FILE, fsdd:DIR, cifar10:DIR, ..."),
+        arch: Optional[str] = typer.Option(None, "--arch", help="Default: the data kind's: mlp (digits, npz), kws "
+                                                                "(fsdd, speechcommands), cnn (mnist, imagefolder), "
+                                                                "resnet18-cifar (cifar10)."),
+        noise_kinds: str = typer.Option("symmetric,asymmetric,instance", "--noise-kinds",
+                                        help="Comma list of symmetric, asymmetric, instance, input-gaussian."),
+        rates: str = typer.Option("0.2,0.4,0.6", "--rates", help="Comma list of noise rates."),
+        seeds: str = typer.Option("0,1,2", "--seeds", help="Comma list of seeds."),
+        quick: bool = typer.Option(False, "--quick", help="One seed, 40% symmetric noise only."),
+        detectors: str = typer.Option(",".join(DETECTORS), "--detectors", help="Comma list of detectors to run."),
+        epochs: int = typer.Option(NOISY_EPOCHS, "--epochs", min=1, help="Epochs of the noisy, retrained, oracle and "
+                                                                "cross-validation models."),
+        folds: int = typer.Option(3, "--folds", help="K of cleanlab-cv's K-fold cross-validation."),
+        rounds: int = typer.Option(RunOptions.rounds, "--rounds", help="Detect-and-fine-tune rounds."),
+        target: str = typer.Option(RunOptions.target, "--target", help="Attribute the label's logit or the top one."),
+        features: str = typer.Option(RunOptions.features, "--features", help="What our mixture sees."),
+        dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components of the attributions."),
+        orient: str = typer.Option(RunOptions.orient, "--orient", help="How our mixture's noisy component is "
+                                                                       "chosen: auto, margin, loss or norm."),
+        ratio: float = typer.Option(RunOptions.prune_ratio, "--ratio", help="Fraction of units to prune."),
+        by: str = typer.Option(RunOptions.prune_by, "--by", help="noisy (signed coefficient) or abs."),
+        train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head (last round)."),
+        round_train: str = typer.Option(RunOptions.round_train, "--round-train",
+                                        help="What the rounds before the last fine-tune: head or all."),
+        finetune_epochs: int = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1,
+                                            help="Fine-tuning epochs of the last round."),
+        round_epochs: int = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
+                                         help="Fine-tuning epochs of each round before the last."),
+        lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
+        shrink: float = typer.Option(RunOptions.shrink, "--shrink", help="Shrink warm start of the last fine-tune "
+                                                                          "and of all-layer early rounds (1: off)."),
+        eval_on: str = typer.Option("test", "--eval-on", help="test, or validation: a held-out 20% of the noisy "
+                                                              "train split scored on its noisy labels."),
+        threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch and BLAS (1 keeps "
+                                                                "shared-machine timings steady)."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        out: Optional[Path] = typer.Option(None, "--out", help="CSV of every row, rewritten after each cell."),
+        resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and skip their cells."),
+        markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Also write the markdown tables here."),
+        as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list instead of the tables."),
+) -> None:
+    """Test accuracy, detection quality and wall time of denoise against retraining and baseline detectors."""
+    kinds, rate_list, seed_list = _list(noise_kinds, str, "--noise-kinds"), _list(rates, float, "--rates"), \
+        _list(seeds, int, "--seeds")
+    if quick:
+        kinds, rate_list, seed_list = ["symmetric"], [0.4], seed_list[:1]
+    names = _list(detectors, str, "--detectors")
+    options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, orient=orient, prune_ratio=ratio,
+                         prune_by=by, train=train, round_train=round_train, epochs=finetune_epochs,
+                         round_epochs=round_epochs, lr=lr, shrink=shrink)
+    _check(kinds, rate_list, names, options, folds)
+    if eval_on not in ("test", "validation"):
+        raise UsageError("--eval-on must be test or validation")
+    if resume and out is None:
+        raise UsageError("--resume needs --out")
+    torch.set_num_threads(threads)
+    settings = Settings(arch or default_arch(data), epochs, folds, options, resolve_device(device))
+    rows = read_rows(out) if resume and out.is_file() else []
+    done = {(r["data"], r["kind"], r["rate"], r["seed"]) for r in rows}
+    # BLAS/OpenMP threads of the mixtures too: oversubscribed, they run ten times slower on a loaded machine
+    with tempfile.TemporaryDirectory(prefix="denoise-bench-") as scratch, threadpool_limits(threads):
+        for kind in kinds:
+            for rate in rate_list:
+                for seed in seed_list:
+                    if (data, kind, rate, seed) in done:
+                        continue
+                    rows += run_cell(data, kind, rate, seed, names, settings, Path(scratch), eval_on)
+                    if out is not None:
+                        write_rows(out, rows)
+    table = markdown(rows)
+    if markdown_out is not None:
+        markdown_out.write_text(table)
+    if as_json:
+        print(to_json(rows))
+    else:
+        sys.stdout.write(table)

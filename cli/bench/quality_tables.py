@@ -1,0 +1,87 @@
+"""``bench quality``'s rows: the CSV they are kept in, and the markdown tables made of them."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from unlearn_core.noise import NOISE_KINDS
+
+COLUMNS = ("data", "kind", "rate", "seed", "detector", "method", "test_accuracy", "precision", "recall", "f1",
+           "auroc", "seconds")
+DETECTORS = ("attribution", "attribution-global", "loss", "cleanlab", "cleanlab-cv")
+METHODS = ("noisy", "retrain", "oracle", "finetune-only", "denoise")
+
+
+def _fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    values = [v * scale for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return ""
+    mean = f"{float(np.mean(values)):.{digits}f}"
+    return f"{mean} ± {float(np.std(values, ddof=1)):.{digits}f}" if len(values) > 1 else mean
+
+_ORDER = {"kind": NOISE_KINDS, "detector": ("none", *DETECTORS), "method": METHODS}
+
+def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """Rows grouped by ``keys``, groups in table order (noise kinds, detectors and methods as listed)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    rank = lambda key: tuple(_ORDER[k].index(v) if k in _ORDER else v for k, v in zip(keys, key))  # noqa: E731
+    return dict(sorted(groups.items(), key=lambda item: rank(item[0])))
+
+def _mean(rows: list[dict], cell: tuple, detector: str, method: str) -> float:
+    found = [r["test_accuracy"] for r in rows if (r["data"], r["kind"], r["rate"]) == cell
+             and r["detector"] == detector and r["method"] == method]
+    return float(np.mean(found)) if found else float("nan")
+
+def markdown(rows: list[dict]) -> str:
+    """Three markdown tables over seeds (mean ± sample std): every method; pruning's effect; the headline checks."""
+    lines = ["| data | noise | rate | detector | method | test acc. (%) | precision | recall | F1 | AUROC | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (data, kind, rate, detector, method), group in _groups(rows, ("data", "kind", "rate", "detector",
+                                                                       "method")).items():
+        cols = [_fmt([r["test_accuracy"] for r in group], 100, 1)]
+        cols += [_fmt([r[k] for r in group]) for k in ("precision", "recall", "f1", "auroc")]
+        cols.append(_fmt([r["seconds"] for r in group], 1, 1))
+        lines.append(f"| {data} | {kind} | {rate:g} | {detector} | {method} | " + " | ".join(cols) + " |")
+    cells = list(_groups(rows, ("data", "kind", "rate")))
+    detectors = [d for d in DETECTORS if any(r["detector"] == d for r in rows)]
+    lines += ["", "Pruning: `denoise` minus `finetune-only` test accuracy, points (mean over seeds)", "",
+              "| data | noise | rate | " + " | ".join(detectors) + " |", "|---|---|---|" + "---|" * len(detectors)]
+    for cell in cells:
+        gains = [100 * (_mean(rows, cell, d, "denoise") - _mean(rows, cell, d, "finetune-only")) for d in detectors]
+        shown = ["" if math.isnan(g) else f"{g:+.1f}" for g in gains]  # blank: detector not run in this cell
+        lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]:g} | " + " | ".join(shown) + " |")
+    lines += ["", "Ours (`attribution`, `denoise`) against the baselines (means over seeds)", "",
+              "| data | noise | rate | denoise − retrain (points) | gap noisy→oracle recovered | "
+              "denoise / retrain seconds |", "|---|---|---|---|---|---|"]
+    for cell in cells:
+        ours, retrain = _mean(rows, cell, "attribution", "denoise"), _mean(rows, cell, "none", "retrain")
+        noisy, oracle = _mean(rows, cell, "none", "noisy"), _mean(rows, cell, "none", "oracle")
+        seconds = {m: np.mean([r["seconds"] for r in rows if (r["data"], r["kind"], r["rate"]) == cell
+                               and r["method"] == m and r["detector"] in ("attribution", "none")])
+                   for m in ("denoise", "retrain")}
+        recovered = f"{(ours - noisy) / (oracle - noisy):.0%}" if oracle - noisy >= 0.01 else "no gap (< 1 point)"
+        lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]:g} | {100 * (ours - retrain):+.1f} | {recovered} | "
+                     f"{seconds['denoise'] / seconds['retrain']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a CSV written by ``write_rows`` (empty detection columns become None)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    numeric = {"rate": float, "seed": int, **{k: float for k in COLUMNS[6:]}}
+    return [{k: (numeric[k](v) if v != "" else None) if k in numeric else v for k, v in row.items()} for row in rows]
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """CSV with ``COLUMNS``, detection columns empty where no detector is used."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        writer.writerows([{k: "" if row[k] is None else row[k] for k in COLUMNS} for row in rows])
+    tmp.replace(path)

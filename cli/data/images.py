@@ -1,0 +1,121 @@
+"""Image data sets: MNIST's IDX files, CIFAR-10's batches, and a folder of class folders."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .registry import data_spec
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise InputError(path, "is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">u4", ndim, 4).astype(int) if len(raw) >= 4 + 4 * ndim else None
+    if dims is None or len(raw) != 4 + 4 * ndim + int(np.prod(dims)):
+        raise InputError(path, "is truncated or its header does not match its size")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+def _find(path: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
+        if (path / name).is_file():
+            return path / name
+    raise InputError(path, f"has no {stem} (or {stem}.gz)")
+
+@data_spec("mnist:DIR", arch="cnn")
+def _mnist(path: Path, split):
+    """The four IDX files (optionally ``.gz``)."""
+    if not path.is_dir():
+        raise InputError(path, "is not a directory (mnist: needs the folder of IDX files)")
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(_find(path, f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(_find(path, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise InputError(path, f"{prefix} images {images.shape} and labels {labels.shape} do not match")
+    return images[:, None].astype(np.float32) / 255.0, labels.astype(np.int64), [str(d) for d in range(10)], \
+        {"source": "mnist", "scale": "x/255"}
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads CIFAR python batches: plain containers and numpy arrays only, nothing executable."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+def _cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    if file.suffix == ".bin":
+        raw = np.fromfile(file, np.uint8)
+        if raw.size % 3073:
+            raise InputError(file, "is truncated (not a whole number of 3,073-byte records)")
+        rows = raw.reshape(-1, 3073)
+        return rows[:, 1:].reshape(-1, 3, 32, 32), rows[:, 0].astype(np.int64)
+    try:
+        with open(file, "rb") as handle:
+            batch = _BatchUnpickler(handle, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], np.int64)
+    except Exception as exc:
+        raise InputError(file, f"is not a CIFAR-10 python batch ({exc})") from None
+    return data, labels
+
+@data_spec("cifar10:DIR", arch="resnet18-cifar")
+def _cifar10(path: Path, split):
+    """The python batches (``data_batch_1`` ... ``test_batch``) or the binary ``.bin`` batches."""
+    if not path.is_dir():
+        raise InputError(path, "is not a directory (cifar10: needs cifar-10-batches-py or -bin)")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    files = [path / n for n in names]
+    if not all(f.is_file() for f in files):
+        files = [path / f"{n}.bin" for n in names]
+        if not all(f.is_file() for f in files):
+            raise InputError(path, f"has no CIFAR-10 {split} batches ({names[0]} or {names[0]}.bin)")
+    batches = [_cifar_batch(f) for f in files]
+    inputs = np.concatenate([b[0] for b in batches]).astype(np.float32) / 255.0
+    labels = np.concatenate([b[1] for b in batches])
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    if labels.min() < 0 or labels.max() >= len(classes):
+        raise InputError(path, "labels out of range for CIFAR-10's 10 classes")
+    return inputs, labels, classes, {"source": "cifar10", "scale": "x/255"}
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+@data_spec("imagefolder:DIR", arch="cnn")
+def _imagefolder(path: Path, split, size: int = 32):
+    """``DIR/CLASS/*.png|jpg`` (or ``DIR/train/CLASS`` and ``DIR/test/CLASS``), resized to ``size`` x ``size`` RGB."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    if not path.is_dir():
+        raise InputError(path, "is not a directory (imagefolder: needs DIR/CLASS/*.png)")
+    root = path / split if (path / "train").is_dir() and (path / "test").is_dir() else path
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).iterdir()):
+            if file.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            try:
+                image = decode_image(str(file), mode=ImageReadMode.RGB).float().unsqueeze(0) / 255.0
+            except Exception as exc:
+                raise InputError(file, f"is not a readable image ({type(exc).__name__})") from None
+            images.append(torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear",
+                                                          antialias=True, align_corners=False)[0])
+            labels.append(label)
+    if not images:
+        raise InputError(root, "holds no images in class folders")
+    return torch.stack(images), np.array(labels), classes, {"source": "imagefolder", "size": size}

@@ -1,0 +1,1 @@
+"""Everything denoise writes and reads: checkpoints, stage files, streaming, atomic writes, provenance."""

@@ -1,0 +1,111 @@
+"""The commands around the five stages: train a model, evaluate one, bring plain weights in as a checkpoint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from unlearn_core.batches import device_batches
+from unlearn_core.metrics import classification_metrics
+from unlearn_core.training import Recipe, predict_logits
+
+from .data import load_data
+from .data.noise import read_noise
+from .data.samples import load_samples, prepare
+from .device import resolve_device
+from .errors import InputError, UsageError, usage_errors
+from .files.checkpoint import (ModelInfo, build_model, is_user_arch, load_checkpoint, load_weights, read_tensors,
+                               save_checkpoint)
+from .files.provenance import is_current, provenance, skipped
+from .fit import finish, fit
+
+
+def logits_of(model, inputs: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """(N, C) float32 logits of ``model`` over (N, ...) ``inputs``, in batches on ``device``."""
+    return predict_logits(model, (batch for _, batch in device_batches(inputs, batch_size, device)))
+
+
+def train(data: str, arch: str, out: Path, recipe: Recipe, *, noise: Path | None = None,
+          arch_kwargs: dict | None = None, save_every: int = 0, resume: bool = False, device: str = "auto",
+          reuse: bool = False) -> dict:
+    """Train a model from scratch with ``recipe`` on the train split (noisy labels if ``noise``); writes a checkpoint.
+
+    reuse: return without work if ``out`` was already trained with the same options and noise file.
+    """
+    with usage_errors():
+        recipe.check()
+    options = {"data": data, "arch": arch, "arch_kwargs": arch_kwargs or {}, "epochs": recipe.epochs,
+               "seed": recipe.seed, "lr": recipe.lr, "weight_decay": recipe.weight_decay,
+               "batch_size": recipe.batch_size}
+    if reuse and is_current(out, "checkpoint", options, {"noise": noise}):
+        return skipped(out)
+    dev = resolve_device(device)
+    dataset = load_data(data, "train")
+    info = ModelInfo.of_dataset(dataset, arch, arch_kwargs)
+    torch.manual_seed(recipe.seed)
+    model = build_model(info, arch).to(dev)
+    samples = prepare(dataset, info, noise)
+    if len(torch.unique(samples.labels)) < 2:
+        raise InputError(data, "the train split has a single class; a classifier needs at least two")
+    meta = provenance("checkpoint", options, {"noise": noise})
+    started = time.perf_counter()
+    losses = fit(model, samples.inputs, samples.labels, recipe, device=dev, options=options, out=out, resume=resume,
+                 save_every=save_every, save_model=lambda path: save_checkpoint(path, model, info, meta),
+                 description="train")
+    seconds = time.perf_counter() - started
+    save_checkpoint(out, model, info, meta)
+    finish(out)
+    fitted = classification_metrics(logits_of(model, samples.inputs, recipe.batch_size, dev), samples.labels)
+    return {"out": str(out), "epochs": recipe.epochs, "final_loss": losses[-1] if losses else None,
+            "train_accuracy": fitted["accuracy"], "seconds": seconds}
+
+
+def evaluate(model: Path, data: str, split: str = "test", *, noise: Path | None = None, batch_size: int = 256,
+             device: str = "auto", arch: str | None = None) -> dict:
+    """Accuracy, macro precision/recall/F1 and top-3 of a checkpoint on a split (labels as given)."""
+    dev = resolve_device(device)
+    checkpoint = load_checkpoint(model, dev, allow_arch=arch)
+    samples = load_samples(data, split, checkpoint.info, noise)
+    logits = logits_of(checkpoint.model, samples.inputs, batch_size, dev)
+    return {"model": str(model), "data": data, "split": split, "samples": len(samples.labels),
+            **classification_metrics(logits, samples.labels)}
+
+
+def import_weights(arch: str, weights: Path, out: Path, *, data: str | None = None, input_shape: list[int] | None = None,
+                   num_classes: int | None = None, arch_kwargs: dict | None = None, noise: Path | None = None) -> dict:
+    """Bring a plain state dict (safetensors, or .pt/.pth read with ``torch.load(weights_only=True)``) in as a checkpoint.
+
+    noise: the noise file the weights were trained with (checked against ``data``, recorded in the provenance).
+    """
+    if noise is not None and data is None:
+        raise UsageError("--noise needs --data")
+    if data is not None:
+        dataset = load_data(data, "train")
+        info = ModelInfo.of_dataset(dataset, arch, arch_kwargs)
+        if noise is not None:
+            read_noise(noise, dataset)
+    elif input_shape and num_classes:
+        info = ModelInfo(arch=arch, input_shape=input_shape, classes=[str(c) for c in range(num_classes)],
+                         input_transform={"data": None, "normalization": {"mean": [0.0], "std": [1.0]}},
+                         arch_kwargs=arch_kwargs or {})
+    else:
+        raise UsageError("give --data, or both --input-shape and --num-classes")
+    weights = Path(weights)
+    if not weights.is_file():
+        raise InputError(weights, "no such file")
+    if weights.suffix in (".pt", ".pth"):
+        try:
+            tensors = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise InputError(weights, f"not loadable with torch.load(weights_only=True): {str(exc).splitlines()[0]}") from None
+        if not isinstance(tensors, dict) or not all(torch.is_tensor(v) for v in tensors.values()):
+            raise InputError(weights, "is not a plain state dict of tensors")
+    else:
+        tensors = read_tensors(weights)
+    model = build_model(info, arch)
+    load_weights(weights, model, tensors)
+    save_checkpoint(out, model, info, provenance("checkpoint", {"arch": arch, "imported": True},
+                                                 {"weights": weights, "noise": noise}))
+    return {"out": str(out), "arch": arch, "tensors": len(tensors), "user_code": is_user_arch(arch)}

@@ -1,0 +1,191 @@
+"""The round plan of the method, and the one walk of it that ``denoise run`` and ``bench quality`` share.
+
+Round r attributes with the model fine-tuned in round r-1 (the noisy model in round 1), partitions, and
+fine-tunes the *noisy* model on the clean part. Rounds before the last fine-tune only the head
+(``round_train``; cheap, on cached features): their model only has to forget enough of the noise to
+separate it better in the next round. The last round, whose partition is the cleanest, also measures
+sensitivity on the noisy model and prunes it before fine-tuning (pruning on an early, rougher partition
+removed the wrong units and made the rounds diverge), and fine-tunes from weights shrunk toward zero
+(``shrink``), which forgets the memorized noise faster; so do all-layer early rounds.
+
+``plan(options)`` says what each round does; ``detect`` and ``clean`` walk one round over any ``Steps``:
+files on disk (``cli.stages.FileSteps``) or a model in memory (``MemorySteps``, what the benchmark runs).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attribution import attribute_batches, check_target
+from .errors import OptionError
+from .layers import apply_unit_masks, default_layer
+from .partition import CLEAN_THRESHOLD, DEFAULT_FEATURES, check_orientation, clean_probability, parse_features
+from .pruning import check_amount, prune_mask
+from .sensitivity import layer_moments
+from .training import TRAINABLE, Recipe, fit
+
+
+@dataclass
+class RunOptions:
+    """The options of ``denoise run`` that shape its rounds; every default of the method is written here."""
+
+    rounds: int = 3
+    layer: str | None = None  # attribution and pruning layer (default: the classifier's input)
+    target: str = "label"
+    per_class: bool = True
+    features: str = ",".join(DEFAULT_FEATURES)
+    dims: int = 10
+    orient: str = "auto"  # how partition picks the noisy component (unlearn_core.partition.ORIENTATIONS)
+    prune_ratio: float | None = 0.1  # None: no sensitivity and no pruning (fine-tuning only)
+    prune_by: str = "noisy"
+    train: str = "all"  # fine-tuning of the last round
+    round_train: str = "head"  # fine-tuning of the rounds before the last (cheap: the head on cached features)
+    epochs: int = Recipe.epochs  # fine-tuning epochs of the last round
+    round_epochs: int = 30  # fine-tuning epochs of each round before the last
+    lr: float = Recipe.lr
+    shrink: float = 0.5  # shrink warm start of the last round, and of earlier rounds that fine-tune all layers
+    batch_size: int = Recipe.batch_size
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise OptionError for the first option out of range, before any round runs (a wrong ``features``
+        or ``prune_ratio`` would otherwise surface only after the attributions were made)."""
+        parse_features(self.features)
+        check_orientation(self.orient)
+        check_target(self.target)
+        if self.round_train not in TRAINABLE:
+            raise OptionError("round_train", f"must be all or head, not {self.round_train!r}")
+        if self.prune_ratio is not None:
+            try:
+                check_amount(self.prune_ratio, None, self.prune_by)
+            except OptionError as exc:  # name the fields as RunOptions calls them
+                raise OptionError({"ratio": "prune_ratio", "by": "prune_by"}[exc.option], exc.problem) from None
+        if self.rounds < 1:
+            raise OptionError("rounds", "must be at least 1")
+        self.recipe(1, last=True).check()
+        try:
+            self.recipe(1, last=False).check()
+        except OptionError as exc:  # the early rounds' own fields
+            raise OptionError({"epochs": "round_epochs", "train": "round_train"}.get(exc.option, exc.option),
+                              exc.problem) from None
+
+    def recipe(self, number: int, last: bool) -> Recipe:
+        """Round ``number``'s fine-tuning: the last round's ``train``/``epochs`` or those of the rounds before
+        it; shrunk in the last round and in all-layer early rounds (shrinking head-only rounds hurt detection)."""
+        shrink = self.shrink if last or self.round_train == "all" else 1.0
+        return Recipe(epochs=self.epochs if last else self.round_epochs, lr=self.lr, batch_size=self.batch_size,
+                      train=self.train if last else self.round_train, shrink=shrink, seed=self.seed + number)
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round does: it attributes with the previous round's model, partitions, and fine-tunes the
+    noisy model with ``finetune`` (after sensitivity and pruning when ``prune``)."""
+
+    number: int  # 1-based
+    last: bool
+    prune: bool
+    finetune: Recipe
+
+
+def plan(options: RunOptions) -> list[Round]:
+    """The rounds of ``denoise run`` for ``options``, in order."""
+    return [Round(r, r == options.rounds, bool(options.prune_ratio) and r == options.rounds,
+                  options.recipe(r, r == options.rounds)) for r in range(1, options.rounds + 1)]
+
+
+class Steps(Protocol):
+    """The five stages over some representation of models, scores and partitions (files, or memory)."""
+
+    def attribute(self, model: Any, round: Round) -> Any:
+        """Per-sample scores of the train split under ``model`` (the previous round's)."""
+
+    def partition(self, scores: Any, round: Round) -> Any:
+        """The clean/noisy partition of the train split those scores give."""
+
+    def sensitivity(self, model: Any, partition: Any, round: Round) -> Any:
+        """Each unit's regression coefficient on the partition's noisy indicator, under ``model``."""
+
+    def prune(self, model: Any, sensitivity: Any, round: Round) -> Any:
+        """``model`` with the most noise-sensitive units removed (``RunOptions.prune_ratio``)."""
+
+    def finetune(self, model: Any, partition: Any, round: Round) -> Any:
+        """``model`` fine-tuned with ``round.finetune`` on the partition's clean samples."""
+
+
+def detect(steps: Steps, round: Round, model: Any) -> Any:
+    """The first half of a round: attribute with ``model`` (the previous round's), then partition."""
+    return steps.partition(steps.attribute(model, round), round)
+
+
+def clean(steps: Steps, round: Round, noisy: Any, partition: Any) -> Any:
+    """The second half of a round: (sensitivity and pruning of the noisy model, when the round prunes, then)
+    fine-tuning on the partition's clean samples. Returns the round's model."""
+    start = noisy
+    if round.prune:
+        start = steps.prune(noisy, steps.sensitivity(noisy, partition, round), round)
+    return steps.finetune(start, partition, round)
+
+
+def walk(steps: Steps, rounds: list[Round], noisy: Any, current: Any = None) -> Any:
+    """Run ``rounds`` in order, the first attributing with ``current`` (default: ``noisy``); the last model."""
+    current = noisy if current is None else current
+    for round in rounds:
+        current = clean(steps, round, noisy, detect(steps, round, current))
+    return current
+
+
+class MemorySteps:
+    """The steps on models held in memory over one prepared train split (what ``bench quality`` walks).
+
+    inputs: (N, ...) normalized float inputs; labels: (N,) given labels. A partition is
+    ``(is_clean (N,) bool, clean_prob (N,) float64)``; models are copied, never changed in place.
+    """
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, options: RunOptions, device: torch.device,
+                 batch_size: int = 256):
+        self.inputs, self.labels, self.options, self.device, self.batch_size = inputs, labels, options, device, batch_size
+
+    def _layer(self, model: nn.Module) -> str:
+        return self.options.layer or default_layer(model)
+
+    def attribute(self, model: nn.Module, round: Round) -> dict[str, np.ndarray]:
+        """The scores of every sample (see ``attribute_batches``), concatenated: arrays over N."""
+        parts = [scores for _, scores in attribute_batches(model, self.inputs, self.labels, self._layer(model),
+                                                           target=self.options.target, batch_size=self.batch_size,
+                                                           device=self.device)]
+        return {name: torch.cat([part[name] for part in parts]).numpy() for name in parts[0]}
+
+    def partition(self, scores: dict[str, np.ndarray], round: Round) -> tuple[np.ndarray, np.ndarray]:
+        """``clean_probability`` of the scores: ``(is_clean (N,) bool, clean_prob (N,) float64)``."""
+        options = self.options
+        prob = clean_probability(scores, self.labels.numpy(), per_class=options.per_class,
+                                 features=parse_features(options.features), dims=options.dims, seed=options.seed,
+                                 orient=options.orient)
+        return prob >= CLEAN_THRESHOLD, prob
+
+    def sensitivity(self, model: nn.Module, partition, round: Round) -> dict[str, np.ndarray]:
+        """``UnitMoments.solve`` of the units at the layer: ``coefficient`` (U,) and the rest."""
+        is_clean = partition[0]
+        return layer_moments(model, self.inputs, ~is_clean, self._layer(model), batch_size=self.batch_size,
+                             device=self.device).solve()
+
+    def prune(self, model: nn.Module, sensitivity: dict[str, np.ndarray], round: Round) -> nn.Module:
+        """A copy of ``model`` with the ``prune_mask`` of the coefficients applied for good."""
+        keep = prune_mask(sensitivity["coefficient"], ratio=self.options.prune_ratio, by=self.options.prune_by)
+        pruned = copy.deepcopy(model)
+        apply_unit_masks(pruned, {self._layer(model): torch.as_tensor(keep)})
+        return pruned
+
+    def finetune(self, model: nn.Module, partition, round: Round) -> nn.Module:
+        """A copy of ``model`` trained with ``round.finetune`` on the clean (M, ...) samples."""
+        keep = torch.as_tensor(partition[0])
+        tuned = copy.deepcopy(model)
+        fit(tuned, self.inputs[keep], self.labels[keep], round.finetune, device=self.device)
+        return tuned

@@ -72,8 +72,9 @@ def demo(workdir: Path, *, data: str = "digits", arch: str | None = None, kind: 
     models = {"noisy": noisy, "retrain": retrained, **{name: Path(r["model"]) for name, r in runs.items()}}
     for row in rows:
         row["test_accuracy"] = evaluate(models[row["name"]], data, "test", device=device)["accuracy"]
-    final_partition = workdir / "denoise" / f"round{options.rounds}" / "partition.npz"
+    final_partition = Path(runs["denoise"]["rounds"][-1]["partition"]["out"])
     detection = load_npz(final_partition, "partition")[1]["results"]["detection"]
     return {"dataset": data, "noise": {"kind": kind, "rate": rate}, "detection": detection,
+            "chosen": {name: r["chosen"] for name, r in runs.items()},  # round or input: the no-harm check's choice
             "noisy_fit": fitted,  # the noisy model's accuracy on the noisy training labels it was trained on
             "rows": [{"name": r["name"], "test_accuracy": r["test_accuracy"], "seconds": r["seconds"]} for r in rows]}

@@ -169,12 +169,15 @@ def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Nois
                                                "1 keeps them as they are."),
              seed: int = typer.Option(0, "--seed"),
              resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
+             exclude: Optional[Path] = typer.Option(None, "--exclude", help="holdout.npz (from `denoise run`): "
+                                                    "samples never fine-tuned on, kept for the no-harm check."),
              out: Path = typer.Option(..., "--out"), device: str = Device, arch: Optional[str] = Arch,
              as_json: bool = Json) -> None:
     """Fine-tune on the clean samples only; pruned units stay removed."""
     recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train=train,
                     shrink=shrink, seed=seed)
-    emit(stages.finetune(model, data, partition_file, out, recipe, noise=noise, resume=resume, device=device,
+    emit(stages.finetune(model, data, partition_file, out, recipe, noise=noise, exclude=exclude, resume=resume,
+                         device=device,
                          arch=arch), as_json, "finetune")
 
 
@@ -203,6 +206,9 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                                           "factor in (0, 1]; 1 turns it off."),
         batch_size: int = typer.Option(RunOptions.batch_size, "--batch-size", min=1),
         seed: int = typer.Option(RunOptions.seed, "--seed"),
+        holdout: float = typer.Option(RunOptions.holdout, "--holdout", help="Fraction of the samples round 1 calls "
+                                      "clean that no round fine-tunes on; they decide whether a round's model or the "
+                                      "input model is handed back (first, do no harm). 0 turns the check off."),
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
     """The five stages in order, in rounds; stages whose outputs are up to date are skipped."""
@@ -211,10 +217,10 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
     options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
                          orient=orient, prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train,
                          epochs=epochs, round_epochs=round_epochs, lr=lr, shrink=shrink, batch_size=batch_size,
-                         seed=seed)
-    log = stderr_log(quiet=as_json)
-    result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
-    emit(result if as_json else {"model": result["model"], "seconds": result["seconds"]}, as_json, "run")
+                         seed=seed, holdout=holdout)
+    result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch,
+                          log=stderr_log(quiet=as_json), warn=stderr_log())
+    emit(result if as_json else {key: result[key] for key in ("model", "chosen", "seconds")}, as_json, "run")
 
 
 @app.command()

@@ -13,7 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from unlearn_core.rounds import RunOptions, clean, detect, plan
+from unlearn_core.rounds import RunOptions, run_rounds
+from unlearn_core.selection import INPUT
 
 from .data import read_once
 from .errors import usage_errors
@@ -23,24 +24,32 @@ from .stages import FileSteps
 
 def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Path | None = None,
         truth: Path | None = None, device: str = "auto", arch: str | None = None,
-        log: Callable[[str], None] = lambda _line: None) -> dict:
+        log: Callable[[str], None] = lambda _line: None, warn: Callable[[str], None] | None = None) -> dict:
     """Run the rounds of ``options`` from the noisy checkpoint ``model``; returns per-round stage summaries,
     the final model's path and the wall seconds, and writes the same record to ``workdir/run.json``.
 
-    ``options.prune_ratio`` None skips sensitivity and pruning (fine-tuning only).
+    ``options.prune_ratio`` None skips sensitivity and pruning (fine-tuning only). ``model`` in the result is
+    the chosen checkpoint: the input itself when no round's model passed the held-out check (``chosen``
+    says which, ``no_harm`` holds the held-out figures; see ``unlearn_core.selection``). ``log`` gets progress
+    lines, ``warn`` (default: ``log``) the line saying the input model is handed back.
     """
     with usage_errors():
         options.check()
     workdir.mkdir(parents=True, exist_ok=True)
-    steps = FileSteps(workdir, data, options, noise=noise, truth=truth, device=device, arch=arch)
-    current, started = model, time.perf_counter()
+    steps = FileSteps(workdir, data, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
+    started = time.perf_counter()
     with read_once():  # every stage of every round reads the same train split: from disk once
-        for round in plan(options):
-            current = clean(steps, round, model, detect(steps, round, current))
-            for name, result in steps.summaries[round.number].items():
-                if name != "round":
-                    log(f"round {round.number}: {name} {'up to date' if result.get('skipped') else 'done'}")
-    result = {"model": str(current), "rounds": list(steps.summaries.values()), "seconds": time.perf_counter() - started,
+        outcome = run_rounds(steps, options, model)
+    if outcome.no_harm is not None:
+        held, accuracy = outcome.no_harm["held_out"], outcome.no_harm["accuracy"]
+        figures = ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items() if value is not None)
+        if outcome.chosen == INPUT:
+            (warn or log)(f"the cleaned model is worse than the input on {held} held-out samples ({figures}): handing back "
+                f"the input model unchanged")
+        else:
+            log(f"held-out check passed on {held} samples ({figures})")
+    result = {"model": str(outcome.model), "chosen": outcome.chosen, "no_harm": outcome.no_harm,
+              "rounds": list(steps.summaries.values()), "seconds": time.perf_counter() - started,
               "options": asdict(options)}
     atomic_write(workdir / "run.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
     return result

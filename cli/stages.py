@@ -15,14 +15,15 @@ import numpy as np
 import torch
 
 from unlearn_core.attribution import attribute_batches, check_target
-from unlearn_core.batches import check_precision
+from unlearn_core.batches import check_precision, device_batches
 from unlearn_core.layers import LayerError, apply_unit_masks, default_layer, resolve_layer
 from unlearn_core.metrics import detection_metrics
 from unlearn_core.partition import CLEAN_THRESHOLD, check_orientation, clean_probability, parse_features
 from unlearn_core.pruning import check_amount, prune_mask
 from unlearn_core.rounds import Round
+from unlearn_core.selection import holdout_mask
 from unlearn_core.sensitivity import layer_moments
-from unlearn_core.training import Recipe
+from unlearn_core.training import Recipe, predict_logits
 
 from .data.samples import Samples, load_samples
 from .device import resolve_device
@@ -30,12 +31,13 @@ from .errors import InputError, UsageError, usage_errors
 from .files.checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint
 from .files.paths import file_sha256
 from .files.provenance import is_current, provenance, skipped
-from .files.stage_files import check_same_samples, load_npz, save_npz
+from .files.stage_files import SCHEMAS, check_same_samples, load_npz, save_npz
 from .files.streaming import NpzStream
 from .fit import finish, fit
 from .output import progress
 
 SCORE_DTYPES = {"float32": np.float32, "float16": np.float16}
+SCHEMAS["holdout"] = {"is_held": (1, "b"), "index": (1, "iu")}  # samples no round fine-tunes on
 
 
 def _layer(model, spec: str | None, source: str) -> str:
@@ -131,6 +133,40 @@ def partition(scores: Path, out: Path, *, per_class: bool = True, features: str 
     return result
 
 
+def hold_out(partition_file: Path, out: Path, *, fraction: float, seed: int = 0, reuse: bool = False) -> dict:
+    """Set aside ``fraction`` of the samples the partition calls clean (``holdout_mask``): holdout.npz."""
+    options = {"fraction": fraction, "seed": seed}
+    inputs = {"partition": partition_file}
+    if reuse and is_current(out, "holdout", options, inputs):
+        return skipped(out)
+    arrays, _ = load_npz(partition_file, "partition")
+    with usage_errors():
+        held = holdout_mask(arrays["is_clean"], fraction, seed)
+    save_npz(out, {"is_held": held, "index": arrays["index"]}, provenance("holdout", options, inputs))
+    return {"out": str(out), "held_out": int(held.sum())}
+
+
+def _held(path: Path | None, samples: Samples) -> np.ndarray:
+    """(N,) bool of a holdout file checked against ``samples`` (all False without one)."""
+    if path is None:
+        return np.zeros(len(samples.labels), dtype=bool)
+    arrays, _ = load_npz(path, "holdout")
+    check_same_samples(path, arrays["index"], "the data", samples.index)
+    return arrays["is_held"]
+
+
+def held_out_correct(model: Path, data: str, holdout_file: Path, *, noise: Path | None = None, batch_size: int = 256,
+                     device: str = "auto", arch: str | None = None) -> tuple[int, int]:
+    """``(held-out samples the checkpoint classifies as labelled, held-out samples)`` of a holdout file."""
+    dev = resolve_device(device)
+    checkpoint = load_checkpoint(model, dev, allow_arch=arch)
+    samples = load_samples(data, "train", checkpoint.info, noise)
+    rows = torch.as_tensor(np.flatnonzero(_held(holdout_file, samples)))
+    logits = predict_logits(checkpoint.model, (batch for _, batch in device_batches(samples.inputs[rows], batch_size,
+                                                                                     dev)))
+    return int((logits.argmax(1) == samples.labels[rows]).sum()), len(rows)
+
+
 def _with_partition(model: Path, data: str, partition_file: Path, noise: Path | None, device: str, arch: str | None):
     """``(device, checkpoint, samples, partition arrays)``: the checkpoint on its device, the train split
     prepared for it, and the partition file checked to be of those very samples and labels."""
@@ -204,19 +240,20 @@ def prune(model: Path, sensitivity_file: Path, out: Path, *, ratio: float | None
 
 
 def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Recipe = Recipe(), *,
-             noise: Path | None = None, resume: bool = False, device: str = "auto", arch: str | None = None,
-             reuse: bool = False) -> dict:
-    """Fine-tune a (pruned) checkpoint with ``recipe`` on the partition's clean samples only; masks stay in force."""
+             noise: Path | None = None, exclude: Path | None = None, resume: bool = False, device: str = "auto",
+             arch: str | None = None, reuse: bool = False) -> dict:
+    """Fine-tune a (pruned) checkpoint with ``recipe`` on the partition's clean samples only, those of the
+    holdout file ``exclude`` excepted; masks stay in force."""
     with usage_errors():
         recipe.check()
     options = {"data": data, **asdict(recipe)}
-    inputs = {"model": model, "partition": partition_file, "noise": noise}
+    inputs = {"model": model, "partition": partition_file, "noise": noise, "exclude": exclude}
     if reuse and is_current(out, "checkpoint", options, inputs):
         return skipped(out)
     dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
-    clean = torch.as_tensor(flags["is_clean"])
+    clean = torch.as_tensor(flags["is_clean"] & ~_held(exclude, samples))
     if int(clean.sum()) == 0:
-        raise InputError(partition_file, "marks no sample as clean; nothing to fine-tune on")
+        raise InputError(partition_file, "marks no sample as clean (but held-out ones); nothing to fine-tune on")
     started = time.perf_counter()
     fit(checkpoint.model, samples.inputs[clean], samples.labels[clean], recipe, device=dev, options=options, out=out,
         resume=resume, description="finetune")
@@ -235,9 +272,9 @@ class FileSteps:
     """
 
     def __init__(self, workdir: Path, data: str, options, *, noise: Path | None, truth: Path | None, device: str,
-                 arch: str | None):
+                 arch: str | None, log=lambda _line: None):
         self.workdir, self.data, self.options = workdir, data, options
-        self.noise, self.truth, self.device, self.arch = noise, truth, device, arch
+        self.noise, self.truth, self.device, self.arch, self.log = noise, truth, device, arch, log
         self.summaries: dict[int, dict] = {}
 
     def _folder(self, round: Round) -> Path:
@@ -247,6 +284,7 @@ class FileSteps:
 
     def _record(self, round: Round, stage: str, summary: dict) -> None:
         self.summaries.setdefault(round.number, {"round": round.number})[stage] = summary
+        self.log(f"round {round.number}: {stage} {'up to date' if summary.get('skipped') else 'done'}")
 
     def attribute(self, model: Path, round: Round) -> Path:
         """round{r}/scores.npz of ``model`` (the ``attribute`` stage)."""
@@ -279,10 +317,21 @@ class FileSteps:
                                            by=self.options.prune_by, arch=self.arch, reuse=True))
         return out
 
-    def finetune(self, model: Path, partition_file: Path, round: Round) -> Path:
+    def hold_out(self, partition_file: Path, round: Round) -> Path:
+        """round{r}/holdout.npz of the partition (the held-out samples)."""
+        out = self._folder(round) / "holdout.npz"
+        self._record(round, "holdout", hold_out(partition_file, out, fraction=self.options.holdout,
+                                                seed=self.options.seed, reuse=True))
+        return out
+
+    def finetune(self, model: Path, partition_file: Path, held: Path | None, round: Round) -> Path:
         """round{r}/clean.safetensors, fine-tuned with ``round.finetune`` (the ``finetune`` stage)."""
         out = self._folder(round) / "clean.safetensors"
         self._record(round, "finetune", finetune(model, self.data, partition_file, out, round.finetune,
-                                                 noise=self.noise, resume=True, device=self.device, arch=self.arch,
-                                                 reuse=True))
+                                                 noise=self.noise, exclude=held, resume=True, device=self.device,
+                                                 arch=self.arch, reuse=True))
         return out
+
+    def held_out_correct(self, model: Path, held: Path) -> tuple[int, int]:
+        """``held_out_correct`` of the checkpoint."""
+        return held_out_correct(model, self.data, held, noise=self.noise, device=self.device, arch=self.arch)

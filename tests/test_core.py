@@ -235,3 +235,12 @@ def test_shrink_scales_only_the_trained_parameters_and_keeps_pruned_units_zero()
     for bad in (0.0, 1.5, -1.0):
         with pytest.raises(ValueError):
             shrink_parameters(model, bad)
+
+
+def test_disagreement_flags_the_samples_predicted_as_another_class():
+    from unlearn_core.detectors import disagreement_split
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    is_clean, score = disagreement_split(probs, np.array([0, 0, 2]))
+    assert is_clean.tolist() == [True, False, True]
+    assert np.allclose(score, [0.5, -0.7, 0.1])

@@ -90,11 +90,14 @@ def test_run_skips_up_to_date_stages_and_reruns_exactly_what_changed(denoise, no
     assert not any(first.values())
     assert all(_run(denoise, noisy_digits, work).values()), "a second identical run redid work"
     assert _run(denoise, noisy_digits, work, "--ratio", 0.2) == {
-        "attribute": True, "partition": True, "sensitivity": True, "prune": False, "finetune": False}
+        "attribute": True, "partition": True, "holdout": True, "sensitivity": True, "prune": False, "finetune": False}
     assert _run(denoise, noisy_digits, work, "--ratio", 0.2, "--epochs", 3) == {
-        "attribute": True, "partition": True, "sensitivity": True, "prune": True, "finetune": False}
+        "attribute": True, "partition": True, "holdout": True, "sensitivity": True, "prune": True, "finetune": False}
     assert _run(denoise, noisy_digits, work, "--ratio", 0.2, "--epochs", 3, "--dims", 5) == {
-        "attribute": True, "partition": False, "sensitivity": False, "prune": False, "finetune": False}
+        "attribute": True, "partition": False, "holdout": False, "sensitivity": False, "prune": False,
+        "finetune": False}
+    assert _run(denoise, noisy_digits, work, "--ratio", 0.2, "--epochs", 3, "--dims", 5, "--holdout", 0.2) == {
+        "attribute": True, "partition": True, "holdout": False, "sensitivity": True, "prune": True, "finetune": False}
 
 
 def test_same_command_and_seed_give_byte_identical_outputs(denoise, noisy_digits, tmp_path):

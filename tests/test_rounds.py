@@ -1,5 +1,7 @@
 """One copy of the method: ``denoise run`` (files) and ``bench quality`` (memory) walk the same rounds."""
 
+import json
+
 import torch
 
 from cli import pipeline, stages
@@ -7,17 +9,18 @@ from cli.bench import quality
 from cli.data.noise import inject_noise
 from cli.model_commands import train
 from conftest import TINY
-from unlearn_core.rounds import MemorySteps, RunOptions, plan
+from unlearn_core.rounds import MemorySteps, Round, RunOptions, plan
 from unlearn_core.training import Recipe
 
-STEPS = ("attribute", "partition", "sensitivity", "prune", "finetune")
+STEPS = ("attribute", "partition", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
 
 
 def _recording(steps_class, calls):
-    """A subclass of ``steps_class`` that appends ``(stage, round)`` to ``calls`` before each stage runs."""
+    """A subclass of ``steps_class`` that appends ``(steps object, step, round or None)`` to ``calls`` before
+    each step runs."""
     def wrap(name):
         def method(self, *args):
-            calls.append((name, args[-1]))
+            calls.append((id(self), name, args[-1] if isinstance(args[-1], Round) else None))
             return getattr(steps_class, name)(self, *args)
         return method
     return type(f"Recording{steps_class.__name__}", (steps_class,), {name: wrap(name) for name in STEPS})
@@ -44,9 +47,36 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     pipeline.run(model, data, tmp_path / "work", options, noise=noise, device="cpu")
     settings = quality.Settings("mlp", 2, 2, options, torch.device("cpu"))
     quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test")
-    assert [name for name, _ in run_calls] == ["attribute", "partition", "finetune",
-                                               "attribute", "partition", "sensitivity", "prune", "finetune"]
-    # the benchmark also fine-tunes without pruning in the last round (finetune-only): set that call aside
-    finetune_only = [call for call in bench_calls if call[1].last and not call[1].prune]
-    assert [name for name, _ in finetune_only] == ["finetune"]
-    assert [call for call in bench_calls if call not in finetune_only] == run_calls
+    assert [name for _, name, _ in run_calls] == [
+        "attribute", "partition", "hold_out", "finetune", "attribute", "partition", "sensitivity", "prune",
+        "finetune", "held_out_correct", "held_out_correct"]  # the input model's, then the last round's
+    # the benchmark runs finetune-only (no pruning) and denoise, each with its own steps, in that order
+    finetune_only, denoise = ([call[1:] for call in bench_calls if call[0] == owner]
+                              for owner in dict.fromkeys(call[0] for call in bench_calls))
+    assert denoise == [call[1:] for call in run_calls]
+    assert [name for name, _ in finetune_only] == [name for name, _ in denoise if name not in ("sensitivity", "prune")]
+
+
+def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_sampling_error():
+    from unlearn_core.selection import choose
+
+    assert choose(84, "round3", 82, 84)[0] == "round3"  # memorized input: 1.0 vs 0.976, within 2 SE
+    chosen, record = choose(84, "round3", 60, 84)
+    assert chosen == "input" and record["accuracy"] == {"input": 1.0, "round3": 60 / 84}
+    assert choose(0, "round3", 0, 0)[0] == "round3"  # no held-out sample: no evidence against the method
+
+
+def test_run_hands_back_the_input_model_when_fine_tuning_hurts(denoise, tmp_path):
+    """A learning rate that wrecks the fine-tune: the held-out samples show it, and run returns the input."""
+    model = tmp_path / "m.safetensors"
+    trained = denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 30, "--out", model, "--json")
+    assert trained.code == 0 and trained.json["train_accuracy"] > 0.9
+    result = denoise("run", "--model", model, "--data", f"npz:{TINY}", "--workdir", tmp_path / "work", "--rounds", 1,
+                     "--lr", 30, "--epochs", 3, "--holdout", 0.5, "--device", "cpu", "--json")
+    assert result.code == 0, result.err
+    record = result.json
+    assert record["chosen"] == "input" and record["model"] == str(model)
+    assert record["no_harm"]["accuracy"]["round1"] < record["no_harm"]["accuracy"]["input"]
+    assert "handing back the input model" in result.err
+    run_json = json.loads((tmp_path / "work" / "run.json").read_text())
+    assert run_json["chosen"] == "input" and run_json["no_harm"] == record["no_harm"]

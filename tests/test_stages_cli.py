@@ -235,3 +235,25 @@ def test_input_noise_is_applied_to_the_same_samples_at_every_load(denoise, tmp_p
     assert torch.equal(first.inputs[~noisy], clean.inputs[~noisy])
     difference = (first.inputs[noisy] - clean.inputs[noisy]).std().item()
     assert 4.0 < difference < 5.0
+
+
+def test_subset_spec_takes_a_stratified_seeded_subset_of_any_kind(denoise, tmp_path):
+    from cli.data import load_data
+
+    full = load_data("digits", "train")
+    subset = load_data("digits?per_class=20&seed=1", "train")
+    assert subset.labels.bincount().tolist() == [20] * 10
+    assert subset.transform == full.transform  # which samples, not how they were read
+    rows = [int(torch.nonzero((full.inputs == x).flatten(1).all(1))[0]) for x in subset.inputs]
+    assert rows == sorted(rows) and torch.equal(full.labels[rows], subset.labels)  # the full split's rows, in order
+    assert torch.equal(load_data("digits?per_class=20&seed=1", "train").inputs, subset.inputs)
+    assert not torch.equal(load_data("digits?per_class=20&seed=2", "train").inputs, subset.inputs)
+    tiny = load_data(f"npz:{TINY}?per_class=1000", "train")  # fewer than asked: every sample
+    assert torch.equal(tiny.labels, load_data(f"npz:{TINY}", "train").labels)
+    model = tmp_path / "m.safetensors"
+    _ok(denoise("train", "--data", "digits?per_class=20", "--arch", "mlp", "--epochs", 1, "--out", model))
+    assert _ok(denoise("evaluate", "--model", model, "--data", "digits", "--json"))["samples"] == 360
+    for spec, problem in (("digits?per_class=0", "at least 1"), ("digits?per_class=x", "whole numbers"),
+                          ("digits?seed=3", "give per_class"), ("digits?size=3", "unknown option")):
+        result = denoise("evaluate", "--model", model, "--data", spec)
+        assert result.code == 1 and problem in result.err

@@ -8,8 +8,13 @@ sensitivity on the noisy model and prunes it before fine-tuning (pruning on an e
 removed the wrong units and made the rounds diverge), and fine-tunes from weights shrunk toward zero
 (``shrink``), which forgets the memorized noise faster; so do all-layer early rounds.
 
-``plan(options)`` says what each round does; ``detect`` and ``clean`` walk one round over any ``Steps``:
-files on disk (``cli.stages.FileSteps``) or a model in memory (``MemorySteps``, what the benchmark runs).
+Before round 1 fine-tunes, a fraction of the samples its partition calls clean is held out (``holdout``):
+no round fine-tunes on them, and at the end they decide whether the last round's model or the input model
+is handed back (``unlearn_core.selection``: first, do no harm).
+
+``plan(options)`` says what each round does; ``run_rounds`` walks the plan over any ``Steps``: files on
+disk (``cli.stages.FileSteps``, what ``denoise run`` walks) or models in memory (``MemorySteps``, what the
+benchmark walks).
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import torch
 from torch import nn
 
 from .attribution import attribute_batches, check_target
+from .batches import device_batches
 from .errors import OptionError
 from .layers import apply_unit_masks, default_layer
 from .partition import CLEAN_THRESHOLD, DEFAULT_FEATURES, check_orientation, clean_probability, parse_features
 from .pruning import check_amount, prune_mask
+from .selection import HOLDOUT_FRACTION, INPUT, check_holdout, choose, holdout_mask
 from .sensitivity import layer_moments
-from .training import TRAINABLE, Recipe, fit
+from .training import TRAINABLE, Recipe, fit, predict_logits
 
 
 @dataclass
@@ -52,6 +59,7 @@ class RunOptions:
     shrink: float = 0.5  # shrink warm start of the last round, and of earlier rounds that fine-tune all layers
     batch_size: int = Recipe.batch_size
     seed: int = 0
+    holdout: float = HOLDOUT_FRACTION  # of round 1's clean samples, never fine-tuned on, for the no-harm choice
 
     def check(self) -> None:
         """Raise OptionError for the first option out of range, before any round runs (a wrong ``features``
@@ -68,6 +76,7 @@ class RunOptions:
                 raise OptionError({"ratio": "prune_ratio", "by": "prune_by"}[exc.option], exc.problem) from None
         if self.rounds < 1:
             raise OptionError("rounds", "must be at least 1")
+        check_holdout(self.holdout)
         self.recipe(1, last=True).check()
         try:
             self.recipe(1, last=False).check()
@@ -115,8 +124,27 @@ class Steps(Protocol):
     def prune(self, model: Any, sensitivity: Any, round: Round) -> Any:
         """``model`` with the most noise-sensitive units removed (``RunOptions.prune_ratio``)."""
 
-    def finetune(self, model: Any, partition: Any, round: Round) -> Any:
-        """``model`` fine-tuned with ``round.finetune`` on the partition's clean samples."""
+    def hold_out(self, partition: Any, round: Round) -> Any:
+        """The held-out samples: ``RunOptions.holdout`` of those the partition calls clean."""
+
+    def finetune(self, model: Any, partition: Any, held: Any, round: Round) -> Any:
+        """``model`` fine-tuned with ``round.finetune`` on the partition's clean samples, held-out ones excepted."""
+
+    def held_out_correct(self, model: Any, held: Any) -> tuple[int, int]:
+        """``(held-out samples that model classifies as labelled, held-out samples)``."""
+
+
+@dataclass
+class Outcome:
+    """What ``run_rounds`` hands back: ``model`` (the chosen one: a round's, or the input's) and its ``chosen``
+    name (``"input"`` or ``"round{r}"``), each round's model by name, the last round's partition, and the
+    held-out record (None when ``holdout`` is 0: then the last round's model is chosen unchecked)."""
+
+    model: Any
+    chosen: str
+    models: dict[str, Any]
+    partition: Any
+    no_harm: dict | None
 
 
 def detect(steps: Steps, round: Round, model: Any) -> Any:
@@ -124,28 +152,39 @@ def detect(steps: Steps, round: Round, model: Any) -> Any:
     return steps.partition(steps.attribute(model, round), round)
 
 
-def clean(steps: Steps, round: Round, noisy: Any, partition: Any) -> Any:
+def clean(steps: Steps, round: Round, noisy: Any, partition: Any, held: Any) -> Any:
     """The second half of a round: (sensitivity and pruning of the noisy model, when the round prunes, then)
-    fine-tuning on the partition's clean samples. Returns the round's model."""
+    fine-tuning on the partition's clean samples but the held-out ones. Returns the round's model."""
     start = noisy
     if round.prune:
         start = steps.prune(noisy, steps.sensitivity(noisy, partition, round), round)
-    return steps.finetune(start, partition, round)
+    return steps.finetune(start, partition, held, round)
 
 
-def walk(steps: Steps, rounds: list[Round], noisy: Any, current: Any = None) -> Any:
-    """Run ``rounds`` in order, the first attributing with ``current`` (default: ``noisy``); the last model."""
-    current = noisy if current is None else current
-    for round in rounds:
-        current = clean(steps, round, noisy, detect(steps, round, current))
-    return current
+def run_rounds(steps: Steps, options: RunOptions, noisy: Any) -> Outcome:
+    """The rounds of ``plan(options)`` from the ``noisy`` model, then the no-harm choice among the input and
+    the rounds' models on the held-out samples (``unlearn_core.selection``)."""
+    current, held, models, partition = noisy, None, {}, None
+    for round in plan(options):
+        partition = detect(steps, round, current)
+        if held is None and options.holdout:
+            held = steps.hold_out(partition, round)
+        current = clean(steps, round, noisy, partition, held)
+        models[f"round{round.number}"] = current
+    last = f"round{options.rounds}"
+    if not options.holdout:
+        return Outcome(current, last, models, partition, None)
+    (input_correct, samples), (cleaned_correct, _) = (steps.held_out_correct(model, held) for model in (noisy, current))
+    chosen, record = choose(input_correct, last, cleaned_correct, samples)
+    return Outcome(noisy if chosen == INPUT else current, chosen, models, partition, record)
 
 
 class MemorySteps:
     """The steps on models held in memory over one prepared train split (what ``bench quality`` walks).
 
     inputs: (N, ...) normalized float inputs; labels: (N,) given labels. A partition is
-    ``(is_clean (N,) bool, clean_prob (N,) float64)``; models are copied, never changed in place.
+    ``(is_clean (N,) bool, clean_prob (N,) float64)``, the held-out samples an (N,) bool mask; models are
+    copied, never changed in place.
     """
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, options: RunOptions, device: torch.device,
@@ -183,9 +222,20 @@ class MemorySteps:
         apply_unit_masks(pruned, {self._layer(model): torch.as_tensor(keep)})
         return pruned
 
-    def finetune(self, model: nn.Module, partition, round: Round) -> nn.Module:
-        """A copy of ``model`` trained with ``round.finetune`` on the clean (M, ...) samples."""
-        keep = torch.as_tensor(partition[0])
+    def hold_out(self, partition, round: Round) -> np.ndarray:
+        """``holdout_mask`` of the partition's clean samples."""
+        return holdout_mask(partition[0], self.options.holdout, self.options.seed)
+
+    def finetune(self, model: nn.Module, partition, held: np.ndarray | None, round: Round) -> nn.Module:
+        """A copy of ``model`` trained with ``round.finetune`` on the clean (M, ...) samples not held out."""
+        keep = torch.as_tensor(partition[0] if held is None else partition[0] & ~held)
         tuned = copy.deepcopy(model)
         fit(tuned, self.inputs[keep], self.labels[keep], round.finetune, device=self.device)
         return tuned
+
+    def held_out_correct(self, model: nn.Module, held: np.ndarray) -> tuple[int, int]:
+        """``(correct, samples)`` of ``model`` on the held-out samples, against their given labels."""
+        rows = torch.as_tensor(np.flatnonzero(held))
+        logits = predict_logits(model, (batch for _, batch in device_batches(self.inputs[rows], self.batch_size,
+                                                                               self.device)))
+        return int((logits.argmax(1) == self.labels[rows]).sum()), len(rows)

@@ -1,6 +1,7 @@
 """The baseline detectors of ``bench quality``, as ``unlearn_core.rounds.MemorySteps`` whose attribute and
 partition steps are replaced: the same rounds, another way of telling clean from noisy.
 
+* ``disagreement``: flag where the current model's prediction is not the given label;
 * ``loss``: the DivideMix criterion on the current model's per-sample losses;
 * ``cleanlab``: ``find_label_issues`` on the current model's own softmax probabilities;
 * ``cleanlab-cv``: ``find_label_issues`` on out-of-fold probabilities of K models trained from scratch
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unlearn_core.detectors import loss_clean_probability
+from unlearn_core.detectors import disagreement_split, loss_clean_probability
 from unlearn_core.partition import CLEAN_THRESHOLD
 from unlearn_core.rounds import MemorySteps, Round
 from unlearn_core.training import Recipe
@@ -52,6 +53,14 @@ class LossSteps(MemorySteps):
         loss = F.cross_entropy(logits, self.labels, reduction="none").numpy()
         prob = loss_clean_probability(loss, self.options.seed)
         return prob >= CLEAN_THRESHOLD, prob
+
+
+class DisagreementSteps(LossSteps):
+    """Detect by disagreement of the current model's prediction with the given label."""
+
+    def partition(self, logits: torch.Tensor, round: Round):
+        """``disagreement_split`` under the softmax of the (N, C) logits."""
+        return disagreement_split(logits.softmax(1).numpy(), self.labels.numpy())
 
 
 class CleanlabSteps(LossSteps):

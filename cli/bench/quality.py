@@ -5,9 +5,9 @@ model is trained until it fits the noisy labels (``noisy``), and then each of th
 
 * ``retrain``: the same recipe from scratch on all the noisy data (another seed);
 * for each detector, the rounds of ``unlearn_core.rounds.plan`` walked in memory by the same
-  ``detect``/``clean`` that ``denoise run`` walks over files: fine-tuning the noisy model on the clean
-  part without pruning (``finetune-only``) and with pruning (``denoise``); the two share the rounds
-  before the last and the last round's partition (they run once and count in both times);
+  ``run_rounds`` that ``denoise run`` walks over files, no-harm choice included: fine-tuning the noisy
+  model on the clean part without pruning (``finetune-only``) and with pruning (``denoise``), each run
+  and timed on its own, as a user would run it;
 * ``oracle``: the same recipe from scratch on the truly clean samples only.
 
 Timings are wall seconds of each method alone, the noisy model's training excluded (it is the input of
@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from unlearn_core.metrics import classification_metrics, detection_metrics
 from unlearn_core.noise import NOISE_KINDS
-from unlearn_core.rounds import MemorySteps, RunOptions, clean, detect, plan, walk
+from unlearn_core.rounds import MemorySteps, RunOptions, run_rounds
 from unlearn_core.training import Recipe
 
 from ..data import default_arch, load_data
@@ -44,7 +44,8 @@ from ..files.checkpoint import ModelInfo
 from ..model_commands import logits_of
 from ..output import stderr_log, to_json
 from ..timing import timed
-from .baselines import EVAL_BATCH, CleanlabSteps, CrossValidatedSteps, LossSteps, cross_validated_probs
+from .baselines import (EVAL_BATCH, CleanlabSteps, CrossValidatedSteps, DisagreementSteps, LossSteps,
+                        cross_validated_probs)
 from .quality_tables import DETECTORS, markdown, read_rows, write_rows
 from .training import train_model
 
@@ -94,18 +95,14 @@ def make_cell(data: str, kind: str, rate: float, seed: int, settings: Settings, 
     return Cell(train.subset(np.sort(order[held:])), validation.inputs, validation.labels, info)
 
 
-def detector_steps(detector: str, cell: Cell, settings: Settings, options: RunOptions) -> tuple[MemorySteps, float]:
-    """The in-memory steps of one detector, and the seconds spent before the rounds (cleanlab-cv's trainings)."""
+def detector_steps(detector: str, cell: Cell, settings: Settings, options: RunOptions, probs=None) -> MemorySteps:
+    """The in-memory steps of one detector (cleanlab-cv's: over its out-of-fold ``probs``)."""
     samples, device = cell.train, settings.device
     if detector == "cleanlab-cv":
-        recipe = Recipe(epochs=settings.epochs, seed=options.seed)
-        probs, seconds = timed(lambda: cross_validated_probs(cell.info, samples.inputs, samples.labels, recipe,
-                                                             settings.folds, options.seed, device))
-        return CrossValidatedSteps(samples.inputs, samples.labels, options, device, probs=probs), seconds
-    steps = {"attribution": MemorySteps, "attribution-global": MemorySteps, "loss": LossSteps,
-             "cleanlab": CleanlabSteps}[detector]
-    detector_options = replace(options, per_class=detector != "attribution-global")
-    return steps(samples.inputs, samples.labels, detector_options, device), 0.0
+        return CrossValidatedSteps(samples.inputs, samples.labels, options, device, probs=probs)
+    steps = {"attribution": MemorySteps, "attribution-global": MemorySteps, "disagreement": DisagreementSteps,
+             "loss": LossSteps, "cleanlab": CleanlabSteps}[detector]
+    return steps(samples.inputs, samples.labels, replace(options, per_class=detector != "attribution-global"), device)
 
 
 def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str], settings: Settings, scratch: Path,
@@ -115,11 +112,12 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
     samples, device, options = cell.train, settings.device, replace(settings.method, seed=seed)
     rows = []
 
-    def add(detector: str, method: str, model, seconds: float, detection: dict | None = None) -> None:
+    def add(detector: str, method: str, model, seconds: float, detection: dict | None = None,
+            chosen: str | None = None) -> None:
         detection = detection or dict.fromkeys(("precision", "recall", "f1", "auroc"))
         rows.append({"data": data, "kind": kind, "rate": rate, "seed": seed, "detector": detector, "method": method,
                      "test_accuracy": accuracy(model, cell.eval_inputs, cell.eval_labels, device), **detection,
-                     "seconds": seconds})
+                     "seconds": seconds, "chosen": chosen})
         log(f"{kind} {rate:g} seed {seed}: {detector:>18} {method:<13} accuracy {rows[-1]['test_accuracy']:.3f}  "
             f"f1 {detection['f1'] if detection['f1'] is not None else float('nan'):.3f}  {seconds:6.1f} s")
 
@@ -134,16 +132,17 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
     clean_rows = torch.as_tensor(~samples.is_noisy)
     add("none", "oracle", *timed(lambda: trained(samples.inputs[clean_rows], samples.labels[clean_rows], seed + 2)))
     for detector in detectors:
-        steps, before = detector_steps(detector, cell, settings, options)
-        cell_options = replace(options, rounds=1) if detector == "cleanlab-cv" else options
-        rounds = plan(cell_options)
-        last_rounds = {"finetune-only": plan(replace(cell_options, prune_ratio=None))[-1], "denoise": rounds[-1]}
-        current, shared = timed(lambda: walk(steps, rounds[:-1], noisy))
-        partition, shared_split = timed(lambda: detect(steps, rounds[-1], current))
-        for method, last in last_rounds.items():
-            model, seconds = timed(lambda: clean(steps, last, noisy, partition))
-            add(detector, method, model, seconds + shared + shared_split + before,
-                detection_metrics(samples.is_noisy, *partition))
+        probs, before = None, 0.0  # cleanlab-cv's K trainings, counted in both of its methods' time
+        if detector == "cleanlab-cv":
+            recipe = Recipe(epochs=settings.epochs, seed=seed)
+            probs, before = timed(lambda: cross_validated_probs(cell.info, samples.inputs, samples.labels, recipe,
+                                                                settings.folds, seed, device))
+        for method, ratio in (("finetune-only", None), ("denoise", options.prune_ratio)):
+            variant = replace(options, prune_ratio=ratio, rounds=1 if detector == "cleanlab-cv" else options.rounds)
+            steps = detector_steps(detector, cell, settings, variant, probs)
+            outcome, seconds = timed(lambda: run_rounds(steps, variant, noisy))
+            add(detector, method, outcome.model, seconds + before,
+                detection_metrics(samples.is_noisy, *outcome.partition), outcome.chosen)
     return rows
 
 
@@ -157,8 +156,8 @@ def _list(text: str, convert, flag: str) -> list:
 def _check(kinds: list[str], rates: list[float], detectors: list[str], options: RunOptions, folds: int) -> None:
     if not kinds or any(k not in NOISE_KINDS for k in kinds):
         raise UsageError(f"--noise-kinds must be a comma list of {', '.join(NOISE_KINDS)}")
-    if not rates or any(not 0 < r < 1 for r in rates):
-        raise UsageError("--rates must be a comma list of fractions in (0, 1)")
+    if not rates or any(not 0 <= r < 1 for r in rates):
+        raise UsageError("--rates must be a comma list of fractions in [0, 1) (0: no noise at all)")
     if any(d not in DETECTORS for d in detectors):
         raise UsageError(f"--detectors must be a comma list of {', '.join(DETECTORS)}")
     if not options.prune_ratio or folds < 2:

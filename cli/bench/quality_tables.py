@@ -11,8 +11,8 @@ import numpy as np
 from unlearn_core.noise import NOISE_KINDS
 
 COLUMNS = ("data", "kind", "rate", "seed", "detector", "method", "test_accuracy", "precision", "recall", "f1",
-           "auroc", "seconds")
-DETECTORS = ("attribution", "attribution-global", "loss", "cleanlab", "cleanlab-cv")
+           "auroc", "seconds", "chosen")  # chosen: the model the no-harm check handed back (input or roundR)
+DETECTORS = ("attribution", "attribution-global", "disagreement", "loss", "cleanlab", "cleanlab-cv")
 METHODS = ("noisy", "retrain", "oracle", "finetune-only", "denoise")
 
 
@@ -74,8 +74,9 @@ def read_rows(path: Path) -> list[dict]:
     """Rows of a CSV written by ``write_rows`` (empty detection columns become None)."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    numeric = {"rate": float, "seed": int, **{k: float for k in COLUMNS[6:]}}
-    return [{k: (numeric[k](v) if v != "" else None) if k in numeric else v for k, v in row.items()} for row in rows]
+    numeric = {"rate": float, "seed": int, **{k: float for k in COLUMNS[6:12]}}
+    read = [{k: (numeric[k](v) if v != "" else None) if k in numeric else v for k, v in row.items()} for row in rows]
+    return [{**row, "chosen": row.get("chosen") or None} for row in read]  # files written before the column
 
 def write_rows(path: Path, rows: list[dict]) -> None:
     """CSV with ``COLUMNS``, detection columns empty where no detector is used."""
@@ -83,5 +84,5 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     with open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
-        writer.writerows([{k: "" if row[k] is None else row[k] for k in COLUMNS} for row in rows])
+        writer.writerows([{k: "" if row.get(k) is None else row[k] for k in COLUMNS} for row in rows])
     tmp.replace(path)

@@ -13,7 +13,7 @@ def test_demo_json_has_the_documented_shape(denoise, tmp_path):
     assert result.code == 0, result.err
     report = result.json
     assert report["dataset"] == "digits" and report["noise"] == {"kind": "symmetric", "rate": 0.4}
-    assert set(report["detection"]) == {"precision", "recall", "f1", "auroc"}
+    assert set(report["detection"]) == {"precision", "recall", "f1", "auroc", "flagged"}
     assert [row["name"] for row in report["rows"]] == ["noisy", "retrain", "finetune-only", "denoise"]
     for row in report["rows"]:
         assert 0 <= row["test_accuracy"] <= 1 and row["seconds"] > 0 and math.isfinite(row["seconds"])

@@ -58,7 +58,7 @@ def check_outputs(tmp_path, results, layer_kind):
             assert scores[name].shape == (n,)
     with np.load(tmp_path / "partition.npz", allow_pickle=False) as split:
         assert split["clean_prob"].shape == (n,) and ((split["clean_prob"] >= 0) & (split["clean_prob"] <= 1)).all()
-    assert set(results["split"]["detection"]) == {"precision", "recall", "f1", "auroc"}
+    assert set(results["split"]["detection"]) == {"precision", "recall", "f1", "auroc", "flagged"}
     with np.load(tmp_path / "sensitivity.npz", allow_pickle=False) as sens:
         assert sens["coefficient"].shape == (results["sens"]["units"],)
     assert results["pruned"]["removed"] == 2

@@ -24,12 +24,14 @@ def detection_metrics(is_noisy: np.ndarray, is_clean: np.ndarray, clean_score: n
     """Quality of a clean/noisy split against ground truth, positive class = noisy.
 
     is_noisy: (N,) bool truth; is_clean: (N,) bool split; clean_score: (N,) higher = more likely clean.
-    Returns precision, recall, f1 of flagging ``~is_clean`` and auroc of ``-clean_score``; auroc is None
-    (JSON null) when the truth holds one class only, where it is undefined.
+    Returns precision, recall, f1 of flagging ``~is_clean``, auroc of ``-clean_score`` (None, JSON null, when
+    the truth holds one class only, where it is undefined), and the share ``flagged`` of the samples, to be
+    set beside the true noise rate.
     """
     is_noisy = np.asarray(is_noisy, dtype=bool)
     flagged = ~np.asarray(is_clean, dtype=bool)
     precision, recall, f1, _ = precision_recall_fscore_support(is_noisy, flagged, average="binary", zero_division=0)
     both = 0 < is_noisy.sum() < len(is_noisy)
     auroc = float(roc_auc_score(is_noisy, -np.asarray(clean_score, dtype=np.float64))) if both else None
-    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": auroc}
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": auroc,
+            "flagged": float(flagged.mean())}

@@ -114,7 +114,7 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
 
     def add(detector: str, method: str, model, seconds: float, detection: dict | None = None,
             chosen: str | None = None) -> None:
-        detection = detection or dict.fromkeys(("precision", "recall", "f1", "auroc"))
+        detection = detection or dict.fromkeys(("precision", "recall", "f1", "auroc", "flagged"))
         rows.append({"data": data, "kind": kind, "rate": rate, "seed": seed, "detector": detector, "method": method,
                      "test_accuracy": accuracy(model, cell.eval_inputs, cell.eval_labels, device), **detection,
                      "seconds": seconds, "chosen": chosen})

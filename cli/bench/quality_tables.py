@@ -11,7 +11,11 @@ import numpy as np
 from unlearn_core.noise import NOISE_KINDS
 
 COLUMNS = ("data", "kind", "rate", "seed", "detector", "method", "test_accuracy", "precision", "recall", "f1",
-           "auroc", "seconds", "chosen")  # chosen: the model the no-harm check handed back (input or roundR)
+           "auroc", "seconds", "chosen", "flagged")  # chosen: the model the no-harm check handed back (input or
+# roundR); flagged: the share of the train split the last partition flags. Files written before these two
+# columns read as None in them.
+NUMERIC = {"rate": float, "seed": int, "test_accuracy": float, "precision": float, "recall": float, "f1": float,
+           "auroc": float, "seconds": float, "flagged": float}
 DETECTORS = ("attribution", "attribution-global", "disagreement", "loss", "cleanlab", "cleanlab-cv")
 METHODS = ("noisy", "retrain", "oracle", "finetune-only", "denoise")
 
@@ -40,12 +44,12 @@ def _mean(rows: list[dict], cell: tuple, detector: str, method: str) -> float:
 
 def markdown(rows: list[dict]) -> str:
     """Three markdown tables over seeds (mean ± sample std): every method; pruning's effect; the headline checks."""
-    lines = ["| data | noise | rate | detector | method | test acc. (%) | precision | recall | F1 | AUROC | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | noise | rate | detector | method | test acc. (%) | precision | recall | F1 | AUROC | flagged "
+             "| seconds |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (data, kind, rate, detector, method), group in _groups(rows, ("data", "kind", "rate", "detector",
                                                                        "method")).items():
         cols = [_fmt([r["test_accuracy"] for r in group], 100, 1)]
-        cols += [_fmt([r[k] for r in group]) for k in ("precision", "recall", "f1", "auroc")]
+        cols += [_fmt([r.get(k) for r in group]) for k in ("precision", "recall", "f1", "auroc", "flagged")]
         cols.append(_fmt([r["seconds"] for r in group], 1, 1))
         lines.append(f"| {data} | {kind} | {rate:g} | {detector} | {method} | " + " | ".join(cols) + " |")
     cells = list(_groups(rows, ("data", "kind", "rate")))
@@ -74,9 +78,8 @@ def read_rows(path: Path) -> list[dict]:
     """Rows of a CSV written by ``write_rows`` (empty detection columns become None)."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    numeric = {"rate": float, "seed": int, **{k: float for k in COLUMNS[6:12]}}
-    read = [{k: (numeric[k](v) if v != "" else None) if k in numeric else v for k, v in row.items()} for row in rows]
-    return [{**row, "chosen": row.get("chosen") or None} for row in read]  # files written before the column
+    read = [{k: (NUMERIC[k](v) if v != "" else None) if k in NUMERIC else v for k, v in row.items()} for row in rows]
+    return [{**dict.fromkeys(COLUMNS), **{k: v for k, v in row.items() if v != ""}} for row in read]
 
 def write_rows(path: Path, rows: list[dict]) -> None:
     """CSV with ``COLUMNS``, detection columns empty where no detector is used."""

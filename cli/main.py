@@ -119,9 +119,11 @@ def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noi
 def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from `attribute`."),
               per_class: bool = typer.Option(True, "--per-class/--global", help="One mixture per given label, or one."),
               features: str = typer.Option(RunOptions.features, "--features",
-                                           help="Comma list of prototype (how much more a sample's attribution "
-                                                "looks like another class's than its label's), attribution, loss, "
-                                                "margin, confidence."),
+                                           help="auto (the detector the model's regime calls for: the attribution "
+                                                "mixture where the model fits at least 90 % of its labels, else the "
+                                                "loss mixture), or a comma list for the attribution mixture of "
+                                                "prototype (how much more a sample's attribution looks like another "
+                                                "class's than its label's), attribution, loss, margin, confidence."),
               dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components kept of the attributions."),
               truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: also report detection quality."),
               orient: str = Orient, seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"),

@@ -18,7 +18,8 @@ from unlearn_core.attribution import attribute_batches, check_target
 from unlearn_core.batches import check_precision, device_batches
 from unlearn_core.layers import LayerError, apply_unit_masks, default_layer, resolve_layer
 from unlearn_core.metrics import detection_metrics
-from unlearn_core.partition import CLEAN_THRESHOLD, check_orientation, clean_probability, parse_features
+from unlearn_core.partition import CLEAN_THRESHOLD, check_orientation
+from unlearn_core.regime import AUTO, check_features, partition_scores
 from unlearn_core.pruning import check_amount, prune_mask
 from unlearn_core.rounds import Round
 from unlearn_core.selection import holdout_mask
@@ -106,30 +107,32 @@ def stream_scores(model, samples: Samples, layer: str, target: str, batch_size: 
     return units
 
 
-def partition(scores: Path, out: Path, *, per_class: bool = True, features: str = "prototype,attribution,loss",
+def partition(scores: Path, out: Path, *, per_class: bool = True, features: str = AUTO,
               truth: Path | None = None, dims: int = 10, seed: int = 0, orient: str = "auto",
               reuse: bool = False) -> dict:
-    """Fit the clean/noisy mixture over a scores file; with ``truth`` (a noise file) also score the detection.
-
-    ``orient``: how the noisy component is chosen, one of ``unlearn_core.partition.ORIENTATIONS``."""
+    """Split a scores file's samples into clean and noisy by the detector its regime calls for (``features``
+    ``auto``; ``unlearn_core.regime``) or by the attribution mixture over the ``features`` listed; with
+    ``truth`` (a noise file) also score the detection. ``orient``: how the attribution mixture's noisy
+    component is chosen, one of ``unlearn_core.partition.ORIENTATIONS``."""
     with usage_errors():
-        kinds = parse_features(features)
+        kinds = check_features(features)
         check_orientation(orient)
-    options = {"per_class": per_class, "features": ",".join(kinds), "dims": dims, "seed": seed, "orient": orient}
+    options = {"per_class": per_class, "features": AUTO if kinds is None else ",".join(kinds), "dims": dims,
+               "seed": seed, "orient": orient}
     inputs = {"scores": scores, "truth": truth}
     if reuse and is_current(out, "partition", options, inputs):
         return skipped(out)
     arrays, _ = load_npz(scores, "scores", on_disk=("attribution",))  # read one class's rows at a time
-    clean_prob = clean_probability(arrays, arrays["label"], per_class=per_class, features=kinds, dims=dims, seed=seed,
-                                   orient=orient)
+    clean_prob, choice = partition_scores(arrays, arrays["label"], features=options["features"], per_class=per_class,
+                                          dims=dims, seed=seed, orient=orient)
     is_clean = clean_prob >= CLEAN_THRESHOLD
-    result = {"out": str(out), "samples": len(clean_prob), "flagged_noisy": int((~is_clean).sum())}
+    result = {"out": str(out), "samples": len(clean_prob), "flagged_noisy": int((~is_clean).sum()), **choice}
     if truth is not None:
         noise_arrays, _ = load_npz(truth, "noise")
         check_same_samples(truth, noise_arrays["index"], scores, arrays["index"])
         result["detection"] = detection_metrics(noise_arrays["is_noisy"], is_clean, clean_prob)
     save_npz(out, {"clean_prob": clean_prob, "is_clean": is_clean, "label": arrays["label"], "index": arrays["index"]},
-             provenance("partition", options, inputs, {"detection": result.get("detection")}))
+             provenance("partition", options, inputs, {"detection": result.get("detection"), **choice}))
     return result
 
 
@@ -316,6 +319,10 @@ class FileSteps:
         self._record(round, "prune", prune(model, sensitivity_file, out, ratio=self.options.prune_ratio,
                                            by=self.options.prune_by, arch=self.arch, reuse=True))
         return out
+
+    def regime(self, partition_file: Path) -> str:
+        """The regime the partition file records."""
+        return load_npz(partition_file, "partition")[1]["results"]["regime"]
 
     def hold_out(self, partition_file: Path, round: Round) -> Path:
         """round{r}/holdout.npz of the partition (the held-out samples)."""

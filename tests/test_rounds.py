@@ -12,7 +12,7 @@ from conftest import TINY
 from unlearn_core.rounds import MemorySteps, Round, RunOptions, plan
 from unlearn_core.training import Recipe
 
-STEPS = ("attribute", "partition", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
+STEPS = ("attribute", "partition", "regime", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
 
 
 def _recording(steps_class, calls):
@@ -48,13 +48,41 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     settings = quality.Settings("mlp", 2, 2, options, torch.device("cpu"))
     quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test")
     assert [name for _, name, _ in run_calls] == [
-        "attribute", "partition", "hold_out", "finetune", "attribute", "partition", "sensitivity", "prune",
+        "attribute", "partition", "regime", "hold_out", "finetune", "attribute", "partition", "sensitivity", "prune",
         "finetune", "held_out_correct", "held_out_correct"]  # the input model's, then the last round's
     # the benchmark runs finetune-only (no pruning) and denoise, each with its own steps, in that order
     finetune_only, denoise = ([call[1:] for call in bench_calls if call[0] == owner]
                               for owner in dict.fromkeys(call[0] for call in bench_calls))
     assert denoise == [call[1:] for call in run_calls]
     assert [name for name, _ in finetune_only] == [name for name, _ in denoise if name not in ("sensitivity", "prune")]
+
+
+def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
+    """Two small cases: a model that predicts every given label (memorized: the attribution mixture, shrunk
+    fine-tuning) and one that predicts another class for the mislabeled third (generalizing: loss mixture)."""
+    import numpy as np
+
+    from unlearn_core.regime import partition_scores
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 60)
+    noisy = rng.uniform(size=len(labels)) < 1 / 3
+    patterns = rng.uniform(0, 3, (3, 16)) * (rng.uniform(size=(3, 16)) < 0.4)
+    true = np.where(noisy, (labels + 1) % 3, labels)
+    attribution = patterns[true] + rng.uniform(0, 0.3, (len(labels), 16))
+    memorized = {"attribution": attribution, "loss": rng.uniform(0, 1e-3, len(labels)), "predicted": labels}
+    prob, record = partition_scores(memorized, labels)
+    assert record["regime"] == "memorized" and record["detector"] == "attribution-mixture" and record["fit"] == 1.0
+    assert ((prob < 0.5) == noisy).mean() > 0.95
+    loss = np.where(noisy, rng.uniform(2, 4, len(labels)), rng.uniform(0, 0.5, len(labels)))
+    generalizing = {**memorized, "loss": loss, "predicted": true}  # fits 2/3 of its labels
+    prob, record = partition_scores(generalizing, labels)
+    assert record["regime"] == "generalizing" and record["detector"] == "loss-mixture"
+    assert ((prob < 0.5) == noisy).mean() > 0.95
+    assert partition_scores(generalizing, labels, features="prototype")[1]["detector"] == "attribution-mixture"
+    options = RunOptions(rounds=2)
+    assert [r.finetune.shrink for r in plan(options, "memorized")] == [1.0, 0.5]
+    assert [r.finetune.shrink for r in plan(options, "generalizing")] == [1.0, 1.0]
 
 
 def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_sampling_error():

@@ -31,7 +31,8 @@ from .attribution import attribute_batches, check_target
 from .batches import device_batches
 from .errors import OptionError
 from .layers import apply_unit_masks, default_layer
-from .partition import CLEAN_THRESHOLD, DEFAULT_FEATURES, check_orientation, clean_probability, parse_features
+from .partition import CLEAN_THRESHOLD, check_orientation
+from .regime import AUTO, REGIMES, check_features, partition_scores, regime_of
 from .pruning import check_amount, prune_mask
 from .selection import HOLDOUT_FRACTION, INPUT, check_holdout, choose, holdout_mask
 from .sensitivity import layer_moments
@@ -46,7 +47,7 @@ class RunOptions:
     layer: str | None = None  # attribution and pruning layer (default: the classifier's input)
     target: str = "label"
     per_class: bool = True
-    features: str = ",".join(DEFAULT_FEATURES)
+    features: str = AUTO  # "auto": by regime (unlearn_core.regime), or a comma list for the attribution mixture
     dims: int = 10
     orient: str = "auto"  # how partition picks the noisy component (unlearn_core.partition.ORIENTATIONS)
     prune_ratio: float | None = 0.1  # None: no sensitivity and no pruning (fine-tuning only)
@@ -64,7 +65,7 @@ class RunOptions:
     def check(self) -> None:
         """Raise OptionError for the first option out of range, before any round runs (a wrong ``features``
         or ``prune_ratio`` would otherwise surface only after the attributions were made)."""
-        parse_features(self.features)
+        check_features(self.features)
         check_orientation(self.orient)
         check_target(self.target)
         if self.round_train not in TRAINABLE:
@@ -84,10 +85,11 @@ class RunOptions:
             raise OptionError({"epochs": "round_epochs", "train": "round_train"}.get(exc.option, exc.option),
                               exc.problem) from None
 
-    def recipe(self, number: int, last: bool) -> Recipe:
+    def recipe(self, number: int, last: bool, regime: str = REGIMES[0]) -> Recipe:
         """Round ``number``'s fine-tuning: the last round's ``train``/``epochs`` or those of the rounds before
-        it; shrunk in the last round and in all-layer early rounds (shrinking head-only rounds hurt detection)."""
-        shrink = self.shrink if last or self.round_train == "all" else 1.0
+        it; shrunk in the last round and in all-layer early rounds (shrinking head-only rounds hurt detection),
+        where the model memorized its labels (``unlearn_core.regime``): shrinking is how it forgets them."""
+        shrink = self.shrink if regime == REGIMES[0] and (last or self.round_train == "all") else 1.0
         return Recipe(epochs=self.epochs if last else self.round_epochs, lr=self.lr, batch_size=self.batch_size,
                       train=self.train if last else self.round_train, shrink=shrink, seed=self.seed + number)
 
@@ -103,10 +105,11 @@ class Round:
     finetune: Recipe
 
 
-def plan(options: RunOptions) -> list[Round]:
-    """The rounds of ``denoise run`` for ``options``, in order."""
+def plan(options: RunOptions, regime: str = REGIMES[0]) -> list[Round]:
+    """The rounds of ``denoise run`` for ``options``, in order, for a model in ``regime`` (round 1's partition
+    tells it; only the fine-tuning recipes depend on it)."""
     return [Round(r, r == options.rounds, bool(options.prune_ratio) and r == options.rounds,
-                  options.recipe(r, r == options.rounds)) for r in range(1, options.rounds + 1)]
+                  options.recipe(r, r == options.rounds, regime)) for r in range(1, options.rounds + 1)]
 
 
 class Steps(Protocol):
@@ -123,6 +126,9 @@ class Steps(Protocol):
 
     def prune(self, model: Any, sensitivity: Any, round: Round) -> Any:
         """``model`` with the most noise-sensitive units removed (``RunOptions.prune_ratio``)."""
+
+    def regime(self, partition: Any) -> str:
+        """The regime (``unlearn_core.regime.REGIMES``) the partition found the model in."""
 
     def hold_out(self, partition: Any, round: Round) -> Any:
         """The held-out samples: ``RunOptions.holdout`` of those the partition calls clean."""
@@ -164,11 +170,13 @@ def clean(steps: Steps, round: Round, noisy: Any, partition: Any, held: Any) -> 
 def run_rounds(steps: Steps, options: RunOptions, noisy: Any) -> Outcome:
     """The rounds of ``plan(options)`` from the ``noisy`` model, then the no-harm choice among the input and
     the rounds' models on the held-out samples (``unlearn_core.selection``)."""
-    current, held, models, partition = noisy, None, {}, None
-    for round in plan(options):
-        partition = detect(steps, round, current)
-        if held is None and options.holdout:
-            held = steps.hold_out(partition, round)
+    partition = detect(steps, plan(options)[0], noisy)  # round 1 detects alike in every regime
+    rounds = plan(options, steps.regime(partition))
+    held = steps.hold_out(partition, rounds[0]) if options.holdout else None
+    current, models = noisy, {}
+    for round in rounds:
+        if round.number > 1:
+            partition = detect(steps, round, current)
         current = clean(steps, round, noisy, partition, held)
         models[f"round{round.number}"] = current
     last = f"round{options.rounds}"
@@ -179,12 +187,27 @@ def run_rounds(steps: Steps, options: RunOptions, noisy: Any) -> Outcome:
     return Outcome(noisy if chosen == INPUT else current, chosen, models, partition, record)
 
 
+@dataclass
+class MemoryPartition:
+    """A partition held in memory: ``is_clean`` (N,) bool, ``clean_prob`` (N,) float64 (higher = more likely
+    clean), and the ``regime`` the model was found in."""
+
+    is_clean: np.ndarray
+    clean_prob: np.ndarray
+    regime: str
+
+    @classmethod
+    def of(cls, is_clean: np.ndarray, clean_prob: np.ndarray, predicted: np.ndarray, labels: np.ndarray
+           ) -> "MemoryPartition":
+        """A detector's split, with the regime of the model whose (N,) ``predicted`` classes it saw."""
+        return cls(is_clean, clean_prob, regime_of(predicted, labels)[0])
+
+
 class MemorySteps:
     """The steps on models held in memory over one prepared train split (what ``bench quality`` walks).
 
-    inputs: (N, ...) normalized float inputs; labels: (N,) given labels. A partition is
-    ``(is_clean (N,) bool, clean_prob (N,) float64)``, the held-out samples an (N,) bool mask; models are
-    copied, never changed in place.
+    inputs: (N, ...) normalized float inputs; labels: (N,) given labels. A partition is a ``MemoryPartition``,
+    the held-out samples an (N,) bool mask; models are copied, never changed in place.
     """
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, options: RunOptions, device: torch.device,
@@ -201,18 +224,21 @@ class MemorySteps:
                                                            device=self.device)]
         return {name: torch.cat([part[name] for part in parts]).numpy() for name in parts[0]}
 
-    def partition(self, scores: dict[str, np.ndarray], round: Round) -> tuple[np.ndarray, np.ndarray]:
-        """``clean_probability`` of the scores: ``(is_clean (N,) bool, clean_prob (N,) float64)``."""
+    def partition(self, scores: dict[str, np.ndarray], round: Round) -> "MemoryPartition":
+        """``partition_scores`` of the scores."""
         options = self.options
-        prob = clean_probability(scores, self.labels.numpy(), per_class=options.per_class,
-                                 features=parse_features(options.features), dims=options.dims, seed=options.seed,
-                                 orient=options.orient)
-        return prob >= CLEAN_THRESHOLD, prob
+        prob, choice = partition_scores(scores, self.labels.numpy(), features=options.features,
+                                        per_class=options.per_class, dims=options.dims, seed=options.seed,
+                                        orient=options.orient)
+        return MemoryPartition(prob >= CLEAN_THRESHOLD, prob, choice["regime"])
+
+    def regime(self, partition: "MemoryPartition") -> str:
+        """The regime recorded with the partition."""
+        return partition.regime
 
     def sensitivity(self, model: nn.Module, partition, round: Round) -> dict[str, np.ndarray]:
         """``UnitMoments.solve`` of the units at the layer: ``coefficient`` (U,) and the rest."""
-        is_clean = partition[0]
-        return layer_moments(model, self.inputs, ~is_clean, self._layer(model), batch_size=self.batch_size,
+        return layer_moments(model, self.inputs, ~partition.is_clean, self._layer(model), batch_size=self.batch_size,
                              device=self.device).solve()
 
     def prune(self, model: nn.Module, sensitivity: dict[str, np.ndarray], round: Round) -> nn.Module:
@@ -224,11 +250,11 @@ class MemorySteps:
 
     def hold_out(self, partition, round: Round) -> np.ndarray:
         """``holdout_mask`` of the partition's clean samples."""
-        return holdout_mask(partition[0], self.options.holdout, self.options.seed)
+        return holdout_mask(partition.is_clean, self.options.holdout, self.options.seed)
 
     def finetune(self, model: nn.Module, partition, held: np.ndarray | None, round: Round) -> nn.Module:
         """A copy of ``model`` trained with ``round.finetune`` on the clean (M, ...) samples not held out."""
-        keep = torch.as_tensor(partition[0] if held is None else partition[0] & ~held)
+        keep = torch.as_tensor(partition.is_clean if held is None else partition.is_clean & ~held)
         tuned = copy.deepcopy(model)
         fit(tuned, self.inputs[keep], self.labels[keep], round.finetune, device=self.device)
         return tuned

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unlearn_core.detectors import disagreement_split, loss_clean_probability
+from unlearn_core.detectors import disagreement_split
+from unlearn_core.regime import loss_clean_probability
 from unlearn_core.partition import CLEAN_THRESHOLD
-from unlearn_core.rounds import MemorySteps, Round
+from unlearn_core.rounds import MemoryPartition, MemorySteps, Round
 from unlearn_core.training import Recipe
 
 from ..errors import UsageError
@@ -48,27 +49,29 @@ class LossSteps(MemorySteps):
         """(N, C) logits of ``model`` over the train split."""
         return logits_of(model, self.inputs, EVAL_BATCH, self.device)
 
-    def partition(self, logits: torch.Tensor, round: Round):
-        """``(is_clean (N,), clean_prob (N,))`` of a 2-component mixture over the per-sample losses."""
+    def partition(self, logits: torch.Tensor, round: Round) -> MemoryPartition:
+        """A 2-component mixture over the per-sample losses."""
         loss = F.cross_entropy(logits, self.labels, reduction="none").numpy()
         prob = loss_clean_probability(loss, self.options.seed)
-        return prob >= CLEAN_THRESHOLD, prob
+        return MemoryPartition.of(prob >= CLEAN_THRESHOLD, prob, logits.argmax(1).numpy(), self.labels.numpy())
 
 
 class DisagreementSteps(LossSteps):
     """Detect by disagreement of the current model's prediction with the given label."""
 
-    def partition(self, logits: torch.Tensor, round: Round):
+    def partition(self, logits: torch.Tensor, round: Round) -> MemoryPartition:
         """``disagreement_split`` under the softmax of the (N, C) logits."""
-        return disagreement_split(logits.softmax(1).numpy(), self.labels.numpy())
+        split = disagreement_split(logits.softmax(1).numpy(), self.labels.numpy())
+        return MemoryPartition.of(*split, logits.argmax(1).numpy(), self.labels.numpy())
 
 
 class CleanlabSteps(LossSteps):
     """Detect with cleanlab on the current model's softmax probabilities."""
 
-    def partition(self, logits: torch.Tensor, round: Round):
+    def partition(self, logits: torch.Tensor, round: Round) -> MemoryPartition:
         """``cleanlab_split`` under the softmax of the (N, C) logits."""
-        return cleanlab_split(self.labels.numpy(), logits.softmax(1).numpy())
+        split = cleanlab_split(self.labels.numpy(), logits.softmax(1).numpy())
+        return MemoryPartition.of(*split, logits.argmax(1).numpy(), self.labels.numpy())
 
 
 class CrossValidatedSteps(CleanlabSteps):
@@ -78,13 +81,16 @@ class CrossValidatedSteps(CleanlabSteps):
         super().__init__(*args, **kwargs)
         self.probs = probs
 
-    def attribute(self, model, round: Round) -> np.ndarray:
-        """The out-of-fold (N, C) probabilities, whatever ``model`` is."""
-        return self.probs
+    def attribute(self, model, round: Round) -> tuple[np.ndarray, torch.Tensor]:
+        """The out-of-fold (N, C) probabilities, whatever ``model`` is, and the (N, C) logits of ``model``
+        (whose fit says the regime)."""
+        return self.probs, super().attribute(model, round)
 
-    def partition(self, probs: np.ndarray, round: Round):
-        """``cleanlab_split`` under the (N, C) probabilities."""
-        return cleanlab_split(self.labels.numpy(), probs)
+    def partition(self, scores: tuple[np.ndarray, torch.Tensor], round: Round) -> MemoryPartition:
+        """``cleanlab_split`` under the out-of-fold probabilities."""
+        probs, logits = scores
+        return MemoryPartition.of(*cleanlab_split(self.labels.numpy(), probs), logits.argmax(1).numpy(),
+                                  self.labels.numpy())
 
 
 def cross_validated_probs(info, inputs: torch.Tensor, labels: torch.Tensor, recipe: Recipe, folds: int, seed: int,

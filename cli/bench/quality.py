@@ -142,7 +142,8 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
             steps = detector_steps(detector, cell, settings, variant, probs)
             outcome, seconds = timed(lambda: run_rounds(steps, variant, noisy))
             add(detector, method, outcome.model, seconds + before,
-                detection_metrics(samples.is_noisy, *outcome.partition), outcome.chosen)
+                detection_metrics(samples.is_noisy, outcome.partition.is_clean, outcome.partition.clean_prob),
+                outcome.chosen)
     return rows
 
 
@@ -182,7 +183,8 @@ def quality_command(
         folds: int = typer.Option(3, "--folds", help="K of cleanlab-cv's K-fold cross-validation."),
         rounds: int = typer.Option(RunOptions.rounds, "--rounds", help="Detect-and-fine-tune rounds."),
         target: str = typer.Option(RunOptions.target, "--target", help="Attribute the label's logit or the top one."),
-        features: str = typer.Option(RunOptions.features, "--features", help="What our mixture sees."),
+        features: str = typer.Option(RunOptions.features, "--features", help="auto (by the model's regime) or "
+                                                                              "what our mixture sees."),
         dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components of the attributions."),
         orient: str = typer.Option(RunOptions.orient, "--orient", help="How our mixture's noisy component is "
                                                                        "chosen: auto, margin, loss or norm."),

@@ -142,13 +142,12 @@ class Steps(Protocol):
 
 @dataclass
 class Outcome:
-    """What ``run_rounds`` hands back: ``model`` (the chosen one: a round's, or the input's) and its ``chosen``
-    name (``"input"`` or ``"round{r}"``), each round's model by name, the last round's partition, and the
-    held-out record (None when ``holdout`` is 0: then the last round's model is chosen unchecked)."""
+    """What ``run_rounds`` hands back: ``model`` (the chosen one: the last round's, or the input's) and its
+    ``chosen`` name (``"input"`` or ``"round{r}"``), the last round's partition, and the held-out record (None
+    when ``holdout`` is 0: then the last round's model is chosen unchecked)."""
 
     model: Any
     chosen: str
-    models: dict[str, Any]
     partition: Any
     no_harm: dict | None
 
@@ -168,23 +167,22 @@ def clean(steps: Steps, round: Round, noisy: Any, partition: Any, held: Any) -> 
 
 
 def run_rounds(steps: Steps, options: RunOptions, noisy: Any) -> Outcome:
-    """The rounds of ``plan(options)`` from the ``noisy`` model, then the no-harm choice among the input and
-    the rounds' models on the held-out samples (``unlearn_core.selection``)."""
+    """The rounds of ``plan(options)`` from the ``noisy`` model, then the no-harm choice between the input and
+    the last round's model on the held-out samples (``unlearn_core.selection``)."""
     partition = detect(steps, plan(options)[0], noisy)  # round 1 detects alike in every regime
     rounds = plan(options, steps.regime(partition))
     held = steps.hold_out(partition, rounds[0]) if options.holdout else None
-    current, models = noisy, {}
+    current = noisy
     for round in rounds:
         if round.number > 1:
             partition = detect(steps, round, current)
         current = clean(steps, round, noisy, partition, held)
-        models[f"round{round.number}"] = current
     last = f"round{options.rounds}"
     if not options.holdout:
-        return Outcome(current, last, models, partition, None)
+        return Outcome(current, last, partition, None)
     (input_correct, samples), (cleaned_correct, _) = (steps.held_out_correct(model, held) for model in (noisy, current))
     chosen, record = choose(input_correct, last, cleaned_correct, samples)
-    return Outcome(noisy if chosen == INPUT else current, chosen, models, partition, record)
+    return Outcome(noisy if chosen == INPUT else current, chosen, partition, record)
 
 
 @dataclass

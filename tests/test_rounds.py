@@ -88,9 +88,13 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
 def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_sampling_error():
     from unlearn_core.selection import choose
 
-    assert choose(84, "round3", 82, 84)[0] == "round3"  # memorized input: 1.0 vs 0.976, within 2 SE
+    assert choose(84, "round3", 82, 84)[0] == "round3"  # 1.0 vs 0.976: within 2 SE
     chosen, record = choose(84, "round3", 60, 84)
     assert chosen == "input" and record["accuracy"] == {"input": 1.0, "round3": 60 / 84}
+    # a memorized input scores its fit on the held-out samples: fsdd's 1.0 vs 0.865 (test 0.71 -> 0.89)
+    assert choose(111, "round5", 96, 111)[0] == "input"
+    assert choose(111, "round5", 96, 111, "memorized")[0] == "round5"
+    assert choose(111, "round5", 37, 111, "memorized")[0] == "input"  # a wrecked fine-tune is still caught
     assert choose(0, "round3", 0, 0)[0] == "round3"  # no held-out sample: no evidence against the method
 
 

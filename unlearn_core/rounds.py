@@ -170,7 +170,8 @@ def run_rounds(steps: Steps, options: RunOptions, noisy: Any) -> Outcome:
     """The rounds of ``plan(options)`` from the ``noisy`` model, then the no-harm choice between the input and
     the last round's model on the held-out samples (``unlearn_core.selection``)."""
     partition = detect(steps, plan(options)[0], noisy)  # round 1 detects alike in every regime
-    rounds = plan(options, steps.regime(partition))
+    regime = steps.regime(partition)
+    rounds = plan(options, regime)
     held = steps.hold_out(partition, rounds[0]) if options.holdout else None
     current = noisy
     for round in rounds:
@@ -181,7 +182,7 @@ def run_rounds(steps: Steps, options: RunOptions, noisy: Any) -> Outcome:
     if not options.holdout:
         return Outcome(current, last, partition, None)
     (input_correct, samples), (cleaned_correct, _) = (steps.held_out_correct(model, held) for model in (noisy, current))
-    chosen, record = choose(input_correct, last, cleaned_correct, samples)
+    chosen, record = choose(input_correct, last, cleaned_correct, samples, regime)
     return Outcome(noisy if chosen == INPUT else current, chosen, partition, record)
 
 

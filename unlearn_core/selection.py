@@ -7,10 +7,15 @@ on these very samples, so its score is biased upward: a model that memorized its
 on them whatever it does on new data (measured on digits: input 1.000 and the cleaned model 0.976 on 84
 held-out samples, while their test accuracies are 0.65 and 0.93). So a tie can't ask the cleaned model to
 beat the input; the rule is non-inferiority: the cleaned model is handed back unless it is worse than the
-input beyond sampling error, ``accuracy(cleaned) < accuracy(input) - Z * sqrt(p (1 - p) / n)`` with p the
-cleaned model's accuracy and n the held-out samples (Z = ``NO_HARM_Z``). Otherwise the input model is kept,
-and the caller says so. It catches a cleaning that lost what the input model knew (fine-tuning on too
-little or wrongly chosen data); it can't see harm smaller than its sampling error.
+input beyond a tolerance, ``accuracy(cleaned) < accuracy(input) - tolerance``. The tolerance is sampling
+error, ``Z * sqrt(p (1 - p) / n)`` with p the cleaned model's accuracy and n the held-out samples
+(Z = ``NO_HARM_Z``), plus ``MEMORIZED_MARGIN`` where the input model memorized its labels (``regime``): there
+its held-out score is its fit, not its accuracy. Measured with memorized inputs (held-out accuracy, input vs
+cleaned, and test accuracy): digits 1.000 vs 0.976 (test 0.64 -> 0.93), fsdd 1.000 vs 0.865 on 111 samples
+(test 0.71 -> 0.89); a fine-tune wrecked by a learning rate of 30 scores about a third. Where the input model
+generalizes (CIFAR-10 CNN) the tolerance is sampling error alone. Otherwise the input model is kept, and the
+caller says so. It catches a cleaning that lost what the input model knew; it can't see harm smaller than
+its tolerance.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .errors import OptionError
 
 HOLDOUT_FRACTION = 0.1  # of the samples round 1 calls clean
 NO_HARM_Z = 2.0
+MEMORIZED_MARGIN = 0.2
 INPUT = "input"
 
 
@@ -42,14 +48,18 @@ def holdout_mask(is_clean: np.ndarray, fraction: float, seed: int) -> np.ndarray
     return held
 
 
-def choose(input_correct: int, cleaned: str, cleaned_correct: int, samples: int) -> tuple[str, dict]:
+def choose(input_correct: int, cleaned: str, cleaned_correct: int, samples: int, regime: str = "generalizing"
+           ) -> tuple[str, dict]:
     """``INPUT`` or ``cleaned`` (the name of the cleaned model), by the module's rule, from how many of the
-    ``samples`` held-out samples each classifies as labelled. Returns ``(chosen name, record)``; the JSON-able
-    record holds ``held_out`` (samples), ``accuracy`` of both, ``tolerance`` and ``chosen``."""
+    ``samples`` held-out samples each classifies as labelled and the input model's ``regime``. Returns
+    ``(chosen name, record)``; the JSON-able record holds ``held_out`` (samples), ``accuracy`` of both,
+    ``regime``, ``tolerance`` and ``chosen``."""
     accuracy = {INPUT: input_correct / samples if samples else None,
                 cleaned: cleaned_correct / samples if samples else None}
     if samples == 0:  # no evidence either way: the method's own output
-        return cleaned, {"held_out": 0, "accuracy": accuracy, "tolerance": None, "chosen": cleaned}
+        return cleaned, {"held_out": 0, "accuracy": accuracy, "regime": regime, "tolerance": None, "chosen": cleaned}
     tolerance = NO_HARM_Z * math.sqrt(accuracy[cleaned] * (1 - accuracy[cleaned]) / samples)
+    tolerance += MEMORIZED_MARGIN if regime == "memorized" else 0.0
     chosen = cleaned if accuracy[cleaned] >= accuracy[INPUT] - tolerance else INPUT
-    return chosen, {"held_out": samples, "accuracy": accuracy, "tolerance": tolerance, "chosen": chosen}
+    return chosen, {"held_out": samples, "accuracy": accuracy, "regime": regime, "tolerance": tolerance,
+                    "chosen": chosen}

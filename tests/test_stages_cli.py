@@ -258,3 +258,19 @@ def test_subset_spec_takes_a_stratified_seeded_subset_of_any_kind(denoise, tmp_p
                           ("digits?seed=3", "give per_class"), ("digits?size=3", "unknown option")):
         result = denoise("evaluate", "--model", model, "--data", spec)
         assert result.code == 1 and problem in result.err
+
+
+def test_json_is_strict_where_a_figure_is_undefined(denoise, tmp_path):
+    """No noise at all: AUROC is undefined and prints as null, never NaN (which jq and strict parsers reject)."""
+    noise, model, scores = tmp_path / "noise.npz", tmp_path / "m.safetensors", tmp_path / "s.npz"
+    _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "symmetric", "--rate", 0, "--out", noise))
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--noise", noise, "--arch", "mlp", "--epochs", 2, "--out", model))
+    _ok(denoise("attribute", "--model", model, "--data", f"npz:{TINY}", "--noise", noise, "--out", scores))
+    result = denoise("partition", "--scores", scores, "--truth", noise, "--out", tmp_path / "p.npz", "--json")
+    assert result.code == 0, result.err
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    record = json.loads(result.out, parse_constant=refuse)
+    assert record["detection"]["auroc"] is None and record["regime"] in ("memorized", "generalizing")

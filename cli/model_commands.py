@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 
-from unlearn_core.batches import device_batches
 from unlearn_core.metrics import classification_metrics
-from unlearn_core.training import Recipe, predict_logits
+from unlearn_core.training import Recipe, logits_of
 
 from .data import load_data
 from .data.noise import read_noise
@@ -20,11 +19,6 @@ from .files.checkpoint import (ModelInfo, build_model, is_user_arch, load_checkp
                                save_checkpoint)
 from .files.provenance import is_current, provenance, skipped
 from .fit import finish, fit
-
-
-def logits_of(model, inputs: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """(N, C) float32 logits of ``model`` over (N, ...) ``inputs``, in batches on ``device``."""
-    return predict_logits(model, (batch for _, batch in device_batches(inputs, batch_size, device)))
 
 
 def train(data: str, arch: str, out: Path, recipe: Recipe, *, noise: Path | None = None,

@@ -15,16 +15,17 @@ import numpy as np
 import torch
 
 from unlearn_core.attribution import attribute_batches, check_target
-from unlearn_core.batches import check_precision, device_batches
+from unlearn_core.batches import check_precision
 from unlearn_core.layers import LayerError, apply_unit_masks, default_layer, resolve_layer
 from unlearn_core.metrics import detection_metrics
 from unlearn_core.partition import CLEAN_THRESHOLD, check_orientation
 from unlearn_core.regime import AUTO, check_features, partition_scores
 from unlearn_core.pruning import check_amount, prune_mask
 from unlearn_core.rounds import Round
+from unlearn_core.selection import held_out_correct as count_held_out
 from unlearn_core.selection import holdout_mask
 from unlearn_core.sensitivity import layer_moments
-from unlearn_core.training import Recipe, predict_logits
+from unlearn_core.training import Recipe
 
 from .data.samples import Samples, load_samples
 from .device import resolve_device
@@ -164,10 +165,8 @@ def held_out_correct(model: Path, data: str, holdout_file: Path, *, noise: Path 
     dev = resolve_device(device)
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, "train", checkpoint.info, noise)
-    rows = torch.as_tensor(np.flatnonzero(_held(holdout_file, samples)))
-    logits = predict_logits(checkpoint.model, (batch for _, batch in device_batches(samples.inputs[rows], batch_size,
-                                                                                     dev)))
-    return int((logits.argmax(1) == samples.labels[rows]).sum()), len(rows)
+    return count_held_out(checkpoint.model, samples.inputs, samples.labels, _held(holdout_file, samples), batch_size,
+                          dev)
 
 
 def _with_partition(model: Path, data: str, partition_file: Path, noise: Path | None, device: str, arch: str | None):

@@ -16,7 +16,7 @@ def check_amount(ratio: float | None, count: int | None, by: str = "noisy", unit
         raise OptionError("ratio", "or count: give exactly one of them")
     if ratio is not None and not 0 < ratio < 1:
         raise OptionError("ratio", f"must be in (0, 1), got {ratio}")
-    if count is not None and not 0 <= count <= (count if units is None else units):
+    if count is not None and (count < 0 or units is not None and count > units):
         raise OptionError("count", f"must be in [0, {units}], got {count}")
     if by not in PRUNE_BY:
         raise OptionError("by", f"must be one of {', '.join(PRUNE_BY)}, not {by!r}")

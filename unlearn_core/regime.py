@@ -27,7 +27,7 @@ from .partition import DEFAULT_FEATURES, clean_probability, parse_features
 
 MEMORIZED_FIT = 0.9
 AUTO = "auto"
-REGIMES = ("memorized", "generalizing")
+REGIMES = MEMORIZED, GENERALIZING = ("memorized", "generalizing")
 
 
 def loss_clean_probability(loss: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -54,7 +54,7 @@ def regime_of(predicted: np.ndarray, labels: np.ndarray) -> tuple[str, float]:
     """``(regime, fit)``: the share ``fit`` of (N,) given labels that the (N,) predicted classes match, and
     ``"memorized"`` if it is at least ``MEMORIZED_FIT``, else ``"generalizing"``."""
     fit = float(np.mean(np.asarray(predicted) == np.asarray(labels)))
-    return (REGIMES[0] if fit >= MEMORIZED_FIT else REGIMES[1]), fit
+    return (MEMORIZED if fit >= MEMORIZED_FIT else GENERALIZING), fit
 
 
 def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, features: str = AUTO,
@@ -71,7 +71,7 @@ def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, featu
     labels = np.asarray(labels)
     regime, fit = regime_of(scores["predicted"], labels)
     record = {"fit": fit, "regime": regime}
-    if kinds is None and regime == "generalizing":
+    if kinds is None and regime == GENERALIZING:
         return loss_clean_probability(scores["loss"], seed), {**record, "detector": "loss-mixture"}
     prob = clean_probability(scores, labels, per_class=per_class, features=kinds or DEFAULT_FEATURES, dims=dims,
                              seed=seed, orient=orient)

@@ -28,15 +28,14 @@ import torch
 from torch import nn
 
 from .attribution import attribute_batches, check_target
-from .batches import device_batches
 from .errors import OptionError
 from .layers import apply_unit_masks, default_layer
 from .partition import CLEAN_THRESHOLD, check_orientation
-from .regime import AUTO, REGIMES, check_features, partition_scores, regime_of
+from .regime import AUTO, MEMORIZED, check_features, partition_scores, regime_of
 from .pruning import check_amount, prune_mask
-from .selection import HOLDOUT_FRACTION, INPUT, check_holdout, choose, holdout_mask
+from .selection import HOLDOUT_FRACTION, INPUT, check_holdout, choose, held_out_correct, holdout_mask
 from .sensitivity import layer_moments
-from .training import TRAINABLE, Recipe, fit, predict_logits
+from .training import Recipe, fit
 
 
 @dataclass
@@ -57,7 +56,7 @@ class RunOptions:
     epochs: int = Recipe.epochs  # fine-tuning epochs of the last round
     round_epochs: int = 30  # fine-tuning epochs of each round before the last
     lr: float = Recipe.lr
-    shrink: float = 0.5  # shrink warm start of the last round, and of earlier rounds that fine-tune all layers
+    shrink: float = 0.5  # shrink warm start of memorized models' last round and all-layer earlier rounds
     batch_size: int = Recipe.batch_size
     seed: int = 0
     holdout: float = HOLDOUT_FRACTION  # of round 1's clean samples, never fine-tuned on, for the no-harm choice
@@ -68,8 +67,6 @@ class RunOptions:
         check_features(self.features)
         check_orientation(self.orient)
         check_target(self.target)
-        if self.round_train not in TRAINABLE:
-            raise OptionError("round_train", f"must be all or head, not {self.round_train!r}")
         if self.prune_ratio is not None:
             try:
                 check_amount(self.prune_ratio, None, self.prune_by)
@@ -85,11 +82,11 @@ class RunOptions:
             raise OptionError({"epochs": "round_epochs", "train": "round_train"}.get(exc.option, exc.option),
                               exc.problem) from None
 
-    def recipe(self, number: int, last: bool, regime: str = REGIMES[0]) -> Recipe:
+    def recipe(self, number: int, last: bool, regime: str = MEMORIZED) -> Recipe:
         """Round ``number``'s fine-tuning: the last round's ``train``/``epochs`` or those of the rounds before
         it; shrunk in the last round and in all-layer early rounds (shrinking head-only rounds hurt detection),
         where the model memorized its labels (``unlearn_core.regime``): shrinking is how it forgets them."""
-        shrink = self.shrink if regime == REGIMES[0] and (last or self.round_train == "all") else 1.0
+        shrink = self.shrink if regime == MEMORIZED and (last or self.round_train == "all") else 1.0
         return Recipe(epochs=self.epochs if last else self.round_epochs, lr=self.lr, batch_size=self.batch_size,
                       train=self.train if last else self.round_train, shrink=shrink, seed=self.seed + number)
 
@@ -105,7 +102,7 @@ class Round:
     finetune: Recipe
 
 
-def plan(options: RunOptions, regime: str = REGIMES[0]) -> list[Round]:
+def plan(options: RunOptions, regime: str = MEMORIZED) -> list[Round]:
     """The rounds of ``denoise run`` for ``options``, in order, for a model in ``regime`` (round 1's partition
     tells it; only the fine-tuning recipes depend on it)."""
     return [Round(r, r == options.rounds, bool(options.prune_ratio) and r == options.rounds,
@@ -259,8 +256,5 @@ class MemorySteps:
         return tuned
 
     def held_out_correct(self, model: nn.Module, held: np.ndarray) -> tuple[int, int]:
-        """``(correct, samples)`` of ``model`` on the held-out samples, against their given labels."""
-        rows = torch.as_tensor(np.flatnonzero(held))
-        logits = predict_logits(model, (batch for _, batch in device_batches(self.inputs[rows], self.batch_size,
-                                                                               self.device)))
-        return int((logits.argmax(1) == self.labels[rows]).sum()), len(rows)
+        """``selection.held_out_correct`` of ``model``."""
+        return held_out_correct(model, self.inputs, self.labels, held, self.batch_size, self.device)

@@ -23,8 +23,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+from torch import nn
 
 from .errors import OptionError
+from .regime import MEMORIZED
+from .training import logits_of
 
 HOLDOUT_FRACTION = 0.1  # of the samples round 1 calls clean
 NO_HARM_Z = 2.0
@@ -48,6 +52,15 @@ def holdout_mask(is_clean: np.ndarray, fraction: float, seed: int) -> np.ndarray
     return held
 
 
+def held_out_correct(model: nn.Module, inputs, labels: torch.Tensor, held: np.ndarray, batch_size: int,
+                     device: torch.device) -> tuple[int, int]:
+    """``(correct, samples)``: how many of the (N,) ``held`` samples of (N, ...) inputs ``model`` classifies as
+    their (N,) given labels, and how many samples are held out."""
+    rows = torch.as_tensor(np.flatnonzero(held))
+    predicted = logits_of(model, inputs[rows], batch_size, device).argmax(1)
+    return int((predicted == labels[rows]).sum()), len(rows)
+
+
 def choose(input_correct: int, cleaned: str, cleaned_correct: int, samples: int, regime: str = "generalizing"
            ) -> tuple[str, dict]:
     """``INPUT`` or ``cleaned`` (the name of the cleaned model), by the module's rule, from how many of the
@@ -59,7 +72,7 @@ def choose(input_correct: int, cleaned: str, cleaned_correct: int, samples: int,
     if samples == 0:  # no evidence either way: the method's own output
         return cleaned, {"held_out": 0, "accuracy": accuracy, "regime": regime, "tolerance": None, "chosen": cleaned}
     tolerance = NO_HARM_Z * math.sqrt(accuracy[cleaned] * (1 - accuracy[cleaned]) / samples)
-    tolerance += MEMORIZED_MARGIN if regime == "memorized" else 0.0
+    tolerance += MEMORIZED_MARGIN if regime == MEMORIZED else 0.0
     chosen = cleaned if accuracy[cleaned] >= accuracy[INPUT] - tolerance else INPUT
     return chosen, {"held_out": samples, "accuracy": accuracy, "regime": regime, "tolerance": tolerance,
                     "chosen": chosen}

@@ -140,6 +140,11 @@ def train_epoch(model: nn.Module, optimizer, batches: Iterable[tuple[torch.Tenso
 
 
 @torch.no_grad()
+def logits_of(model: nn.Module, inputs, batch_size: int, device: torch.device) -> torch.Tensor:
+    """(N, C) float32 logits (on the CPU) of ``model`` over (N, ...) ``inputs``, in batches on ``device``."""
+    return predict_logits(model, (batch for _, batch in device_batches(inputs, batch_size, device)))
+
+
 def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
     """(N, C) float logits of the model in eval mode over ``batches`` of inputs."""
     model.eval()

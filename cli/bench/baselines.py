@@ -20,10 +20,9 @@ from unlearn_core.detectors import disagreement_split
 from unlearn_core.regime import loss_clean_probability
 from unlearn_core.partition import CLEAN_THRESHOLD
 from unlearn_core.rounds import MemoryPartition, MemorySteps, Round
-from unlearn_core.training import Recipe
+from unlearn_core.training import Recipe, logits_of
 
 from ..errors import UsageError
-from ..model_commands import logits_of
 from .training import train_model
 
 EVAL_BATCH = 256

@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from unlearn_core.metrics import classification_metrics, detection_metrics
 from unlearn_core.noise import NOISE_KINDS
 from unlearn_core.rounds import MemorySteps, RunOptions, run_rounds
-from unlearn_core.training import Recipe
+from unlearn_core.training import Recipe, logits_of
 
 from ..data import default_arch, load_data
 from ..data.noise import inject_noise
@@ -41,7 +41,6 @@ from ..demo import NOISY_EPOCHS
 from ..device import resolve_device
 from ..errors import UsageError, usage_errors
 from ..files.checkpoint import ModelInfo
-from ..model_commands import logits_of
 from ..output import stderr_log, to_json
 from ..timing import timed
 from .baselines import (EVAL_BATCH, CleanlabSteps, CrossValidatedSteps, DisagreementSteps, LossSteps,

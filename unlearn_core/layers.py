@@ -9,6 +9,9 @@ The *units* of a layer are the entries of dimension 1 of the tensor there: the f
 ``(B, U)`` tensor or the channels of a ``(B, C, H, W)`` tensor. A *keep mask* is a bool tensor of
 shape ``(U,)``; units whose entry is False are removed: the tensor there is multiplied by the mask
 on every forward pass, so no amount of training can revive them.
+
+The *classifier* is the ``nn.Linear`` whose output the model returns, found by tracing a forward pass
+(``classifier_name``); its input is the default layer.
 """
 
 from __future__ import annotations

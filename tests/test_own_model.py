@@ -99,6 +99,8 @@ def test_imported_with_its_transform_scores_as_its_owner_does(denoise, owned, tm
         assert np.allclose(arrays["loss"], loss, atol=1e-4)
         confidence = owned["logits"].softmax(1).gather(1, owned["labels"][:, None])[:, 0].numpy()
         assert np.allclose(arrays["confidence"], confidence, atol=1e-5)
+    inspected = _ok(denoise("inspect", model, "--json"))["input_transform"]
+    assert inspected["data"]["size"] == SIZE and inspected["normalization"]["mean"] == IMAGENET[0]
     # data read at another size is refused, naming the size the checkpoint records
     other = denoise("evaluate", "--model", model, "--data", f"imagefolder:{owned['root'] / 'imgs'}")
     assert other.code == 2 and "[3, 32, 32]" in other.err and f"?size={SIZE}" in other.err
@@ -158,3 +160,45 @@ def test_bad_size_and_normalization_are_one_line_usage_errors(denoise, owned, tm
         result = denoise("import", "--arch", "tv:resnet18", "--weights", owned["weights"], *args, "--out", out)
         assert result.code == 1 and problem in result.err and len(result.err.strip().splitlines()) == 1, result.err
         assert not out.exists()
+
+
+def test_train_records_the_normalization_it_is_given(denoise, tmp_path):
+    from cli.files.checkpoint import read_metadata
+
+    model = tmp_path / "m.safetensors"
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 1, "--normalize", "0.5/0.25",
+                "--out", model, "--json"))
+    assert read_metadata(model)["input_transform"]["normalization"] == {"mean": [0.5], "std": [0.25]}
+    assert _ok(denoise("evaluate", "--model", model, "--data", f"npz:{TINY}", "--json"))["samples"] > 0
+    refused = denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 1, "--normalize", "imagenet",
+                      "--out", model)
+    assert refused.code == 1 and "one mean and one std per input channel (1)" in refused.err
+
+
+def test_cifar10_and_mnist_take_a_size(tmp_path):
+    """The array-backed image readers resize too, and record the size; without ?size= they stay as stored."""
+    import struct
+
+    from cli.data import load_data
+
+    rng = np.random.default_rng(0)
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        records = rng.integers(0, 256, (4, 3073), dtype=np.uint8)
+        records[:, 0] = np.arange(4)
+        records.tofile(cifar / f"{name}.bin")
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    for prefix in ("train", "t10k"):
+        images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+        (mnist / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">BBBBIII", 0, 0, 8, 3, 5, 28, 28)
+                                                            + images.tobytes())
+        (mnist / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, 5)
+                                                            + bytes(range(5)))
+    for spec, stored in ((f"cifar10:{cifar}", [3, 32, 32]), (f"mnist:{mnist}", [1, 28, 28])):
+        as_stored, resized = load_data(spec, "test"), load_data(f"{spec}?size=40", "test")
+        assert list(as_stored.inputs.shape[1:]) == stored and "size" not in as_stored.transform
+        assert list(resized.inputs.shape[1:]) == [stored[0], 40, 40] and resized.transform["size"] == 40
+        assert torch.equal(resized.labels, as_stored.labels)
+        assert abs(float(resized.inputs.mean()) - float(as_stored.inputs.mean())) < 0.02  # the same images, resized

@@ -91,8 +91,7 @@ def train(data: str = Data, noise: Optional[Path] = Noise,
     recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed)
     result = model_commands.train(data, arch, out, recipe, noise=noise,
                                   arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"), normalize=normalize,
-                                  save_every=save_every,
-                                  resume=resume, device=device)
+                                  save_every=save_every, resume=resume, device=device)
     emit(result, as_json, "train")
 
 

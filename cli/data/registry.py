@@ -45,6 +45,7 @@ class WholeNumber:
 
 SUBSET_OPTIONS = {"per_class": WholeNumber(1), "seed": WholeNumber(0)}  # options every kind takes (module docstring)
 
+
 @dataclass
 class Dataset:
     """One split of a data set, as raw (not yet normalized) float inputs."""

@@ -27,7 +27,8 @@ def describe(path: Path) -> dict:
     tensors = read_tensors(path)
     masks = {spec: {"units": m["units"], "removed": len(m["removed"])} for spec, m in record.get("masks", {}).items()}
     return {"file": str(path), "kind": "checkpoint", "arch": record["arch"], "arch_kwargs": record.get("arch_kwargs", {}),
-            "input_shape": record["input_shape"], "classes": record["classes"], "masks": masks,
+            "input_shape": record["input_shape"], "input_transform": record["input_transform"],
+            "classes": record["classes"], "masks": masks,
             "layers": _layers(ModelInfo.from_json(record)),
             "parameters": int(sum(t.numel() for t in tensors.values())),
             "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}

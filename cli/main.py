@@ -20,6 +20,7 @@ from .bench.perf import perf_command
 from .bench.quality import quality_command
 from .data import spec_help
 from .data.noise import inject_noise as inject_noise_file
+from .data.samples import NORMALIZE_HELP
 from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
 from .output import emit, stderr_log, stdout, to_json
@@ -79,6 +80,7 @@ def _json_option(text: str | None, flag: str) -> dict:
 def train(data: str = Data, noise: Optional[Path] = Noise,
           arch: str = typer.Option(..., "--arch", help="mlp, cnn, kws, resnet18-cifar, tv:NAME or module:function."),
           arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help="JSON object of architecture arguments."),
+          normalize: str = typer.Option("data", "--normalize", help=NORMALIZE_HELP),
           epochs: int = typer.Option(..., "--epochs"), seed: int = typer.Option(0, "--seed"),
           lr: float = typer.Option(Recipe.lr, "--lr"), weight_decay: float = typer.Option(Recipe.weight_decay, "--weight-decay"),
           batch_size: int = typer.Option(Recipe.batch_size, "--batch-size", min=1),
@@ -88,8 +90,8 @@ def train(data: str = Data, noise: Optional[Path] = Noise,
     """Train a model from scratch (on noisy labels with --noise)."""
     recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed)
     result = model_commands.train(data, arch, out, recipe, noise=noise,
-                                  arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"), save_every=save_every,
-                                  resume=resume, device=device)
+                                  arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"), normalize=normalize,
+                                  save_every=save_every, resume=resume, device=device)
     emit(result, as_json, "train")
 
 
@@ -273,8 +275,13 @@ def inspect(file: Path = typer.Argument(..., help="A .safetensors checkpoint or 
 def import_(arch: str = typer.Option(..., "--arch"),
             weights: Path = typer.Option(..., "--weights", help="State dict: .safetensors, or .pt/.pth "
                                                                 "(read with torch.load(weights_only=True))."),
-            data: Optional[str] = typer.Option(None, "--data", help="Data the model is for (classes, input shape, "
-                                                                    "normalization)."),
+            data: Optional[str] = typer.Option(None, "--data", help="Data the model is for (classes, input shape; "
+                                                                    "?size=N for images read at N x N)."),
+            normalize: Optional[str] = typer.Option(None, "--normalize", help=NORMALIZE_HELP + " Default: data "
+                                                    "with --data, else none."),
+            check_accuracy: Optional[float] = typer.Option(None, "--check-accuracy", help="The test accuracy "
+                                                           "(a fraction) your own evaluation gave: warns when "
+                                                           "`denoise evaluate` differs by more than a point."),
             noise: Optional[Path] = typer.Option(None, "--noise", help="Noise file the weights were trained with "
                                                                        "(checked against --data, recorded)."),
             input_shape: Optional[str] = typer.Option(None, "--input-shape", help="e.g. 3,32,32 (without --data)."),
@@ -289,7 +296,8 @@ def import_(arch: str = typer.Option(..., "--arch"),
         except ValueError:
             raise UsageError(f"--input-shape must be comma-separated integers, not {input_shape!r}") from None
     emit(model_commands.import_weights(arch, weights, out, data=data, noise=noise, input_shape=shape, num_classes=num_classes,
-                               arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs")), as_json, "import")
+                               arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"), normalize=normalize,
+                               check_accuracy=check_accuracy, warn=stderr_log()), as_json, "import")
 
 
 bench_app = typer.Typer(help="Benchmarks that print numbers: `bench quality` (against baselines), `bench perf` "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -12,7 +13,7 @@ from unlearn_core.training import Recipe, logits_of
 
 from .data import load_data
 from .data.noise import read_noise
-from .data.samples import load_samples, prepare
+from .data.samples import load_samples, normalization, prepare
 from .device import resolve_device
 from .errors import InputError, UsageError, usage_errors
 from .files.checkpoint import (ModelInfo, build_model, is_user_arch, load_checkpoint, load_weights, read_tensors,
@@ -22,22 +23,24 @@ from .fit import finish, fit
 
 
 def train(data: str, arch: str, out: Path, recipe: Recipe, *, noise: Path | None = None,
-          arch_kwargs: dict | None = None, save_every: int = 0, resume: bool = False, device: str = "auto",
-          reuse: bool = False) -> dict:
+          arch_kwargs: dict | None = None, normalize: str = "data", save_every: int = 0, resume: bool = False,
+          device: str = "auto", reuse: bool = False) -> dict:
     """Train a model from scratch with ``recipe`` on the train split (noisy labels if ``noise``); writes a checkpoint.
 
+    normalize: the ``--normalize`` choice (``cli.data.samples.normalization``).
     reuse: return without work if ``out`` was already trained with the same options and noise file.
     """
     with usage_errors():
         recipe.check()
     options = {"data": data, "arch": arch, "arch_kwargs": arch_kwargs or {}, "epochs": recipe.epochs,
                "seed": recipe.seed, "lr": recipe.lr, "weight_decay": recipe.weight_decay,
-               "batch_size": recipe.batch_size}
+               "batch_size": recipe.batch_size, "normalize": normalize}
     if reuse and is_current(out, "checkpoint", options, {"noise": noise}):
         return skipped(out)
     dev = resolve_device(device)
     dataset = load_data(data, "train")
-    info = ModelInfo.of_dataset(dataset, arch, arch_kwargs)
+    info = ModelInfo.of_dataset(dataset, arch, arch_kwargs,
+                                normalization(normalize, dataset.inputs.shape[1], dataset.inputs))
     torch.manual_seed(recipe.seed)
     model = build_model(info, arch).to(dev)
     samples = prepare(dataset, info, noise)
@@ -67,22 +70,36 @@ def evaluate(model: Path, data: str, split: str = "test", *, noise: Path | None 
             **classification_metrics(logits, samples.labels)}
 
 
+ACCURACY_TOLERANCE = 0.01  # one point: how far `import --check-accuracy` lets evaluate differ before it warns
+
+
 def import_weights(arch: str, weights: Path, out: Path, *, data: str | None = None, input_shape: list[int] | None = None,
-                   num_classes: int | None = None, arch_kwargs: dict | None = None, noise: Path | None = None) -> dict:
+                   num_classes: int | None = None, arch_kwargs: dict | None = None, noise: Path | None = None,
+                   normalize: str | None = None, check_accuracy: float | None = None,
+                   warn: Callable[[str], None] = lambda message: None) -> dict:
     """Bring a plain state dict (safetensors, or .pt/.pth read with ``torch.load(weights_only=True)``) in as a checkpoint.
 
     noise: the noise file the weights were trained with (checked against ``data``, recorded in the provenance).
+    normalize: the ``--normalize`` choice (default ``data`` with ``data``, else ``none``); the input size is the
+    data spec's (``?size=N``). check_accuracy: the test accuracy the owner's own evaluation gave; ``evaluate``
+    on the written checkpoint is compared with it and ``warn`` is called when they differ by more than a point.
     """
     if noise is not None and data is None:
         raise UsageError("--noise needs --data")
+    if check_accuracy is not None and data is None:
+        raise UsageError("--check-accuracy needs --data (its test split is evaluated)")
+    if check_accuracy is not None and not 0 <= check_accuracy <= 1:
+        raise UsageError(f"--check-accuracy must be a fraction in [0, 1] (0.19 for 19 %), got {check_accuracy}")
     if data is not None:
         dataset = load_data(data, "train")
-        info = ModelInfo.of_dataset(dataset, arch, arch_kwargs)
+        stats = normalization(normalize or "data", dataset.inputs.shape[1], dataset.inputs)
+        info = ModelInfo.of_dataset(dataset, arch, arch_kwargs, stats)
         if noise is not None:
             read_noise(noise, dataset)
     elif input_shape and num_classes:
         info = ModelInfo(arch=arch, input_shape=input_shape, classes=[str(c) for c in range(num_classes)],
-                         input_transform={"data": None, "normalization": {"mean": [0.0], "std": [1.0]}},
+                         input_transform={"data": None, "normalization": normalization(normalize or "none",
+                                                                                       input_shape[0])},
                          arch_kwargs=arch_kwargs or {})
     else:
         raise UsageError("give --data, or both --input-shape and --num-classes")
@@ -100,6 +117,16 @@ def import_weights(arch: str, weights: Path, out: Path, *, data: str | None = No
         tensors = read_tensors(weights)
     model = build_model(info, arch)
     load_weights(weights, model, tensors)
-    save_checkpoint(out, model, info, provenance("checkpoint", {"arch": arch, "imported": True},
+    save_checkpoint(out, model, info, provenance("checkpoint", {"arch": arch, "imported": True, "normalize": normalize},
                                                  {"weights": weights, "noise": noise}))
-    return {"out": str(out), "arch": arch, "tensors": len(tensors), "user_code": is_user_arch(arch)}
+    result = {"out": str(out), "arch": arch, "tensors": len(tensors), "user_code": is_user_arch(arch)}
+    if check_accuracy is not None:
+        evaluated = evaluate(out, data, "test", arch=arch)["accuracy"]
+        # rounded: 0.19 - 0.18 is a point, not 0.010000000000000009
+        matches = round(abs(evaluated - check_accuracy), 9) <= ACCURACY_TOLERANCE
+        result["check"] = {"split": "test", "stated": check_accuracy, "evaluated": evaluated, "matches": matches}
+        if not matches:
+            warn(f"warning: `denoise evaluate` gives this checkpoint a test accuracy of {evaluated:.3f}, your own "
+                 f"evaluation {check_accuracy:.3f}: its inputs are likely prepared unlike those it was trained on "
+                 "(check --normalize and the data spec's ?size=)")
+    return result

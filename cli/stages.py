@@ -42,9 +42,11 @@ SCORE_DTYPES = {"float32": np.float32, "float16": np.float16}
 SCHEMAS["holdout"] = {"is_held": (1, "b"), "index": (1, "iu")}  # samples no round fine-tunes on
 
 
-def _layer(model, spec: str | None, source: str) -> str:
-    layer = spec or default_layer(model)
+def _layer(model, spec: str | None, source: str, samples: Samples | None = None) -> str:
+    """``spec`` or, when None, the input of the classifier a forward pass of ``samples`` applies; checked to
+    name a layer of the model (a LayerError becomes an InputError naming ``source``)."""
     try:
+        layer = spec or default_layer(model, samples.inputs)
         resolve_layer(model, layer)
     except LayerError as exc:
         raise InputError(source, str(exc)) from None
@@ -71,7 +73,7 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
     dev = resolve_device(device)
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, split, checkpoint.info, noise)
-    resolved = _layer(checkpoint.model, layer, str(model))
+    resolved = _layer(checkpoint.model, layer, str(model), samples)
     started = time.perf_counter()
     with NpzStream(out, len(samples.labels)) as stream:
         units = stream_scores(checkpoint.model, samples, resolved, target, batch_size, dev, stream, dtype=dtype,
@@ -193,7 +195,7 @@ def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, nois
     if reuse and is_current(out, "sensitivity", options, inputs):
         return skipped(out)
     dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
-    resolved = _layer(checkpoint.model, layer, str(model))
+    resolved = _layer(checkpoint.model, layer, str(model), samples)
     with progress("activations", len(samples.labels)) as advance:
         moments = layer_moments(checkpoint.model, samples.inputs, ~flags["is_clean"], resolved, batch_size=batch_size,
                                 device=dev, precision=precision, on_batch=advance)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FIXTURES
 from unlearn_core import attribution as attr
 from unlearn_core.layers import LayerError, apply_unit_masks, classifier_name, default_layer, layer_hook
 from unlearn_core.models import ModelError, create_model
@@ -44,11 +45,34 @@ def test_batched_attribution_matches_per_class_loop(arch, shape, layer):
 def test_closed_form_head_matches_autograd():
     model = _model("mlp", (12,))
     inputs, labels = torch.randn(9, 12), torch.randint(0, 5, (9,))
-    head = default_layer(model)
+    head = default_layer(model, inputs)
     assert head == "head:input"
     fast, _ = attr.gradient_x_activation(model, inputs, labels, head)
     slow, _ = attr.gradient_x_activation_loop(model, inputs, labels, head)
     assert torch.allclose(fast, slow, atol=1e-6)
+
+
+def test_classifier_is_the_linear_whose_output_the_forward_pass_returns(monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    from user_models import head_first
+
+    model = head_first((12,), 5).train()
+    inputs, labels = torch.randn(9, 12), torch.randint(0, 5, (9,))
+    assert [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1] == "aux"
+    assert classifier_name(model, inputs) == "head" and model.training  # traced in eval mode, mode restored
+    fast, _ = attr.gradient_x_activation(model.eval(), inputs, labels, "head:input")
+    slow, _ = attr.gradient_x_activation_loop(model, inputs, labels, "head:input")
+    assert torch.allclose(fast, slow, atol=1e-6)
+    # a hidden Linear's input is not the classifier's: the backward path, still exact
+    fast, _ = attr.gradient_x_activation(model, inputs, labels, "backbone.1:input")
+    slow, _ = attr.gradient_x_activation_loop(model, inputs, labels, "backbone.1:input")
+    assert torch.allclose(fast, slow, atol=1e-6)
+
+
+def test_output_not_from_a_linear_layer_names_the_candidates():
+    model = torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 5), torch.nn.Softmax(1))
+    with pytest.raises(LayerError, match=r"does not come from an nn.Linear layer \(Linear layers applied: 0, 2\)"):
+        default_layer(model, torch.randn(3, 12))
 
 
 def test_attribution_leaves_parameters_trainable():
@@ -80,8 +104,9 @@ def test_masks_survive_training():
     model = _model("cnn", (1, 8, 8))
     keep = torch.ones(32, dtype=torch.bool)
     keep[[0, 5, 9]] = False
-    apply_unit_masks(model, {"features.0": keep, f"{classifier_name(model)}:input": torch.arange(128) % 2 == 0})
-    optimizer, _ = make_optimizer(model, 3, lr=0.05)
+    head = classifier_name(model, torch.randn(1, 1, 8, 8))
+    apply_unit_masks(model, {"features.0": keep, f"{head}:input": torch.arange(128) % 2 == 0})
+    optimizer, _ = make_optimizer(model.parameters(), 3, lr=0.05)
     batches = [(torch.randn(8, 1, 8, 8), torch.randint(0, 5, (8,))) for _ in range(4)]
     for epoch in range(3):
         train_epoch(model, optimizer, batches, seed=0, epoch=epoch)
@@ -204,13 +229,13 @@ def test_epoch_order_and_metrics():
 
 
 def test_head_training_on_cached_features_equals_training_through_a_frozen_backbone():
-    from unlearn_core.training import classifier, classifier_inputs
+    from unlearn_core.training import classifier_inputs
 
     inputs, labels = torch.randn(40, 12), torch.randint(0, 5, (40,))
     through, cached = _model("mlp", (12,)), _model("mlp", (12,))
-    features = classifier_inputs(cached, [inputs[:16], inputs[16:]])
-    for model, learner, data in ((through, through, inputs), (cached, classifier(cached), features)):
-        optimizer, _ = make_optimizer(model, 3, train="head")
+    features = classifier_inputs(cached, "head", [inputs[:16], inputs[16:]])
+    for model, learner, data in ((through, through, inputs), (cached, cached.head, features)):
+        optimizer, _ = make_optimizer(model.head.parameters(), 3)
         for epoch in range(3):
             order = epoch_order(40, 0, epoch)
             batches = [(data[order[i:i + 8]], labels[order[i:i + 8]]) for i in range(0, 40, 8)]
@@ -224,17 +249,17 @@ def test_shrink_scales_only_the_trained_parameters_and_keeps_pruned_units_zero()
     model = _model("mlp", (12,))
     apply_unit_masks(model, {"features.1": torch.tensor([False] + [True] * 255)})
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    shrink_parameters(model, 0.5, "head")
+    shrink_parameters(model.head.parameters(), 0.5)
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name] * 0.5 if name.startswith("head.") else before[name])
-    shrink_parameters(model, 0.25)
+    shrink_parameters(model.parameters(), 0.25)
     assert torch.allclose(model.features[1].weight, before["features.1.weight"] * 0.25)
     assert (model.features[1].weight[0] == 0).all()
-    shrink_parameters(model, 1.0)
+    shrink_parameters(model.parameters(), 1.0)
     assert torch.allclose(model.features[1].weight, before["features.1.weight"] * 0.25)
     for bad in (0.0, 1.5, -1.0):
         with pytest.raises(ValueError):
-            shrink_parameters(model, bad)
+            shrink_parameters(model.parameters(), bad)
 
 
 def test_disagreement_flags_the_samples_predicted_as_another_class():

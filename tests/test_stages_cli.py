@@ -254,7 +254,7 @@ def test_subset_spec_takes_a_stratified_seeded_subset_of_any_kind(denoise, tmp_p
     model = tmp_path / "m.safetensors"
     _ok(denoise("train", "--data", "digits?per_class=20", "--arch", "mlp", "--epochs", 1, "--out", model))
     assert _ok(denoise("evaluate", "--model", model, "--data", "digits", "--json"))["samples"] == 360
-    for spec, problem in (("digits?per_class=0", "at least 1"), ("digits?per_class=x", "whole numbers"),
+    for spec, problem in (("digits?per_class=0", "at least 1"), ("digits?per_class=x", "whole number"),
                           ("digits?seed=3", "give per_class"), ("digits?size=3", "unknown option")):
         result = denoise("evaluate", "--model", model, "--data", spec)
         assert result.code == 1 and problem in result.err

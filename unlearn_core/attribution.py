@@ -25,7 +25,7 @@ from torch import nn
 
 from .batches import autocast, device_batches
 from .errors import OptionError
-from .layers import classifier_name, layer_hook, pool_units, resolve_layer
+from .layers import applied_linears, layer_hook, output_linear, pool_units, resolve_layer
 
 TARGETS = ("label", "max")
 
@@ -69,14 +69,6 @@ def layer_activations(model: nn.Module, inputs: torch.Tensor, layer: str) -> tup
     return pool_units(seen["a"]).float(), logits.float()
 
 
-def _closed_form_head(model: nn.Module, inputs: torch.Tensor, target, layer: str):
-    """At the classifier's input, d logit_c / d a is row c of its weight: no backward pass at all."""
-    activations, logits = layer_activations(model, inputs, layer)
-    weight = dict(model.named_modules())[classifier_name(model)].weight
-    rows = weight.detach().float()[_targets(logits, target)]
-    return (rows * activations).abs(), logits
-
-
 def _leaf_forward(model: nn.Module, inputs: torch.Tensor, layer: str):
     """Forward pass whose graph starts at the layer: returns ``(layer_leaf, logits)``."""
     seen = {}
@@ -90,23 +82,22 @@ def _leaf_forward(model: nn.Module, inputs: torch.Tensor, layer: str):
     return seen["a"], logits
 
 
-def _is_head_input(model: nn.Module, layer: str) -> bool:
-    module, at_input = resolve_layer(model, layer)
-    return at_input and isinstance(module, nn.Linear) and layer.partition(":")[0] == classifier_name(model)
-
-
 def gradient_x_activation(model: nn.Module, inputs: torch.Tensor, target, layer: str):
     """Batched gradient x activation: ``(B, U)`` attributions and ``(B, C)`` logits.
 
-    At the classifier's input this is closed form (one forward pass). Elsewhere the backbone runs
-    without a graph and one vector-Jacobian product with one-hot cotangents gives every sample's
-    gradient of its target logit in a single backward call over the layers after ``layer``.
+    The backbone runs without a graph. At the classifier's input (the input of the ``nn.Linear`` whose
+    output this very forward pass returns) d logit_c / d a is row c of its weight: no backward pass at
+    all. Elsewhere one vector-Jacobian product with one-hot cotangents gives every sample's gradient of
+    its target logit in a single backward call over the layers after ``layer``.
     """
-    if _is_head_input(model, layer):
-        return _closed_form_head(model, inputs, target, layer)
-    with _parameters_frozen(model), torch.enable_grad():
+    module, at_input = resolve_layer(model, layer)
+    with _parameters_frozen(model), torch.enable_grad(), applied_linears(model) as applied:
         leaf, logits = _leaf_forward(model, inputs, layer)
-        cotangent = F.one_hot(_targets(logits, target), logits.shape[1]).to(logits.dtype)
+        targets = _targets(logits, target)
+        if at_input and output_linear(applied, logits) == layer.partition(":")[0]:
+            rows = module.weight.detach().float()[targets]
+            return (rows * pool_units(leaf.detach()).float()).abs(), logits.detach().float()
+        cotangent = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
         (grad,) = torch.autograd.grad(logits, leaf, grad_outputs=cotangent)
     return pool_units((grad * leaf).abs().detach()).float(), logits.detach().float()
 

@@ -1,8 +1,16 @@
-"""Input normalization: statistics from the training split, applied to every split alike."""
+"""Input normalization: per-channel statistics (from the training split, or the ones a model was trained
+with elsewhere), applied to every split alike."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from .errors import OptionError
+
+IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # torchvision's, inputs in [0, 1]
+IDENTITY_STATS = {"mean": [0.0], "std": [1.0]}  # inputs as read
 
 
 def normalization_stats(inputs: torch.Tensor) -> dict[str, list[float]]:
@@ -18,3 +26,14 @@ def normalize(inputs: torch.Tensor, stats: dict[str, list[float]]) -> torch.Tens
     mean = torch.tensor(stats["mean"], dtype=torch.float32).view(shape)
     std = torch.tensor(stats["std"], dtype=torch.float32).view(shape)
     return (inputs.float() - mean) / std
+
+
+def check_stats(stats: dict[str, list[float]], channels: int) -> None:
+    """Raise OptionError (option ``normalize``) unless ``stats`` holds one finite mean and one positive finite
+    std per channel (``channels`` = dim 1 of the inputs), or a single one for every channel."""
+    mean, std = stats["mean"], stats["std"]
+    if len(mean) != len(std) or len(mean) not in (1, channels):
+        raise OptionError("normalize", f"needs one mean and one std per input channel ({channels}), or one of each "
+                                       f"for all, got {len(mean)} means and {len(std)} stds")
+    if not all(math.isfinite(m) for m in mean) or not all(math.isfinite(s) and s > 0 for s in std):
+        raise OptionError("normalize", "needs finite means and positive finite stds")

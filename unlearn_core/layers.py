@@ -9,6 +9,9 @@ The *units* of a layer are the entries of dimension 1 of the tensor there: the f
 ``(B, U)`` tensor or the channels of a ``(B, C, H, W)`` tensor. A *keep mask* is a bool tensor of
 shape ``(U,)``; units whose entry is False are removed: the tensor there is multiplied by the mask
 on every forward pass, so no amount of training can revive them.
+
+The *classifier* is the ``nn.Linear`` whose output the model returns, found by tracing a forward pass
+(``classifier_name``); its input is the default layer.
 """
 
 from __future__ import annotations
@@ -24,17 +27,60 @@ class LayerError(ValueError):
     """A layer spec that does not name a usable point of the model."""
 
 
-def classifier_name(model: nn.Module) -> str:
-    """Name of the final classifier layer: the last ``nn.Linear`` registered in the model."""
-    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not names:
-        raise LayerError("the model has no nn.Linear classifier layer; name a layer explicitly")
-    return names[-1]
+@contextlib.contextmanager
+def applied_linears(model: nn.Module) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Within the block, list ``(name, output)`` of every ``nn.Linear`` each forward pass applies, in order."""
+    applied: list[tuple[str, torch.Tensor]] = []
+    handles = [module.register_forward_hook(lambda _m, _a, out, name=name: applied.append((name, out)))
+               for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    try:
+        yield applied
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
-def default_layer(model: nn.Module) -> str:
-    """The default attribution layer: the input of the final classifier layer."""
-    return f"{classifier_name(model)}:input"
+def output_linear(applied: list[tuple[str, torch.Tensor]], output) -> str | None:
+    """The name of the last applied ``nn.Linear`` (from ``applied_linears``) whose output the model returned as
+    ``output`` (that tensor, or a view of it with the same shape); None when the output comes from elsewhere."""
+    if not torch.is_tensor(output):
+        return None
+    for name, out in reversed(applied):
+        if out is output or (torch.is_tensor(out) and out.shape == output.shape
+                             and out.data_ptr() == output.data_ptr()):
+            return name
+    return None
+
+
+def classifier_name(model: nn.Module, inputs: torch.Tensor) -> str:
+    """Name of the final classifier layer: the ``nn.Linear`` whose output the model returns, found by tracing one
+    forward pass of ``inputs[:1]`` (``inputs``: (B, ...), any batch the model takes) in eval mode.
+
+    Registration order says nothing (a head may be defined before its backbone, an auxiliary classifier
+    after it); the forward pass does. Raises LayerError naming the Linear layers applied when the output
+    does not come from one.
+    """
+    parameter = next(model.parameters(), None)
+    example = inputs[:1].to(parameter.device if parameter is not None else "cpu")
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), applied_linears(model) as applied:
+            output = model(example)
+    finally:
+        model.train(training)
+    name = output_linear(applied, output)
+    if name is None:
+        what = "a tensor" if torch.is_tensor(output) else f"a {type(output).__name__}, not a tensor"
+        candidates = ", ".join(dict.fromkeys(n for n, _ in applied)) or "none"
+        raise LayerError(f"the model's output ({what}) does not come from an nn.Linear layer (Linear layers "
+                         f"applied: {candidates}); name a layer explicitly")
+    return name
+
+
+def default_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+    """The default attribution layer: the input of the final classifier layer (``classifier_name``)."""
+    return f"{classifier_name(model, inputs)}:input"
 
 
 def resolve_layer(model: nn.Module, spec: str) -> tuple[nn.Module, bool]:

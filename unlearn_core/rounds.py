@@ -211,7 +211,7 @@ class MemorySteps:
         self.inputs, self.labels, self.options, self.device, self.batch_size = inputs, labels, options, device, batch_size
 
     def _layer(self, model: nn.Module) -> str:
-        return self.options.layer or default_layer(model)
+        return self.options.layer or default_layer(model, self.inputs)
 
     def attribute(self, model: nn.Module, round: Round) -> dict[str, np.ndarray]:
         """The scores of every sample (see ``attribute_batches``), concatenated: arrays over N."""

@@ -17,7 +17,7 @@ from torch import nn
 from .attribution import layer_activations
 from .batches import batch_slices, device_batches
 from .errors import OptionError
-from .layers import classifier_name, default_layer
+from .layers import classifier_name
 
 TRAINABLE = ("all", "head")
 
@@ -53,33 +53,19 @@ class Recipe:
             raise OptionError("batch_size", f"must be at least 1, got {self.batch_size}")
 
 
-def trainable_parameters(model: nn.Module, train: str = "all") -> list[nn.Parameter]:
-    """Parameters to optimize: all of them, or only the final classifier layer's (``"head"``)."""
-    if train not in TRAINABLE:
-        raise ValueError(f"train must be one of {TRAINABLE}, got {train!r}")
-    if train == "head":
-        return list(classifier(model).parameters())
-    return list(model.parameters())
-
-
-def classifier_inputs(model: nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
-    """(N, D) float32 inputs of the final classifier layer (eval mode, masks applied) over ``batches`` of inputs.
+def classifier_inputs(model: nn.Module, head: str, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """(N, D) float32 inputs of the classifier layer named ``head`` (eval mode, masks applied) over ``batches``.
 
     Training only the head on these cached features equals training it with the backbone frozen in eval
     mode, without a forward pass through the backbone per step.
     """
     model.eval()
-    return torch.cat([layer_activations(model, inputs, default_layer(model))[0].cpu() for inputs in batches])
-
-
-def classifier(model: nn.Module) -> nn.Module:
-    """The final classifier layer (the last ``nn.Linear``) of ``model``."""
-    return dict(model.named_modules())[classifier_name(model)]
+    return torch.cat([layer_activations(model, inputs, f"{head}:input")[0].cpu() for inputs in batches])
 
 
 @torch.no_grad()
-def shrink_parameters(model: nn.Module, factor: float, train: str = "all") -> None:
-    """Multiply the parameters that ``train`` selects by ``factor`` in place (a shrink warm start).
+def shrink_parameters(parameters: Iterable[nn.Parameter], factor: float) -> None:
+    """Multiply ``parameters`` (those being trained) by ``factor`` in place (a shrink warm start).
 
     Fine-tuning a network that memorized noisy labels from its weights scaled toward zero (Ash & Adams'
     shrink-and-perturb, without the perturbation) forgets the memorized noise faster than fine-tuning it
@@ -90,14 +76,13 @@ def shrink_parameters(model: nn.Module, factor: float, train: str = "all") -> No
         raise ValueError(f"shrink factor must be in (0, 1], got {factor}")
     if factor == 1:
         return
-    for parameter in trainable_parameters(model, train):
+    for parameter in parameters:
         parameter.mul_(factor)
 
 
-def make_optimizer(model: nn.Module, epochs: int, *, train: str = "all", lr: float = 1e-3,
-                   weight_decay: float = 0.0):
-    """AdamW over the chosen parameters and a per-epoch cosine learning-rate schedule; returns (optimizer, scheduler)."""
-    optimizer = torch.optim.AdamW(trainable_parameters(model, train), lr=lr, weight_decay=weight_decay)
+def make_optimizer(parameters: Iterable[nn.Parameter], epochs: int, *, lr: float = 1e-3, weight_decay: float = 0.0):
+    """AdamW over ``parameters`` and a per-epoch cosine learning-rate schedule; returns (optimizer, scheduler)."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / max(epochs, 1))))
     return optimizer, scheduler
@@ -163,17 +148,18 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Re
     on_epoch(epochs_done, model, optimizer) after every epoch; on_batch(B) after every batch.
     """
     recipe.check()
-    optimizer, scheduler = make_optimizer(model, recipe.epochs, train=recipe.train, lr=recipe.lr,
+    # train="head": the classifier alone (found by tracing a forward pass), on backbone features computed once
+    head = classifier_name(model, inputs) if recipe.train == "head" else None
+    learner = model.get_submodule(head) if head else model
+    optimizer, scheduler = make_optimizer(list(learner.parameters()), recipe.epochs, lr=recipe.lr,
                                           weight_decay=recipe.weight_decay)
     start = resume(model, optimizer) if resume else 0
     if start == 0:
-        shrink_parameters(model, recipe.shrink, recipe.train)
+        shrink_parameters(learner.parameters(), recipe.shrink)
     for _ in range(start):
         scheduler.step()
-    learner = model
-    if recipe.train == "head":  # the backbone is frozen: compute its features once, then train the head alone
-        learner = classifier(model)
-        inputs = classifier_inputs(model, (batch for _, batch in device_batches(inputs, recipe.batch_size, device)))
+    if head:
+        inputs = classifier_inputs(model, head, (batch for _, batch in device_batches(inputs, recipe.batch_size, device)))
     losses = []
     for epoch in range(start, recipe.epochs):
         order = epoch_order(len(labels), recipe.seed, epoch)

@@ -68,7 +68,7 @@ def _prepare_workdir(config: PerfConfig, workdir: Path) -> ModelInfo:
 def head_ratio(model, data: Samples, config: PerfConfig, device) -> dict:
     """Plain inference vs attribution (with per-sample statistics) at the classifier's input, over every
     sample, the two timed alternately on the same batches after one untimed warm-up batch of each."""
-    head = default_layer(model)
+    head = default_layer(model, data.inputs)
     inference = attribution = 0.0
     for index, (s, inputs) in enumerate(device_batches(data.inputs, config.batch_size, device)):
         labels = data.labels[s].to(device)
@@ -136,7 +136,7 @@ def measure(config: PerfConfig, workdir: Path, log: Callable[[str], None] = lamb
     checkpoint = load_checkpoint(workdir / "model.safetensors", device)
     data = stage_data(config, config.n, info)
     n = len(data.labels)
-    log(f"inference vs attribution at {default_layer(checkpoint.model)} over {n} samples ...")
+    log(f"inference vs attribution at {default_layer(checkpoint.model, data.inputs)} over {n} samples ...")
     head = head_ratio(checkpoint.model, data, config, device)
     log(f"per-class loop vs batched at {layer} over {config.loop_batches} batches ...")
     loop = loop_ratio(checkpoint.model, data, config, layer, device)

@@ -148,7 +148,7 @@ def _run(stage: str, config: PerfConfig, source: Path, out: Path, n: int, device
         checkpoint = load_checkpoint(model, device)
         data = stage_data(config, n, checkpoint.info)
         data = data if first is None else _first(data, first)
-        layer = default_layer(checkpoint.model)
+        layer = default_layer(checkpoint.model, data.inputs)
         if stage == "attribute":
             with NpzStream(out / "scores.npz", len(data.labels)) as stream:
                 stages.stream_scores(checkpoint.model, data, layer, "label", config.batch_size, device, stream,

@@ -1,4 +1,8 @@
-"""Image data sets: MNIST's IDX files, CIFAR-10's batches, and a folder of class folders."""
+"""Image data sets: MNIST's IDX files, CIFAR-10's batches, and a folder of class folders.
+
+Each takes ``?size=N``: images resized to N x N (bilinear, antialiased, as torchvision's ``Resize``), the
+size the model was trained at; the size is part of the transform record a checkpoint keeps.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,22 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .registry import data_spec
+from .registry import WholeNumber, data_spec
+
+SIZE_OPTION = {"size": WholeNumber(8, 1024)}  # ?size=N: resize to N x N
+
+
+def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) float images resized to (N, C, size, size)."""
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False)
+
+
+def _at_size(images: np.ndarray, transform: dict, size: int | None) -> tuple:
+    """``(images, transform)``, resized to ``size`` (recorded in the transform) when a size is given."""
+    if size is None:
+        return images, transform
+    return _resized(torch.as_tensor(images), size), {**transform, "size": size}
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -34,8 +53,8 @@ def _find(path: Path, stem: str) -> Path:
             return path / name
     raise InputError(path, f"has no {stem} (or {stem}.gz)")
 
-@data_spec("mnist:DIR", arch="cnn")
-def _mnist(path: Path, split):
+@data_spec("mnist:DIR", arch="cnn", options=SIZE_OPTION)
+def _mnist(path: Path, split, size: int | None = None):
     """The four IDX files (optionally ``.gz``)."""
     if not path.is_dir():
         raise InputError(path, "is not a directory (mnist: needs the folder of IDX files)")
@@ -44,8 +63,9 @@ def _mnist(path: Path, split):
     labels = _read_idx(_find(path, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise InputError(path, f"{prefix} images {images.shape} and labels {labels.shape} do not match")
-    return images[:, None].astype(np.float32) / 255.0, labels.astype(np.int64), [str(d) for d in range(10)], \
-        {"source": "mnist", "scale": "x/255"}
+    inputs, transform = _at_size(images[:, None].astype(np.float32) / 255.0, {"source": "mnist", "scale": "x/255"},
+                                 size)
+    return inputs, labels.astype(np.int64), [str(d) for d in range(10)], transform
 
 class _BatchUnpickler(pickle.Unpickler):
     """Reads CIFAR python batches: plain containers and numpy arrays only, nothing executable."""
@@ -74,8 +94,8 @@ def _cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(file, f"is not a CIFAR-10 python batch ({exc})") from None
     return data, labels
 
-@data_spec("cifar10:DIR", arch="resnet18-cifar")
-def _cifar10(path: Path, split):
+@data_spec("cifar10:DIR", arch="resnet18-cifar", options=SIZE_OPTION)
+def _cifar10(path: Path, split, size: int | None = None):
     """The python batches (``data_batch_1`` ... ``test_batch``) or the binary ``.bin`` batches."""
     if not path.is_dir():
         raise InputError(path, "is not a directory (cifar10: needs cifar-10-batches-py or -bin)")
@@ -91,11 +111,12 @@ def _cifar10(path: Path, split):
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     if labels.min() < 0 or labels.max() >= len(classes):
         raise InputError(path, "labels out of range for CIFAR-10's 10 classes")
-    return inputs, labels, classes, {"source": "cifar10", "scale": "x/255"}
+    inputs, transform = _at_size(inputs, {"source": "cifar10", "scale": "x/255"}, size)
+    return inputs, labels, classes, transform
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
-@data_spec("imagefolder:DIR", arch="cnn")
+@data_spec("imagefolder:DIR", arch="cnn", options=SIZE_OPTION)
 def _imagefolder(path: Path, split, size: int = 32):
     """``DIR/CLASS/*.png|jpg`` (or ``DIR/train/CLASS`` and ``DIR/test/CLASS``), resized to ``size`` x ``size`` RGB."""
     from torchvision.io import ImageReadMode, decode_image
@@ -113,8 +134,7 @@ def _imagefolder(path: Path, split, size: int = 32):
                 image = decode_image(str(file), mode=ImageReadMode.RGB).float().unsqueeze(0) / 255.0
             except Exception as exc:
                 raise InputError(file, f"is not a readable image ({type(exc).__name__})") from None
-            images.append(torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear",
-                                                          antialias=True, align_corners=False)[0])
+            images.append(_resized(image, size)[0])
             labels.append(label)
     if not images:
         raise InputError(root, "holds no images in class folders")

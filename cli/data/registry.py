@@ -22,7 +22,28 @@ import torch
 from ..errors import InputError, UsageError
 
 SPLITS = ("train", "test")
-SUBSET_OPTIONS = ("per_class", "seed")  # options every kind takes (see the module docstring)
+
+
+@dataclass(frozen=True)
+class WholeNumber:
+    """A query option whose value is a whole number from ``low`` to ``high`` (None: no upper bound)."""
+
+    low: int
+    high: int | None = None
+
+    def parse(self, spec: str, name: str, text: str) -> int:
+        """``text`` as an int; UsageError naming the spec and option when it is not one in range."""
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < self.low or (self.high is not None and value > self.high):
+            bound = f" and at most {self.high}" if self.high is not None else ""
+            raise UsageError(f"data spec {spec!r}: {name} must be a whole number of at least {self.low}{bound}")
+        return value
+
+
+SUBSET_OPTIONS = {"per_class": WholeNumber(1), "seed": WholeNumber(0)}  # options every kind takes (module docstring)
 
 
 @dataclass
@@ -46,7 +67,7 @@ class SpecKind:
     reader: Callable
     usage: str  # how the spec is written, e.g. "fsdd:DIR"
     arch: str  # the architecture benchmarks and the demo use by default
-    options: dict[str, tuple[str, ...]] = field(default_factory=dict)  # query option -> allowed values
+    options: dict[str, tuple[str, ...] | WholeNumber] = field(default_factory=dict)  # query option -> allowed values
 
     @property
     def needs_path(self) -> bool:
@@ -57,7 +78,7 @@ class SpecKind:
 SPEC_KINDS: dict[str, SpecKind] = {}
 
 
-def data_spec(usage: str, *, arch: str, options: dict[str, tuple[str, ...]] | None = None) -> Callable:
+def data_spec(usage: str, *, arch: str, options: dict[str, tuple[str, ...] | WholeNumber] | None = None) -> Callable:
     """Register the decorated reader for the kind that ``usage`` (e.g. ``"fsdd:DIR"``) names."""
     def register(reader: Callable) -> Callable:
         name = usage.partition(":")[0]
@@ -142,25 +163,22 @@ def stratified_rows(labels: np.ndarray, per_class: int, seed: int = 0) -> np.nda
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
-def _query(spec: str, kind: SpecKind, query: str) -> tuple[dict[str, str], tuple[int, int] | None]:
+def _query(spec: str, kind: SpecKind, query: str) -> tuple[dict, tuple[int, int] | None]:
     """The reader's options of a spec's query, and its subset ``(per_class, seed)`` (None: the whole split)."""
-    options = dict(item.partition("=")[::2] for item in query.split("&") if item)
-    unknown = set(options) - set(kind.options) - set(SUBSET_OPTIONS)
+    options: dict = dict(item.partition("=")[::2] for item in query.split("&") if item)
+    allowed = {**kind.options, **SUBSET_OPTIONS}
+    unknown = set(options) - set(allowed)
     if unknown:
-        known = ", ".join([*kind.options, *SUBSET_OPTIONS])
-        raise UsageError(f"data spec {spec!r}: unknown option(s) {', '.join(sorted(unknown))} (known: {known})")
+        raise UsageError(f"data spec {spec!r}: unknown option(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(allowed)})")
     for name, value in options.items():
-        if name in kind.options and value not in kind.options[name]:
-            raise UsageError(f"data spec {spec!r}: {name} must be one of {', '.join(kind.options[name])}")
-    subset = [options.pop(name, None) for name in SUBSET_OPTIONS]
-    if subset[0] is None:
-        if subset[1] is not None:
+        if isinstance(allowed[name], WholeNumber):
+            options[name] = allowed[name].parse(spec, name, value)
+        elif value not in allowed[name]:
+            raise UsageError(f"data spec {spec!r}: {name} must be one of {', '.join(allowed[name])}")
+    per_class, seed = (options.pop(name, None) for name in SUBSET_OPTIONS)
+    if per_class is None:
+        if seed is not None:
             raise UsageError(f"data spec {spec!r}: seed= chooses a per_class= subset; give per_class too")
         return options, None
-    try:
-        per_class, seed = int(subset[0]), int(subset[1] or 0)
-    except ValueError:
-        raise UsageError(f"data spec {spec!r}: per_class and seed must be whole numbers") from None
-    if per_class < 1 or seed < 0:
-        raise UsageError(f"data spec {spec!r}: per_class must be at least 1 and seed not negative")
-    return options, (per_class, seed)
+    return options, (per_class, seed or 0)

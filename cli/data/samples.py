@@ -8,13 +8,38 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearn_core.inputs import normalize
+from unlearn_core.inputs import IDENTITY_STATS, IMAGENET_STATS, check_stats, normalization_stats, normalize
 from unlearn_core.noise import gaussian_input_noise
 
-from ..errors import InputError
+from ..errors import InputError, UsageError, usage_errors
 from ..files.checkpoint import ModelInfo
 from .noise import read_noise
 from .registry import Dataset, load_data
+
+
+NORMALIZE_HELP = ("How the model expects its inputs normalized: data (mean/std of the train split), imagenet, none, "
+                  "or M1,M2,M3/S1,S2,S3 (per-channel mean/std of inputs scaled to [0, 1]).")
+
+
+def normalization(choice: str, channels: int, train_inputs: torch.Tensor | None = None) -> dict[str, list[float]]:
+    """The statistics ``--normalize choice`` names, for inputs of ``channels`` channels (dim 1); ``data`` takes
+    them from ``train_inputs`` (N, channels, ...)."""
+    if choice == "data":
+        if train_inputs is None:
+            raise UsageError("--normalize data needs --data (the statistics of its train split)")
+        return normalization_stats(train_inputs)
+    named = {"imagenet": IMAGENET_STATS, "none": IDENTITY_STATS}
+    if choice in named:
+        stats = named[choice]
+    else:
+        mean, _, std = choice.partition("/")
+        try:
+            stats = {"mean": [float(v) for v in mean.split(",")], "std": [float(v) for v in std.split(",")]}
+        except ValueError:
+            raise UsageError(f"--normalize must be data, imagenet, none or M1,M2,M3/S1,S2,S3, not {choice!r}") from None
+    with usage_errors():
+        check_stats(stats, channels)
+    return stats
 
 
 @dataclass
@@ -36,9 +61,11 @@ class Samples:
 def prepare(dataset: Dataset, info: ModelInfo, noise: str | Path | None = None) -> Samples:
     """Check ``dataset`` fits the model described by ``info``, normalize it and apply a noise file."""
     shape = list(dataset.inputs.shape[1:])
-    if shape != list(info.input_shape):
-        raise InputError(dataset.spec, f"samples have shape {shape} but the model expects {info.input_shape}")
     recorded = info.input_transform.get("data")
+    if shape != list(info.input_shape):
+        size = (recorded or {}).get("size")
+        hint = f" (its data spec read images with ?size={size})" if size else ""
+        raise InputError(dataset.spec, f"samples have shape {shape} but the model expects {info.input_shape}{hint}")
     if recorded is not None and recorded != dataset.transform:
         raise InputError(dataset.spec, f"features are {dataset.transform}, but the model was trained on {recorded}")
     if dataset.labels.numel() and int(dataset.labels.max()) >= len(info.classes):

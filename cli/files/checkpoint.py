@@ -39,11 +39,13 @@ class ModelInfo:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # layer spec -> (U,) bool keep mask
 
     @classmethod
-    def of_dataset(cls, dataset, arch: str, arch_kwargs: dict | None = None) -> "ModelInfo":
+    def of_dataset(cls, dataset, arch: str, arch_kwargs: dict | None = None,
+                   normalization: dict[str, list[float]] | None = None) -> "ModelInfo":
         """The info of a new ``arch`` model for a ``cli.data.Dataset``: its input shape, classes, the way its
-        inputs were read, and normalization statistics of its (train split's) inputs."""
+        inputs were read, and ``normalization`` (default: the statistics of its train split's inputs)."""
         return cls(arch=arch, input_shape=list(dataset.inputs.shape[1:]), classes=dataset.classes,
-                   input_transform={"data": dataset.transform, "normalization": normalization_stats(dataset.inputs)},
+                   input_transform={"data": dataset.transform,
+                                    "normalization": normalization or normalization_stats(dataset.inputs)},
                    arch_kwargs=arch_kwargs or {})
 
     def build(self) -> nn.Module:

@@ -184,6 +184,30 @@ def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Nois
 
 
 @app.command()
+def issues(scores: Path = typer.Option(..., "--scores", help="scores.npz from `attribute`."),
+           partition_file: Path = typer.Option(..., "--partition", help="partition.npz made from those scores."),
+           data: Optional[str] = typer.Option(None, "--data", help="The data set: class names (and the samples "
+                                              "--model predicts). " + spec_help()),
+           model: Optional[Path] = typer.Option(None, "--model", help="Suggest the labels this model predicts (the "
+                                                "cleaned model of a run); default: the scores' predicted class."),
+           every: bool = typer.Option(False, "--all", help="List every sample, not only the flagged ones."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Write the CSV here (default: print it)."),
+           device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+    """Suspected label errors as CSV, most confident first: index, given_label, suggested_label, clean_prob, loss."""
+    from .report.suspects import issues as list_issues
+
+    result = list_issues(scores, partition_file, out=out, data=data, model=model, every=every, arch=arch,
+                         device=device)
+    text = result.pop("csv")
+    if as_json:
+        print(to_json(result))
+    elif out is None:
+        sys.stdout.write(text)
+    else:
+        emit({key: value for key, value in result.items() if key != "rows"}, False, "issues")
+
+
+@app.command()
 def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         workdir: Path = typer.Option(..., "--workdir", help="Directory for every stage's output (round1/, round2/, ...)."),
         rounds: int = typer.Option(RunOptions.rounds, "--rounds", min=1, help="Re-attribute with the fine-tuned model and partition again."),

@@ -14,14 +14,19 @@ from .partition import CLEAN_THRESHOLD, prototype_margin
 from .regime import LOSS_DETECTOR
 
 
+TIED_BELOW = 1e-6  # clean probabilities are compared to this precision (see suspect_order)
+
+
 def suspect_order(clean_prob: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """(N,) row order, most confidently flagged first: ascending clean probability, then descending loss
-    (the mixture's posteriors saturate at 0 for many samples), then ascending row.
+    """(N,) row order, most confidently flagged first: ascending clean probability to ``TIED_BELOW``, then
+    descending loss, then ascending row. Far in its tail a mixture posterior (1e-270 against 1e-30) says
+    how tight one class's Gaussian fit is, not which sample is likelier mislabeled: ranked by it, the
+    first rows all came from one class (digits).
 
     clean_prob: (N,) in [0, 1]; loss: (N,) nats.
     """
     clean_prob, loss = np.asarray(clean_prob, dtype=np.float64), np.asarray(loss, dtype=np.float64)
-    return np.lexsort((np.arange(len(clean_prob)), -loss, clean_prob))
+    return np.lexsort((np.arange(len(clean_prob)), -loss, np.round(clean_prob / TIED_BELOW)))
 
 
 def borderline_rows(clean_prob: np.ndarray, count: int) -> np.ndarray:

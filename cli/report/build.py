@@ -80,7 +80,9 @@ class Report:
                       f"samples whose suggested label differs from their given one "
                       f"({int(off.sum())} of {int(flagged.sum())})."),
             self._figure("class-swaps", figures.swap_matrix(counts, s.classes), "class swap matrix"),
-            page.table(["given", "suggested", "flagged samples"], rows))
+            page.table(["given", "suggested", "flagged samples"], rows),
+            page.table(["given \\ suggested", *s.classes],
+                       [[name, *counts[row].tolist()] for row, name in enumerate(s.classes)]))
 
     def mixture(self) -> str:
         s = self.suspects

@@ -105,7 +105,9 @@ def from_workdir(workdir: Path, *, data: str | None = None, truth: Path | None =
                                  _existing(directory / "clean.safetensors"), summary, _evaluations(directory)))
     last = folder / f"round{numbers[-1]}"
     chosen = folder / f"{run.get('chosen')}" / "clean.safetensors"  # found from the workdir, wherever the run was
-    model = check_input_path(chosen if chosen.is_file() else run.get("model") or folder / "run.json:model")
+    model = chosen if chosen.is_file() else Path(run.get("model") or "")
+    if not model.is_file():
+        raise InputError(folder / "run.json", f"names the model {model}, which is missing")
     files = RunFiles(rounds, sensitivity=_existing(last / "sensitivity.npz"),
                      masked=_existing(last / "pruned.safetensors"), model=model, data=data, truth=truth, run=run)
     files.data = data or load_npz(files.last.scores, "scores")[1].get("options", {}).get("data")
@@ -125,11 +127,12 @@ def from_files(scores: Path, partition: Path, *, sensitivity: Path | None = None
 
 def check(files: RunFiles) -> None:
     """Raise InputError naming the first file that does not belong with the others (see the module docstring)."""
+    first = files.rounds[0].partition
+    first_index = load_npz(first, "partition")[0]["index"]
     for round in files.rounds:
         arrays, meta = load_npz(round.partition, "partition")
         check_made_from(round.partition, meta, "scores", round.scores)
-        check_same_samples(round.partition, arrays["index"], files.rounds[0].partition,
-                           load_npz(files.rounds[0].partition, "partition")[0]["index"])
+        check_same_samples(round.partition, arrays["index"], first, first_index)
     split = load_npz(files.last.partition, "partition")[0]
     if files.sensitivity is not None:
         check_made_from(files.sensitivity, load_npz(files.sensitivity, "sensitivity")[1], "partition",

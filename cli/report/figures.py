@@ -68,13 +68,16 @@ def mixture(score: np.ndarray, name: str, labels: np.ndarray, flagged: np.ndarra
 
 def clean_probability(clean_prob: np.ndarray, threshold: float) -> bytes:
     """Histogram of the (N,) clean probabilities (log counts), the threshold drawn in."""
-    figure = _figure(5, 2.6)
+    from matplotlib.ticker import NullFormatter
+
+    figure = _figure(5, 2.6, left=0.14)
     axes = figure.add_subplot()
     bins = np.linspace(0, 1, 41)
     axes.hist(clean_prob[clean_prob < threshold], bins=bins, color=NOISY, label="flagged")
     axes.hist(clean_prob[clean_prob >= threshold], bins=bins, color=CLEAN, label="clean")
     axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold}")
     axes.set(xlabel="clean probability", ylabel="samples", yscale="log")
+    axes.yaxis.set_minor_formatter(NullFormatter())  # within one decade the minor labels piled up
     axes.legend(fontsize=7)
     return _png(figure)
 

@@ -213,3 +213,20 @@ def test_suspects_rank_and_swaps():
     assert suspect_order(prob, loss).tolist() == [2, 1, 4, 3, 0]
     counts = swap_counts(np.array([0, 0, 1, 2]), np.array([1, 1, 1, 0]), 3)
     assert counts.tolist() == [[0, 2, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def test_issues_names_classes_and_refuses_a_model_without_data(denoise, tmp_path):
+    data, noise, model = f"npz:{TINY}", tmp_path / "noise.npz", tmp_path / "m.safetensors"
+    _ok(denoise("inject-noise", "--data", data, "--kind", "symmetric", "--rate", 0.3, "--out", noise))
+    _ok(denoise("train", "--data", data, "--noise", noise, "--arch", "mlp", "--epochs", 20, "--out", model))
+    _ok(denoise("attribute", "--model", model, "--data", data, "--noise", noise, "--out", tmp_path / "s.npz"))
+    split = _ok(denoise("partition", "--scores", tmp_path / "s.npz", "--out", tmp_path / "p.npz", "--json")).json
+    args = ("issues", "--scores", tmp_path / "s.npz", "--partition", tmp_path / "p.npz")
+    named = read_csv(_ok(denoise(*args, "--data", data)).out)
+    assert len(named) == split["flagged_noisy"] > 0
+    assert {row["given_label"] for row in named} <= {"zero", "one", "two"}
+    numbered = read_csv(_ok(denoise(*args)).out)  # without --data: label numbers, the scores' predictions
+    assert [row["index"] for row in numbered] == [row["index"] for row in named]
+    assert {row["given_label"] for row in numbered} <= {"0", "1", "2"}
+    refused = denoise(*args, "--model", model)
+    assert refused.code == 1 and "--model needs --data" in refused.err

@@ -22,6 +22,7 @@ from .files.paths import atomic_write
 from .files.stage_files import load_npz
 from .model_commands import evaluate, train
 from .pipeline import run
+from .report.build import report_of_run
 from .timing import timed
 
 NOISY_EPOCHS = 300  # the noisy and retrained models' epochs: long enough for an MLP to memorize its noisy labels
@@ -29,8 +30,11 @@ NOISY_EPOCHS = 300  # the noisy and retrained models' epochs: long enough for an
 
 def demo(workdir: Path, *, data: str = "digits", arch: str | None = None, kind: str = "symmetric", rate: float = 0.4,
          epochs: int = NOISY_EPOCHS, seed: int = 0, noise: Path | None = None, options: RunOptions | None = None,
-         device: str = "auto", log=lambda _line: None) -> dict:
+         device: str = "auto", log=lambda _line: None, report: Path | None = None) -> dict:
     """Run the comparison in ``workdir``; returns the demo JSON record.
+
+    The ``denoise`` run's rounds get their test accuracy saved as ``evaluate-test.json``, and its report is
+    written to ``report`` (default ``workdir/report.html``; the record's ``report`` is its path).
 
     noise: a noise file (``denoise inject-noise``) to use instead of injecting ``kind`` noise at ``rate``.
     The noisy and retrained models are reused when ``workdir`` already holds them, trained with the same
@@ -72,9 +76,16 @@ def demo(workdir: Path, *, data: str = "digits", arch: str | None = None, kind: 
     models = {"noisy": noisy, "retrain": retrained, **{name: Path(r["model"]) for name, r in runs.items()}}
     for row in rows:
         row["test_accuracy"] = evaluate(models[row["name"]], data, "test", device=device)["accuracy"]
+    for round in runs["denoise"]["rounds"]:  # each round's test accuracy, for the report's round curves
+        folder = workdir / "denoise" / f"round{round['round']}"
+        evaluated = evaluate(folder / "clean.safetensors", data, "test", device=device)
+        atomic_write(folder / "evaluate-test.json", lambda tmp: tmp.write_text(json.dumps(evaluated)))
+    report = report_of_run(workdir, report or workdir / "report.html", data=data, device=device)
+    log(f"report: {report}")
     final_partition = Path(runs["denoise"]["rounds"][-1]["partition"]["out"])
     detection = load_npz(final_partition, "partition")[1]["results"]["detection"]
     return {"dataset": data, "noise": {"kind": kind, "rate": rate}, "detection": detection,
             "chosen": {name: r["chosen"] for name, r in runs.items()},  # round or input: the no-harm check's choice
             "noisy_fit": fitted,  # the noisy model's accuracy on the noisy training labels it was trained on
+            "report": report,  # the HTML report of the denoise run
             "rows": [{"name": r["name"], "test_accuracy": r["test_accuracy"], "seconds": r["seconds"]} for r in rows]}

@@ -186,6 +186,62 @@ def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Nois
 
 
 @app.command()
+def issues(scores: Path = typer.Option(..., "--scores", help="scores.npz from `attribute`."),
+           partition_file: Path = typer.Option(..., "--partition", help="partition.npz made from those scores."),
+           data: Optional[str] = typer.Option(None, "--data", help="The data set: class names (and the samples "
+                                              "--model predicts). " + spec_help()),
+           model: Optional[Path] = typer.Option(None, "--model", help="Suggest the labels this model predicts (the "
+                                                "cleaned model of a run); default: the scores' predicted class."),
+           every: bool = typer.Option(False, "--all", help="List every sample, not only the flagged ones."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Write the CSV here (default: print it)."),
+           device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+    """Suspected label errors as CSV, most confident first: index, given_label, suggested_label, clean_prob, loss."""
+    from .report.suspects import issues as list_issues
+
+    result = list_issues(scores, partition_file, out=out, data=data, model=model, every=every, arch=arch,
+                         device=device)
+    text = result.pop("csv")
+    if as_json:
+        print(to_json(result))
+    elif out is None:
+        sys.stdout.write(text)
+    else:
+        emit({key: value for key, value in result.items() if key != "rows"}, False, "issues")
+
+
+@app.command("report")
+def report_(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Work directory of `denoise run` or "
+                                                   "`denoise demo` (or give the files below one by one)."),
+            scores: Optional[Path] = typer.Option(None, "--scores", help="scores.npz (without --workdir)."),
+            partition_file: Optional[Path] = typer.Option(None, "--partition", help="partition.npz of those scores."),
+            sensitivity_file: Optional[Path] = typer.Option(None, "--sensitivity", help="sensitivity.npz of that "
+                                                            "partition."),
+            model: Optional[Path] = typer.Option(None, "--model", help="The cleaned (pruned) model: suggests labels "
+                                                 "and marks the pruned units."),
+            data: Optional[str] = typer.Option(None, "--data", help="Default with --workdir: the run's. " + spec_help()),
+            truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: detection curves (default with "
+                                                 "--workdir: the run's --truth)."),
+            out: Path = typer.Option(..., "--out", help="The HTML file to write."),
+            figures_dir: Optional[Path] = typer.Option(None, "--figures-dir", help="Also write every figure here as "
+                                                       "NAME.png."),
+            device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
+    """One self-contained HTML page of what a cleaning run did: summary, class swaps, mixture, galleries,
+    sensitivity, rounds, detection."""
+    from .report.build import report as write_report
+    from .report.run_files import from_files, from_workdir
+
+    if workdir is not None:
+        if scores or partition_file or sensitivity_file or model:
+            raise UsageError("give --workdir, or the files (--scores, --partition, ...), not both")
+        files = from_workdir(workdir, data=data, truth=truth)
+    elif scores is None or partition_file is None:
+        raise UsageError("give --workdir, or at least --scores and --partition")
+    else:
+        files = from_files(scores, partition_file, sensitivity=sensitivity_file, model=model, data=data, truth=truth)
+    emit(write_report(files, out, figures_dir=figures_dir, arch=arch, device=device), as_json, "report")
+
+
+@app.command()
 def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         workdir: Path = typer.Option(..., "--workdir", help="Directory for every stage's output (round1/, round2/, ...)."),
         rounds: int = typer.Option(RunOptions.rounds, "--rounds", min=1, help="Re-attribute with the fine-tuned model and partition again."),
@@ -214,6 +270,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                                       "clean that no round fine-tunes on; they decide whether a round's model or the "
                                       "input model is handed back (first, do no harm). 0 turns the check off."),
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
+        report: bool = typer.Option(False, "--report", help="Also write WORKDIR/report.html (`denoise report`)."),
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
     """The five stages in order, in rounds; stages whose outputs are up to date are skipped."""
     if not 0 <= ratio < 1:
@@ -224,7 +281,12 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                          seed=seed, holdout=holdout)
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch,
                           log=stderr_log(quiet=as_json), warn=stderr_log())
-    emit(result if as_json else {key: result[key] for key in ("model", "chosen", "seconds")}, as_json, "run")
+    if report:
+        from .report.build import report_of_run
+
+        result["report"] = report_of_run(workdir, workdir / "report.html", data=data, arch=arch, device=device)
+    emit(result if as_json else {key: result[key] for key in ("model", "chosen", "seconds", "report") if key in result},
+         as_json, "run")
 
 
 @app.command()
@@ -247,7 +309,8 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
     log = stderr_log(quiet=as_json)
     with tempfile.TemporaryDirectory(prefix="denoise-demo-") as scratch:
         result = run_demo(workdir or Path(scratch), data=data, arch=arch, kind=kind, rate=rate, epochs=epochs,
-                          seed=seed, noise=noise, device=device, log=log)
+                          seed=seed, noise=noise, device=device, log=log,
+                          report=(workdir or Path.cwd()) / "report.html")
     if as_json:
         print(to_json(result))
         return
@@ -260,6 +323,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
     stdout.print("detection: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a"
                                            for k, v in result["detection"].items()))
     stdout.print(f"the noisy model fits {result['noisy_fit']:.1%} of the noisy training labels")
+    stdout.print(f"report: {result['report']}")
 
 
 @app.command()

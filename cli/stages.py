@@ -259,10 +259,11 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
     if int(clean.sum()) == 0:
         raise InputError(partition_file, "marks no sample as clean (but held-out ones); nothing to fine-tune on")
     started = time.perf_counter()
-    fit(checkpoint.model, samples.inputs[clean], samples.labels[clean], recipe, device=dev, options=options, out=out,
-        resume=resume, description="finetune")
+    losses = fit(checkpoint.model, samples.inputs[clean], samples.labels[clean], recipe, device=dev, options=options,
+                 out=out, resume=resume, description="finetune")
     seconds = time.perf_counter() - started
-    save_checkpoint(out, checkpoint.model, checkpoint.info, provenance("checkpoint", options, inputs))
+    # the per-epoch mean losses of the epochs this call ran (after a resume, the later ones): the report's curve
+    save_checkpoint(out, checkpoint.model, checkpoint.info, provenance("checkpoint", options, inputs, {"losses": losses}))
     finish(out)
     return {"out": str(out), "clean_samples": int(clean.sum()), "epochs": recipe.epochs, "train": recipe.train,
             "shrink": recipe.shrink, "seconds": seconds}
@@ -280,6 +281,7 @@ class FileSteps:
         self.workdir, self.data, self.options = workdir, data, options
         self.noise, self.truth, self.device, self.arch, self.log = noise, truth, device, arch, log
         self.summaries: dict[int, dict] = {}
+        self._clock = time.perf_counter()  # when the last stage ended: stages run one after another
 
     def _folder(self, round: Round) -> Path:
         folder = self.workdir / f"round{round.number}"
@@ -287,6 +289,9 @@ class FileSteps:
         return folder
 
     def _record(self, round: Round, stage: str, summary: dict) -> None:
+        now = time.perf_counter()
+        summary = {**summary, "wall_seconds": now - self._clock}  # the stage's wall time, its loading included
+        self._clock = now
         self.summaries.setdefault(round.number, {"round": round.number})[stage] = summary
         self.log(f"round {round.number}: {stage} {'up to date' if summary.get('skipped') else 'done'}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support, roc_auc_score, roc_curve
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -35,3 +35,23 @@ def detection_metrics(is_noisy: np.ndarray, is_clean: np.ndarray, clean_score: n
     auroc = float(roc_auc_score(is_noisy, -np.asarray(clean_score, dtype=np.float64))) if both else None
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": auroc,
             "flagged": float(flagged.mean())}
+
+
+def detection_curves(is_noisy: np.ndarray, is_clean: np.ndarray, clean_score: np.ndarray) -> dict:
+    """The ROC and precision-recall curves of flagging by ``-clean_score`` and the confusion counts of the
+    split, positive class = noisy. is_noisy, is_clean: (N,) bool; clean_score: (N,) higher = more likely clean.
+
+    Returns ``roc`` ``(false positive rate, true positive rate)`` and ``pr`` ``(recall, precision)``, each a
+    pair of (K,) float64 arrays (None when the truth holds one class only), and ``confusion`` (ints:
+    ``true_positive``, ``false_positive``, ``false_negative``, ``true_negative``).
+    """
+    is_noisy = np.asarray(is_noisy, dtype=bool)
+    flagged = ~np.asarray(is_clean, dtype=bool)
+    confusion = {"true_positive": int((flagged & is_noisy).sum()), "false_positive": int((flagged & ~is_noisy).sum()),
+                 "false_negative": int((~flagged & is_noisy).sum()), "true_negative": int((~flagged & ~is_noisy).sum())}
+    if not 0 < is_noisy.sum() < len(is_noisy):
+        return {"roc": None, "pr": None, "confusion": confusion}
+    noisiness = -np.asarray(clean_score, dtype=np.float64)
+    false_positive, true_positive, _ = roc_curve(is_noisy, noisiness)
+    precision, recall, _ = precision_recall_curve(is_noisy, noisiness)
+    return {"roc": (false_positive, true_positive), "pr": (recall, precision), "confusion": confusion}

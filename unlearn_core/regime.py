@@ -28,6 +28,7 @@ from .partition import DEFAULT_FEATURES, clean_probability, parse_features
 MEMORIZED_FIT = 0.9
 AUTO = "auto"
 REGIMES = MEMORIZED, GENERALIZING = ("memorized", "generalizing")
+DETECTORS = ATTRIBUTION_DETECTOR, LOSS_DETECTOR = ("attribution-mixture", "loss-mixture")
 
 
 def loss_clean_probability(loss: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -72,7 +73,7 @@ def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, featu
     regime, fit = regime_of(scores["predicted"], labels)
     record = {"fit": fit, "regime": regime}
     if kinds is None and regime == GENERALIZING:
-        return loss_clean_probability(scores["loss"], seed), {**record, "detector": "loss-mixture"}
+        return loss_clean_probability(scores["loss"], seed), {**record, "detector": LOSS_DETECTOR}
     prob = clean_probability(scores, labels, per_class=per_class, features=kinds or DEFAULT_FEATURES, dims=dims,
                              seed=seed, orient=orient)
-    return prob, {**record, "detector": "attribution-mixture", "features": ",".join(kinds or DEFAULT_FEATURES)}
+    return prob, {**record, "detector": ATTRIBUTION_DETECTOR, "features": ",".join(kinds or DEFAULT_FEATURES)}

@@ -1,0 +1,232 @@
+"""`denoise issues` and `denoise report`: the suspects CSV and the HTML page, through the command line."""
+
+import base64
+import csv
+import io
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from cli.files.stage_files import load_npz
+from cli.report.build import SECTIONS
+from unlearn_core.suspects import TIED_BELOW, suspect_order, swap_counts
+from conftest import TINY
+
+IMAGES = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def _ok(result):
+    assert result.code == 0, result.err
+    return result
+
+
+def decoded_images(html: str) -> list[Image.Image]:
+    """Every inline PNG of the page, fully decoded (Pillow raises on a broken one)."""
+    images = []
+    for encoded in IMAGES.findall(html):
+        image = Image.open(io.BytesIO(base64.b64decode(encoded, validate=True)))
+        image.load()
+        images.append(image)
+    return images
+
+
+def check_page(html: str, *, speech: bool) -> None:
+    """The page holds every section, no script, and only inline images that decode to a non-empty picture."""
+    for anchor in SECTIONS:
+        assert f'<section id="{anchor}">' in html, f"section {anchor} missing"
+    assert "<script" not in html.lower() and 'src="http' not in html
+    images = decoded_images(html)
+    assert len(images) == html.count("<img "), "an <img> is not an inline PNG"
+    assert len(images) >= 2 * 16 + 5, "galleries or figures missing"  # two galleries, at least five figures
+    assert all(image.width > 0 and image.height > 0 for image in images)
+    assert ("spectrograms" in html) == speech
+
+
+def small_run(denoise, tmp_path, data, epochs):
+    """inject-noise, train, and a two-round `denoise run --report` with the truth; returns the work directory."""
+    noise, model, work = tmp_path / "noise.npz", tmp_path / "noisy.safetensors", tmp_path / "work"
+    _ok(denoise("inject-noise", "--data", data, "--kind", "symmetric", "--rate", 0.3, "--out", noise))
+    _ok(denoise("train", "--data", data, "--noise", noise, "--arch", "mlp", "--epochs", epochs, "--out", model))
+    run = _ok(denoise("run", "--model", model, "--data", data, "--noise", noise, "--truth", noise, "--workdir", work,
+                      "--rounds", 2, "--epochs", 3, "--round-epochs", 3, "--report", "--json")).json
+    assert run["report"] == str(work / "report.html")
+    return work
+
+
+@pytest.mark.slow
+def test_report_of_a_small_image_run(denoise, tmp_path):
+    work = small_run(denoise, tmp_path, f"npz:{TINY}", 60)
+    html = (work / "report.html").read_text()
+    check_page(html, speech=False)
+    assert "two" in html  # the fixture's class names, not label numbers
+    assert "No truth" not in html  # the run's --truth was found in its partition's provenance
+
+
+def fsdd_like(folder, digits=3, speakers=2, takes=14, rate=8000):
+    """Free Spoken Digit-style recordings {digit}_{speaker}_{take}.wav (takes 0-4: the test split): a tone per
+    digit, with noise."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    time = np.arange(rate) / rate
+    for digit in range(digits):
+        for speaker in range(speakers):
+            for take in range(takes):
+                tone = np.sin(2 * np.pi * (300 + 400 * digit + 20 * speaker) * time) * np.exp(-3 * time)
+                soundfile.write(folder / f"{digit}_{'ab'[speaker]}_{take}.wav",
+                                (0.5 * tone + 0.05 * rng.standard_normal(rate)).astype(np.float32), rate)
+    return folder
+
+
+@pytest.mark.slow
+def test_report_of_a_small_speech_run_from_its_workdir_and_from_files(denoise, tmp_path):
+    data = f"fsdd:{fsdd_like(tmp_path / 'recordings')}"
+    work = small_run(denoise, tmp_path, data, 40)
+    out, figures = tmp_path / "again.html", tmp_path / "figures"
+    summary = _ok(denoise("report", "--workdir", work, "--out", out, "--figures-dir", figures, "--json")).json
+    assert summary["sections"] == list(SECTIONS) and summary["suggested_by"].startswith("model ")
+    check_page(out.read_text(), speech=True)
+    assert {p.name for p in figures.iterdir()} >= {"mixture.png", "class-swaps.png", "detection.png", "rounds.png"}
+    last = work / "round2"
+    one_by_one = tmp_path / "files.html"
+    _ok(denoise("report", "--scores", last / "scores.npz", "--partition", last / "partition.npz",
+                "--sensitivity", last / "sensitivity.npz", "--model", last / "pruned.safetensors", "--data", data,
+                "--truth", tmp_path / "noise.npz", "--out", one_by_one))
+    check_page(one_by_one.read_text(), speech=True)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo's work directory (digits, 40 % symmetric noise; the README's setting)."""
+    from cli.demo import demo
+
+    workdir = tmp_path_factory.mktemp("demo")
+    demo(workdir, device="cpu")
+    return workdir
+
+
+def read_csv(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.mark.slow
+def test_demo_writes_its_report(demo_run):
+    check_page((demo_run / "report.html").read_text(), speech=False)
+    assert all((demo_run / "denoise" / f"round{r}" / "evaluate-test.json").is_file() for r in (1, 2, 3))
+
+
+@pytest.mark.slow
+def test_issues_on_the_demo_run(denoise, demo_run):
+    last = demo_run / "denoise" / "round3"
+    split, _ = load_npz(last / "partition.npz", "partition")
+    noise, _ = load_npz(demo_run / "noise.npz", "noise")
+    args = ("issues", "--scores", last / "scores.npz", "--partition", last / "partition.npz", "--data", "digits",
+            "--model", last / "clean.safetensors")
+    rows = read_csv(_ok(denoise(*args)).out)
+    assert len(rows) == int((~split["is_clean"]).sum()) > 0, "one row per flagged sample"
+    assert {row["given_label"] for row in rows} | {row["suggested_label"] for row in rows} <= {str(d) for d in range(10)}
+    index = np.array([int(row["index"]) for row in rows])
+    assert len(set(index)) == len(index) and not split["is_clean"][index].any()
+    assert [row["given_label"] for row in rows] == [str(label) for label in noise["labels"][index]]
+    prob = np.array([float(row["clean_prob"]) for row in rows])
+    loss = np.array([float(row["loss"]) for row in rows])
+    tied = np.round(prob / TIED_BELOW)
+    assert (np.diff(tied) >= 0).all(), "not sorted by clean probability"
+    assert (np.diff(loss)[np.diff(tied) == 0] <= 0).all(), "ties not sorted by loss"
+    mislabeled = noise["is_noisy"][index]
+    suggested = np.array([int(row["suggested_label"]) for row in rows])
+    given = noise["labels"][index]
+    # where the noise file says a flagged label is wrong, the suggestion differs from it (and is mostly the truth)
+    assert (suggested[mislabeled] != given[mislabeled]).mean() > 0.9
+    assert (suggested[mislabeled] == noise["true_labels"][index][mislabeled]).mean() > 0.8
+    every = read_csv(_ok(denoise(*args, "--all")).out)
+    assert len(every) == len(split["index"]) and every[:len(rows)] == rows
+    out = demo_run / "issues.csv"
+    summary = _ok(denoise(*args, "--out", out, "--json")).json
+    assert summary["flagged"] == len(rows) and read_csv(out.read_text()) == rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build, mention", [
+    (lambda d, tmp: ("report", "--workdir", tmp, "--out", tmp / "r.html"), "holds no denoise run"),
+    (lambda d, tmp: ("report", "--scores", d / "denoise/round3/scores.npz", "--partition",
+                     d / "denoise/round2/partition.npz", "--out", tmp / "r.html"), "round2/partition.npz"),
+    (lambda d, tmp: ("issues", "--scores", d / "denoise/round2/scores.npz", "--partition",
+                     d / "denoise/round3/partition.npz"), "round3/partition.npz"),
+    (lambda d, tmp: ("report", "--scores", d / "denoise/round3/scores.npz", "--partition",
+                     d / "denoise/round3/partition.npz", "--sensitivity", d / "finetune-only/round1/partition.npz",
+                     "--out", tmp / "r.html"), "not a sensitivity file"),
+    (lambda d, tmp: ("report", "--scores", d / "denoise/round3/scores.npz", "--partition",
+                     d / "denoise/round3/partition.npz", "--truth", tmp / "other-noise.npz", "--out", tmp / "r.html"),
+     "other-noise.npz"),
+])
+def test_bad_report_input_is_one_line(denoise, demo_run, tmp_path, build, mention):
+    _ok(denoise("inject-noise", "--data", "digits", "--kind", "symmetric", "--rate", 0.4, "--seed", 7,
+                "--out", tmp_path / "other-noise.npz"))
+    result = denoise(*build(demo_run, tmp_path))
+    assert result.code == 2, result.err
+    assert mention in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.html").exists(), "a report was written from bad input"
+
+
+def chromium_check(page, tmp_path):
+    """Render ``page`` (HTML text) in headless Chromium: ``(images, images without a natural size, console lines)``.
+
+    A copy of the page gets a script that, once loaded, records on <body> how many images have no natural size.
+    """
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.skip("chromium not installed (Debian: apt-get install chromium; scripts/test.sh tries to)")
+    probe = ("<script>window.addEventListener('load', () => { const bad = [...document.images].filter(i => "
+             "!(i.naturalWidth > 0 && i.naturalHeight > 0)).length; "
+             "document.body.setAttribute('data-images', document.images.length + ':' + bad); });</script>")
+    copy = tmp_path / "probe.html"
+    copy.write_text(page.replace("</body>", probe + "</body>"))
+    done = subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                           "--virtual-time-budget=5000", "--dump-dom", copy.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-images="(\d+):(\d+)"', done.stdout)
+    assert found, f"chromium did not render the page: {done.stderr[-500:]}"
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    return int(found[1]), int(found[2]), console
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(demo_run, tmp_path):
+    html = (demo_run / "report.html").read_text()
+    images, broken, console = chromium_check(html, tmp_path)
+    assert images == html.count("<img ") > 0 and broken == 0 and console == []
+    # the check itself sees a broken image and a console error
+    bad = html.replace("</body>", '<img src="data:image/png;base64,AAAA"><script>console.error("x")</script></body>')
+    images, broken, console = chromium_check(bad, tmp_path)
+    assert broken == 1 and len(console) == 1
+
+
+def test_suspects_rank_and_swaps():
+    prob = np.array([0.9, 1e-300, 1e-9, 0.2, 0.2])
+    loss = np.array([0.1, 0.5, 2.0, 1.0, 3.0])
+    # 1e-300 and 1e-9 are tied below TIED_BELOW: the larger loss comes first; 0.2 and 0.2 likewise
+    assert suspect_order(prob, loss).tolist() == [2, 1, 4, 3, 0]
+    counts = swap_counts(np.array([0, 0, 1, 2]), np.array([1, 1, 1, 0]), 3)
+    assert counts.tolist() == [[0, 2, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def test_issues_names_classes_and_refuses_a_model_without_data(denoise, tmp_path):
+    data, noise, model = f"npz:{TINY}", tmp_path / "noise.npz", tmp_path / "m.safetensors"
+    _ok(denoise("inject-noise", "--data", data, "--kind", "symmetric", "--rate", 0.3, "--out", noise))
+    _ok(denoise("train", "--data", data, "--noise", noise, "--arch", "mlp", "--epochs", 20, "--out", model))
+    _ok(denoise("attribute", "--model", model, "--data", data, "--noise", noise, "--out", tmp_path / "s.npz"))
+    split = _ok(denoise("partition", "--scores", tmp_path / "s.npz", "--out", tmp_path / "p.npz", "--json")).json
+    args = ("issues", "--scores", tmp_path / "s.npz", "--partition", tmp_path / "p.npz")
+    named = read_csv(_ok(denoise(*args, "--data", data)).out)
+    assert len(named) == split["flagged_noisy"] > 0
+    assert {row["given_label"] for row in named} <= {"zero", "one", "two"}
+    numbered = read_csv(_ok(denoise(*args)).out)  # without --data: label numbers, the scores' predictions
+    assert [row["index"] for row in numbered] == [row["index"] for row in named]
+    assert {row["given_label"] for row in numbered} <= {"0", "1", "2"}
+    refused = denoise(*args, "--model", model)
+    assert refused.code == 1 and "--model needs --data" in refused.err

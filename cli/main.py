@@ -15,11 +15,12 @@ from rich.table import Table
 from unlearn_core.rounds import RunOptions
 from unlearn_core.training import Recipe
 
-from . import model_commands, stages
+from . import distributed, model_commands, stages
 from .bench.perf import perf_command
 from .bench.quality import quality_command
 from .data import spec_help
 from .data.noise import inject_noise as inject_noise_file
+from .files.shards import merge as merge_shards
 from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
 from .output import emit, stderr_log, stdout, to_json
@@ -108,11 +109,21 @@ def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noi
               split: str = typer.Option("train", "--split"), out: Path = typer.Option(..., "--out"),
               batch_size: int = BatchSize, device: str = Device, arch: Optional[str] = Arch,
               dtype: str = typer.Option("float32", "--dtype", help="Storage of the attributions: float32 or float16."),
-              precision: str = Precision, as_json: bool = Json) -> None:
+              precision: str = Precision,
+              shard: Optional[str] = typer.Option(None, "--shard", help="i/n: score only shard i (0-based) of n, "
+                                                  "the samples i, i+n, ...; join the shards with `denoise merge`."),
+              as_json: bool = Json) -> None:
     """Per-sample gradient x activation at a layer, with loss, margin and confidence: scores.npz."""
     emit(stages.attribute(model, data, out, noise=noise, layer=layer, target=target, split=split,
-                          batch_size=batch_size, device=device, arch=arch, dtype=dtype, precision=precision),
-         as_json, "attribute")
+                          batch_size=batch_size, device=device, arch=arch, dtype=dtype, precision=precision,
+                          shard=shard), as_json, "attribute")
+
+
+@app.command()
+def merge(files: list[Path] = typer.Argument(..., help="Shard files from `attribute --shard i/n`, one per shard."),
+          out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
+    """Join the shards of a scores file into the file one process writes (every sample exactly once)."""
+    emit(merge_shards(files, out), as_json, "merge")
 
 
 @app.command()
@@ -302,6 +313,7 @@ bench_app.command("quality")(quality_command)
 
 def main() -> None:
     """Console entry point: one-line errors and documented exit codes (see cli.errors)."""
+    distributed.quiet_other_ranks()
     try:
         app(standalone_mode=False)
     except typer.Exit as exc:
@@ -317,6 +329,8 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # the last line of defence: one line, not a traceback
         _fail(exc, EXIT_RUNTIME, prefix=f"{type(exc).__name__}: ")
+    finally:
+        distributed.leave()
 
 
 def _fail(exc: Exception, code: int, prefix: str = "") -> None:

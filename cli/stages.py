@@ -8,7 +8,7 @@ lets ``unlearn_core.rounds`` walk them as ``denoise run``. Every output records 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +25,17 @@ from unlearn_core.rounds import Round
 from unlearn_core.selection import held_out_correct as count_held_out
 from unlearn_core.selection import holdout_mask
 from unlearn_core.sensitivity import layer_moments
+from unlearn_core.shards import parse_shard, shard_rows
 from unlearn_core.training import Recipe
 
 from .data.samples import Samples, load_samples
 from .device import resolve_device
+from .distributed import join
 from .errors import InputError, UsageError, usage_errors
 from .files.checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint
 from .files.paths import file_sha256
 from .files.provenance import is_current, provenance, skipped
+from .files.shards import merge, rank_path, shard_meta
 from .files.stage_files import SCHEMAS, check_same_samples, load_npz, save_npz
 from .files.streaming import NpzStream
 from .fit import finish, fit
@@ -53,10 +56,13 @@ def _layer(model, spec: str | None, source: str) -> str:
 
 def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, layer: str | None = None,
               target: str = "label", split: str = "train", batch_size: int = 256, device: str = "auto",
-              arch: str | None = None, dtype: str = "float32", precision: str = "fp32", reuse: bool = False) -> dict:
+              arch: str | None = None, dtype: str = "float32", precision: str = "fp32", shard: str | None = None,
+              reuse: bool = False) -> dict:
     """Per-sample gradient x activation at a layer, plus loss, margin, confidence and predicted class.
 
     dtype: float32 or float16 storage of the attributions. precision: fp32, or bf16/fp16 autocast.
+    shard: ``"i/n"``: score only shard i of n (``unlearn_core.shards``) into a shard file for ``denoise merge``.
+    Under torchrun each rank scores its own shard and rank 0 merges them into ``out``.
     reuse: return without work if ``out`` was already made with the same options and inputs.
     """
     if dtype not in SCORE_DTYPES:
@@ -64,22 +70,49 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
     with usage_errors():
         check_target(target)
         check_precision(precision)
+        number, count = parse_shard(shard) if shard else (0, 1)
     options = {"data": data, "split": split, "layer": layer, "target": target, "dtype": dtype, "precision": precision}
     inputs = {"model": model, "noise": noise}
     if reuse and is_current(out, "scores", options, inputs):
         return skipped(out)
     dev = resolve_device(device)
+    ranks = join(dev)
+    if shard and ranks.world > 1:
+        raise UsageError("--shard is for one process per shard; under torchrun every rank scores its own shard")
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, split, checkpoint.info, noise)
     resolved = _layer(checkpoint.model, layer, str(model))
+    meta, written, total = provenance("scores", options, inputs, {"layer": resolved}), out, len(samples.labels)
+    if ranks.world > 1:
+        number, count, written = ranks.rank, ranks.world, rank_path(out, ranks.rank, ranks.world)
+    if count > total:
+        raise UsageError(f"{count} shards of {total} samples: every shard needs at least one sample")
+    if count > 1:
+        rows = shard_rows(total, number, count)
+        picked = torch.as_tensor(rows)
+        samples = replace(samples, inputs=samples.inputs[picked], labels=samples.labels[picked],
+                          index=samples.index[rows], is_noisy=None)
     started = time.perf_counter()
-    with NpzStream(out, len(samples.labels)) as stream:
+    with NpzStream(written, len(samples.labels)) as stream:
         units = stream_scores(checkpoint.model, samples, resolved, target, batch_size, dev, stream, dtype=dtype,
                               precision=precision)
         stream.finish({"label": samples.labels.numpy(), "index": samples.index},
-                      provenance("scores", options, inputs, {"layer": resolved}))
+                      shard_meta(meta, number, count, total) if count > 1 else {**meta, "world_size": 1})
+    if ranks.world > 1:
+        ranks.log(f"attribute scored {len(samples.labels)} of {total} samples")
+        ranks.barrier()
+        ranks.main_writes(lambda: _merge_ranks(out, ranks.world))
     seconds = time.perf_counter() - started
-    return {"out": str(out), "layer": resolved, "samples": len(samples.labels), "units": units, "seconds": seconds}
+    return {"out": str(out), "layer": resolved, "samples": total if shard is None else len(samples.labels),
+            "units": units, "world_size": ranks.world, "seconds": seconds}
+
+
+def _merge_ranks(out: Path, world: int) -> None:
+    """Rank 0: merge the ranks' shard files of ``out`` into it, then remove them."""
+    parts = [rank_path(out, rank, world) for rank in range(world)]
+    merge(parts, out)
+    for part in parts:
+        part.unlink()
 
 
 def stream_scores(model, samples: Samples, layer: str, target: str, batch_size: int, device, stream: NpzStream, *,
@@ -185,7 +218,10 @@ def _with_partition(model: Path, data: str, partition_file: Path, noise: Path | 
 def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, noise: Path | None = None,
                 layer: str | None = None, batch_size: int = 256, device: str = "auto", arch: str | None = None,
                 precision: str = "fp32", reuse: bool = False) -> dict:
-    """Regress the partition's noisy indicator on a layer's standardized units; writes coefficients and ranks."""
+    """Regress the partition's noisy indicator on a layer's standardized units; writes coefficients and ranks.
+
+    Under torchrun each rank gathers the moments of its own shard and the ranks sum them (``UnitMoments.summed``).
+    """
     with usage_errors():
         check_precision(precision)
     options = {"data": data, "layer": layer, "precision": precision}
@@ -194,11 +230,22 @@ def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, nois
         return skipped(out)
     dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
     resolved = _layer(checkpoint.model, layer, str(model))
-    with progress("activations", len(samples.labels)) as advance:
-        moments = layer_moments(checkpoint.model, samples.inputs, ~flags["is_clean"], resolved, batch_size=batch_size,
+    ranks = join(dev)
+    shard_inputs, is_noisy = samples.inputs, ~flags["is_clean"]
+    if ranks.world > 1:
+        if ranks.world > len(is_noisy):
+            raise UsageError(f"{ranks.world} ranks for {len(is_noisy)} samples: every rank needs at least one")
+        rows = ranks.rows(len(is_noisy))
+        shard_inputs, is_noisy = shard_inputs[torch.as_tensor(rows)], is_noisy[rows]
+    with progress("activations", len(is_noisy)) as advance:
+        moments = layer_moments(checkpoint.model, shard_inputs, is_noisy, resolved, batch_size=batch_size,
                                 device=dev, precision=precision, on_batch=advance)
+    if ranks.world > 1:
+        ranks.log(f"sensitivity took the moments of {len(is_noisy)} of {len(samples.labels)} samples")
+        moments = moments.summed(ranks.sum)
     result = moments.solve()
-    save_npz(out, result, provenance("sensitivity", options, inputs, {"layer": resolved}))
+    meta = {**provenance("sensitivity", options, inputs, {"layer": resolved}), "world_size": ranks.world}
+    ranks.main_writes(lambda: save_npz(out, result, meta))
     return {"out": str(out), "layer": resolved, "units": len(result["coefficient"]), "r2": float(result["r2"]),
             "toward_noisy": int((result["coefficient"] > 0).sum())}
 
@@ -260,8 +307,8 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
     fit(checkpoint.model, samples.inputs[clean], samples.labels[clean], recipe, device=dev, options=options, out=out,
         resume=resume, description="finetune")
     seconds = time.perf_counter() - started
-    save_checkpoint(out, checkpoint.model, checkpoint.info, provenance("checkpoint", options, inputs))
-    finish(out)
+    meta = provenance("checkpoint", options, inputs)
+    finish(out, dev, lambda: save_checkpoint(out, checkpoint.model, checkpoint.info, meta))
     return {"out": str(out), "clean_samples": int(clean.sum()), "epochs": recipe.epochs, "train": recipe.train,
             "shrink": recipe.shrink, "seconds": seconds}
 

@@ -50,6 +50,30 @@ class UnitMoments:
         self.n += m
         return self
 
+    def summed(self, sum_across: Callable[[np.ndarray], np.ndarray]) -> "UnitMoments":
+        """The moments of every process's samples together, from this process's moments and ``sum_across``
+        (an all-reduce: the elementwise sum of a float64 array over the processes; identity in one process).
+
+        Two sums of sufficient statistics, exact like ``update``'s merge: the counts and sums give the
+        overall means; then each process's co-moments about those means add up. Every process must hold
+        at least one sample (the arrays summed must have the same length everywhere).
+        """
+        if self.n == 0:
+            raise ValueError("a process with no samples cannot join the sum")
+        units = len(self.mean_x)
+        totals = sum_across(np.concatenate([[self.n, self.n * self.mean_y], self.n * self.mean_x]))
+        n = int(round(totals[0]))
+        mean_y, mean_x = totals[1] / n, totals[2:] / n
+        dx, dy = self.mean_x - mean_x, self.mean_y - mean_y
+        local = np.concatenate([[self.syy + self.n * dy * dy], self.cxy + self.n * dx * dy,
+                                (self.cxx + self.n * np.outer(dx, dx)).ravel()])
+        comoments = sum_across(local)
+        merged = UnitMoments()
+        merged.n, merged.mean_x, merged.mean_y = n, mean_x, mean_y
+        merged.syy, merged.cxy = float(comoments[0]), comoments[1:units + 1]
+        merged.cxx = comoments[units + 1:].reshape(units, units)
+        return merged
+
     def solve(self, ridge: float = 1e-3) -> dict[str, np.ndarray]:
         """The regression of ``unit_sensitivity`` from the moments gathered so far."""
         if self.n == 0:

@@ -42,7 +42,9 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     ranks = join(resolve_device(device))
     if not ranks.main:  # rank 0 reports for all
         log = warn = lambda _line: None
-    steps = RankSteps(ranks, workdir, data, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
+    steps = FileSteps(workdir, data, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
+    if ranks.world > 1:
+        steps = RankSteps(ranks, steps)
     started = time.perf_counter()
     with read_once():  # every stage of every round reads the same train split: from disk once
         outcome = run_rounds(steps, options, model)
@@ -61,14 +63,17 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     return result
 
 
-class RankSteps(FileSteps):
-    """``FileSteps`` where the single-process steps (partition, hold-out, prune) run on rank 0 while the other
-    ranks wait at a barrier; they then make the same call, which finds rank 0's output current and reuses it.
+class RankSteps:
+    """``FileSteps`` under torchrun: the single-process steps (partition, hold-out, prune) run on rank 0 while
+    the other ranks wait at a barrier; they then make the same call, which finds rank 0's output current and
+    reuses it. Every other step (distributed itself, or read-only) goes to ``steps`` on every rank.
     """
 
-    def __init__(self, ranks: Ranks, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ranks = ranks
+    def __init__(self, ranks: Ranks, steps: FileSteps):
+        self.ranks, self.steps = ranks, steps
+
+    def __getattr__(self, name: str):
+        return getattr(self.steps, name)
 
     def _main_first(self, step, *args):
         if self.ranks.main:
@@ -77,10 +82,10 @@ class RankSteps(FileSteps):
         return out if self.ranks.main else step(*args)
 
     def partition(self, scores, round):
-        return self._main_first(super().partition, scores, round)
+        return self._main_first(self.steps.partition, scores, round)
 
     def hold_out(self, partition_file, round):
-        return self._main_first(super().hold_out, partition_file, round)
+        return self._main_first(self.steps.hold_out, partition_file, round)
 
     def prune(self, model, sensitivity_file, round):
-        return self._main_first(super().prune, model, sensitivity_file, round)
+        return self._main_first(self.steps.prune, model, sensitivity_file, round)

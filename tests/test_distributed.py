@@ -278,20 +278,19 @@ def test_a_two_rank_finetune_killed_mid_epoch_resumes_on_one_rank(denoise, tmp_p
     out, uninterrupted = tmp_path / "clean.safetensors", tmp_path / "uninterrupted.safetensors"
     state = Path(f"{out}.resume.safetensors")
     args = ["finetune", "--model", trained["model"], "--data", ODD, "--noise", trained["noise"],
-            "--partition", trained["partition"], "--epochs", 200, "--batch-size", 4, "--json"]
+            "--partition", trained["partition"], "--epochs", 60, "--batch-size", 4, "--json"]
     run = subprocess.Popen(_command(*args, "--out", out), cwd=ROOT, env=_environment(), start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not state.exists() and run.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.1)  # into a later epoch
+    while not state.exists() and run.poll() is None:  # kill as soon as epoch 1 is saved: mid-run, in epoch 2 or so
+        time.sleep(0.01)
     os.killpg(run.pid, signal.SIGKILL)  # the launcher and both ranks
     run.wait()
     with safe_open(str(state), framework="pt") as handle:
         epochs_done = json.loads(handle.metadata()["denoise-resume"])["epoch"]
-    assert not out.exists() and 1 <= epochs_done < 200
+    assert not out.exists() and 1 <= epochs_done < 60
     _launch(*args, "--out", out, "--resume", ranks=0)
     _ok(denoise(*args, "--out", uninterrupted))
-    _close(uninterrupted, out)
+    _close(uninterrupted, out)  # (60 epochs: over hundreds more, Adam amplifies the reordered sums past 1e-4)
     assert not state.exists()
 
 

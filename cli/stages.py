@@ -35,7 +35,7 @@ from .errors import InputError, UsageError, usage_errors
 from .files.checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint
 from .files.paths import file_sha256
 from .files.provenance import is_current, provenance, skipped
-from .files.shards import merge, rank_path, shard_meta
+from .files.shards import merge_ranks, rank_path, shard_meta
 from .files.stage_files import SCHEMAS, check_same_samples, load_npz, save_npz
 from .files.streaming import NpzStream
 from .fit import finish, fit
@@ -101,18 +101,10 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
     if ranks.world > 1:
         ranks.log(f"attribute scored {len(samples.labels)} of {total} samples")
         ranks.barrier()
-        ranks.main_writes(lambda: _merge_ranks(out, ranks.world))
+        ranks.main_writes(lambda: merge_ranks(out, ranks.world))
     seconds = time.perf_counter() - started
     return {"out": str(out), "layer": resolved, "samples": total if shard is None else len(samples.labels),
             "units": units, "world_size": ranks.world, "seconds": seconds}
-
-
-def _merge_ranks(out: Path, world: int) -> None:
-    """Rank 0: merge the ranks' shard files of ``out`` into it, then remove them."""
-    parts = [rank_path(out, rank, world) for rank in range(world)]
-    merge(parts, out)
-    for part in parts:
-        part.unlink()
 
 
 def stream_scores(model, samples: Samples, layer: str, target: str, batch_size: int, device, stream: NpzStream, *,

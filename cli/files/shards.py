@@ -35,6 +35,14 @@ def rank_path(out: Path, rank: int, world: int) -> Path:
     return out.with_name(f".{out.name}.rank{rank}-of-{world}.npz")
 
 
+def merge_ranks(out: Path, world: int) -> None:
+    """Merge the shard files the ``world`` ranks wrote of ``out`` (``rank_path``) into it, then remove them."""
+    parts = [rank_path(out, rank, world) for rank in range(world)]
+    merge(parts, out)
+    for part in parts:
+        part.unlink()
+
+
 def _same_making(path: Path, meta: dict, first: Path, first_meta: dict) -> None:
     """InputError naming ``path`` unless it was made like ``first``: same options, input files and shard count."""
     for name, entry in first_meta["inputs"].items():

@@ -21,6 +21,8 @@ import torch.distributed as dist
 
 from unlearn_core.shards import shard_rows
 
+from .errors import UsageError
+
 
 def _env(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
@@ -41,6 +43,16 @@ class Ranks:
     def rows(self, samples: int) -> np.ndarray:
         """The sample positions this rank works on (``shards.shard_rows``)."""
         return shard_rows(samples, self.rank, self.world)
+
+    def part(self, requested: tuple[int, int] | None, samples: int) -> tuple[int, int]:
+        """``(number, count)``: the shard of ``samples`` samples this process works on, the ``requested`` one
+        (``--shard``) or its rank's (0 of 1 alone); UsageError for both, or for a shard left without samples."""
+        if requested and self.world > 1:
+            raise UsageError("--shard is for one process per shard; under torchrun every rank works on its own")
+        number, count = requested or (self.rank, self.world)
+        if count > samples:
+            raise UsageError(f"{count} shards of {samples} samples: every shard needs at least one sample")
+        return number, count
 
     def barrier(self) -> None:
         """Wait until every rank gets here."""

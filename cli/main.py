@@ -120,9 +120,10 @@ def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noi
 
 
 @app.command()
-def merge(files: list[Path] = typer.Argument(..., help="Shard files from `attribute --shard i/n`, one per shard."),
+def merge(files: list[Path] = typer.Argument(..., help="Shard files from `attribute` or `sensitivity --shard i/n`, "
+                                                      "one per shard."),
           out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
-    """Join the shards of a scores file into the file one process writes (every sample exactly once)."""
+    """Join the shards of a scores or sensitivity file into the file one process writes."""
     emit(merge_shards(files, out), as_json, "merge")
 
 
@@ -149,10 +150,12 @@ def sensitivity(model: Path = Model, data: str = Data, noise: Optional[Path] = N
                 partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
                 layer: Optional[str] = Layer, out: Path = typer.Option(..., "--out"), batch_size: int = BatchSize,
                 device: str = Device, arch: Optional[str] = Arch, precision: str = Precision,
+                shard: Optional[str] = typer.Option(None, "--shard", help="i/n: only the moments of shard i "
+                                                    "(0-based) of n; sum the shards with `denoise merge`."),
                 as_json: bool = Json) -> None:
     """Regress the noisy indicator on a layer's standardized units: sensitivity.npz."""
     emit(stages.sensitivity(model, data, partition_file, out, noise=noise, layer=layer, batch_size=batch_size,
-                            device=device, arch=arch, precision=precision), as_json, "sensitivity")
+                            device=device, arch=arch, precision=precision, shard=shard), as_json, "sensitivity")
 
 
 @app.command()

@@ -70,23 +70,19 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
     with usage_errors():
         check_target(target)
         check_precision(precision)
-        number, count = parse_shard(shard) if shard else (0, 1)
+        requested = parse_shard(shard) if shard else None
     options = {"data": data, "split": split, "layer": layer, "target": target, "dtype": dtype, "precision": precision}
     inputs = {"model": model, "noise": noise}
     if reuse and is_current(out, "scores", options, inputs):
         return skipped(out)
     dev = resolve_device(device)
     ranks = join(dev)
-    if shard and ranks.world > 1:
-        raise UsageError("--shard is for one process per shard; under torchrun every rank scores its own shard")
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, split, checkpoint.info, noise)
     resolved = _layer(checkpoint.model, layer, str(model))
-    meta, written, total = provenance("scores", options, inputs, {"layer": resolved}), out, len(samples.labels)
-    if ranks.world > 1:
-        number, count, written = ranks.rank, ranks.world, rank_path(out, ranks.rank, ranks.world)
-    if count > total:
-        raise UsageError(f"{count} shards of {total} samples: every shard needs at least one sample")
+    meta, total = provenance("scores", options, inputs, {"layer": resolved}), len(samples.labels)
+    number, count = ranks.part(requested, total)
+    written = rank_path(out, ranks.rank, ranks.world) if ranks.world > 1 else out
     if count > 1:
         rows = shard_rows(total, number, count)
         picked = torch.as_tensor(rows)
@@ -209,35 +205,37 @@ def _with_partition(model: Path, data: str, partition_file: Path, noise: Path | 
 
 def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, noise: Path | None = None,
                 layer: str | None = None, batch_size: int = 256, device: str = "auto", arch: str | None = None,
-                precision: str = "fp32", reuse: bool = False) -> dict:
+                precision: str = "fp32", shard: str | None = None, reuse: bool = False) -> dict:
     """Regress the partition's noisy indicator on a layer's standardized units; writes coefficients and ranks.
 
-    Under torchrun each rank gathers the moments of its own shard and the ranks sum them (``UnitMoments.summed``).
+    shard: ``"i/n"``: only the moments of shard i of n, into a shard file that ``denoise merge`` sums. Under
+    torchrun each rank gathers the moments of its own shard and the ranks sum them (``UnitMoments.summed``).
     """
     with usage_errors():
         check_precision(precision)
+        requested = parse_shard(shard) if shard else None
     options = {"data": data, "layer": layer, "precision": precision}
     inputs = {"model": model, "partition": partition_file, "noise": noise}
     if reuse and is_current(out, "sensitivity", options, inputs):
         return skipped(out)
     dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
     resolved = _layer(checkpoint.model, layer, str(model))
-    ranks = join(dev)
-    shard_inputs, is_noisy = samples.inputs, ~flags["is_clean"]
+    ranks, total = join(dev), len(samples.labels)
+    number, count = ranks.part(requested, total)
+    rows = shard_rows(total, number, count)
+    shard_inputs = samples.inputs[torch.as_tensor(rows)] if count > 1 else samples.inputs
+    with progress("activations", len(rows)) as advance:
+        moments = layer_moments(checkpoint.model, shard_inputs, (~flags["is_clean"])[rows], resolved,
+                                batch_size=batch_size, device=dev, precision=precision, on_batch=advance)
+    meta = provenance("sensitivity", options, inputs, {"layer": resolved})
+    if requested and count > 1:  # an array job's part: its moments, which `denoise merge` sums
+        save_npz(out, moments.arrays(), shard_meta(meta, number, count, total))
+        return {"out": str(out), "layer": resolved, "samples": len(rows), "shard": shard}
     if ranks.world > 1:
-        if ranks.world > len(is_noisy):
-            raise UsageError(f"{ranks.world} ranks for {len(is_noisy)} samples: every rank needs at least one")
-        rows = ranks.rows(len(is_noisy))
-        shard_inputs, is_noisy = shard_inputs[torch.as_tensor(rows)], is_noisy[rows]
-    with progress("activations", len(is_noisy)) as advance:
-        moments = layer_moments(checkpoint.model, shard_inputs, is_noisy, resolved, batch_size=batch_size,
-                                device=dev, precision=precision, on_batch=advance)
-    if ranks.world > 1:
-        ranks.log(f"sensitivity took the moments of {len(is_noisy)} of {len(samples.labels)} samples")
+        ranks.log(f"sensitivity took the moments of {len(rows)} of {total} samples")
         moments = moments.summed(ranks.sum)
     result = moments.solve()
-    meta = {**provenance("sensitivity", options, inputs, {"layer": resolved}), "world_size": ranks.world}
-    ranks.main_writes(lambda: save_npz(out, result, meta))
+    ranks.main_writes(lambda: save_npz(out, result, {**meta, "world_size": ranks.world}))
     return {"out": str(out), "layer": resolved, "units": len(result["coefficient"]), "r2": float(result["r2"]),
             "toward_noisy": int((result["coefficient"] > 0).sum())}
 

@@ -176,6 +176,29 @@ def test_shards_merged_in_any_order_are_the_single_process_file(denoise, tmp_pat
         assert np.array_equal(got["is_clean"], want["is_clean"])
 
 
+def test_sensitivity_shards_merged_are_the_single_process_file(denoise, tmp_path, trained):
+    args = ["sensitivity", "--model", trained["model"], "--data", ODD, "--noise", trained["noise"],
+            "--partition", trained["partition"], "--layer", "features.1", "--json"]
+    _ok(denoise(*args, "--out", tmp_path / "single.npz"))
+    files = [tmp_path / f"moments-{number}.npz" for number in range(2)]
+    assert [_ok(denoise(*args, "--shard", f"{number}/2", "--out", files[number]))["samples"] for number in range(2)
+            ] == [38, 37]
+    _ok(denoise("merge", files[1], files[0], "--out", tmp_path / "merged.npz", "--json"))
+    with np.load(tmp_path / "merged.npz") as got, np.load(tmp_path / "single.npz") as want:
+        assert got.files == want.files and json.loads(str(got["meta"]))["world_size"] == 2
+        for name in ("coefficient", "r2", "mean", "std"):
+            assert np.abs(got[name] - want[name]).max() < 1e-9, name
+        assert np.array_equal(got["rank"], want["rank"])
+    lost = denoise("merge", files[1], "--out", tmp_path / "lost.npz")
+    assert lost.code == 2 and "shard 0/2: is missing" in lost.err
+    scores = _shards(denoise, tmp_path, trained, 2)
+    mixed = denoise("merge", files[0], scores[1], "--out", tmp_path / "mixed.npz")
+    assert mixed.code == 2 and f"{scores[1]}: is a scores-shard file, not a sensitivity-shard file" in mixed.err
+    unmerged = denoise("prune", "--model", trained["model"], "--sensitivity", files[0], "--count", 2,
+                       "--out", tmp_path / "pruned.safetensors")
+    assert unmerged.code == 2 and "is a sensitivity-shard file, not a sensitivity file" in unmerged.err
+
+
 def test_merge_names_a_missing_repeated_or_foreign_shard(denoise, tmp_path, trained):
     files = _shards(denoise, tmp_path, trained, 3)
     out = tmp_path / "merged.npz"

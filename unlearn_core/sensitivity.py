@@ -58,21 +58,52 @@ class UnitMoments:
         overall means; then each process's co-moments about those means add up. Every process must hold
         at least one sample (the arrays summed must have the same length everywhere).
         """
+        totals = sum_across(self._totals())
+        return UnitMoments._from_sums(totals, sum_across(self._comoments_about(totals)))
+
+    @staticmethod
+    def combined(parts: list["UnitMoments"]) -> "UnitMoments":
+        """The moments of the samples of every part together (``summed`` over a list instead of processes)."""
+        totals = sum(part._totals() for part in parts)
+        return UnitMoments._from_sums(totals, sum(part._comoments_about(totals) for part in parts))
+
+    def _totals(self) -> np.ndarray:
+        """(2 + U,) float64: count, sum of the indicator, sums of the units."""
         if self.n == 0:
-            raise ValueError("a process with no samples cannot join the sum")
-        units = len(self.mean_x)
-        totals = sum_across(np.concatenate([[self.n, self.n * self.mean_y], self.n * self.mean_x]))
-        n = int(round(totals[0]))
-        mean_y, mean_x = totals[1] / n, totals[2:] / n
+            raise ValueError("a part with no samples cannot join the sum")
+        return np.concatenate([[self.n, self.n * self.mean_y], self.n * self.mean_x])
+
+    def _comoments_about(self, totals: np.ndarray) -> np.ndarray:
+        """(1 + U + U*U,) float64: this part's co-moments about the overall means that ``totals`` give."""
+        mean_y, mean_x = totals[1] / totals[0], totals[2:] / totals[0]
         dx, dy = self.mean_x - mean_x, self.mean_y - mean_y
-        local = np.concatenate([[self.syy + self.n * dy * dy], self.cxy + self.n * dx * dy,
-                                (self.cxx + self.n * np.outer(dx, dx)).ravel()])
-        comoments = sum_across(local)
+        return np.concatenate([[self.syy + self.n * dy * dy], self.cxy + self.n * dx * dy,
+                               (self.cxx + self.n * np.outer(dx, dx)).ravel()])
+
+    @staticmethod
+    def _from_sums(totals: np.ndarray, comoments: np.ndarray) -> "UnitMoments":
+        units = len(totals) - 2
         merged = UnitMoments()
-        merged.n, merged.mean_x, merged.mean_y = n, mean_x, mean_y
+        merged.n = int(round(totals[0]))
+        merged.mean_y, merged.mean_x = totals[1] / merged.n, totals[2:] / merged.n
         merged.syy, merged.cxy = float(comoments[0]), comoments[1:units + 1]
         merged.cxx = comoments[units + 1:].reshape(units, units)
         return merged
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The moments as arrays (``n``, ``mean_y``, ``syy`` 0-d; ``mean_x``, ``cxy`` (U,); ``cxx`` (U, U)), to
+        store a part and combine it later (``from_arrays``)."""
+        return {"n": np.int64(self.n), "mean_y": np.float64(self.mean_y), "syy": np.float64(self.syy),
+                "mean_x": self.mean_x, "cxy": self.cxy, "cxx": self.cxx}
+
+    @staticmethod
+    def from_arrays(arrays: dict) -> "UnitMoments":
+        """The moments that ``arrays`` wrote."""
+        moments = UnitMoments()
+        moments.n, moments.mean_y, moments.syy = int(arrays["n"]), float(arrays["mean_y"]), float(arrays["syy"])
+        moments.mean_x, moments.cxy, moments.cxx = (np.asarray(arrays[k], dtype=np.float64)
+                                                    for k in ("mean_x", "cxy", "cxx"))
+        return moments
 
     def solve(self, ridge: float = 1e-3) -> dict[str, np.ndarray]:
         """The regression of ``unit_sensitivity`` from the moments gathered so far."""

@@ -1,11 +1,12 @@
-"""Score files written in shards (``attribute --shard i/n``, or one per rank under torchrun) and ``merge``, which
-joins them into the file a single process writes.
+"""Stage files written in shards (``attribute``/``sensitivity --shard i/n``, or one per rank under torchrun) and
+``merge``, which joins them into the file a single process writes.
 
-A shard file is a scores file of kind ``scores-shard`` (so no later stage takes it for the whole) holding the
-rows of the sample indices its shard owns, with ``meta["shard"] = {"number", "count", "samples"}``. ``merge``
-checks that the shards were made by the same command from the same model and data (options and input
-hashes), that no shard is given twice, and that together they hold every sample index exactly once; it
-writes the rows in index order a block at a time, so no (N, U) array is held whole.
+A shard file is of kind ``scores-shard`` (the rows of the sample indices its shard owns) or
+``sensitivity-shard`` (the ``UnitMoments`` of its samples), so no later stage takes it for the whole, with
+``meta["shard"] = {"number", "count", "samples"}``. ``merge`` checks that the shards were made by the same
+command from the same model and data (options and input hashes) and that no shard is given twice or missing;
+for scores also that together they hold every sample index exactly once, and it writes the rows in index
+order a block at a time, so no (N, U) array is held whole. Sensitivity shards' moments are summed and solved.
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
+from unlearn_core.sensitivity import UnitMoments
 from unlearn_core.shards import CoverageError, missing, owners
 
 from ..errors import InputError, UsageError
-from .stage_files import SCHEMAS, load_npz
+from .paths import check_input_path
+from .stage_files import SCHEMAS, load_npz, read_meta, read_npz_arrays, save_npz
 from .streaming import NpzStream
 
-SHARD_KIND = "scores-shard"
-SCHEMAS[SHARD_KIND] = SCHEMAS["scores"]
+SCHEMAS["scores-shard"] = SCHEMAS["scores"]
+SCHEMAS["sensitivity-shard"] = {"n": (0, "iu"), "mean_y": (0, "f"), "syy": (0, "f"), "mean_x": (1, "f"),
+                                "cxy": (1, "f"), "cxx": (2, "f")}  # UnitMoments.arrays
 WHOLE_ARRAYS = ("label", "index")  # written by ``NpzStream.finish``, as a single process does; the rest stream
 
 
 def shard_meta(meta: dict, number: int, count: int, samples: int) -> dict:
-    """The ``meta`` of shard ``number`` of ``count`` of a scores file over ``samples`` samples."""
-    return {**meta, "kind": SHARD_KIND, "shard": {"number": number, "count": count, "samples": samples}}
+    """The ``meta`` of shard ``number`` of ``count`` of a stage file (``meta``'s kind) over ``samples`` samples."""
+    return {**meta, "kind": f"{meta['kind']}-shard", "shard": {"number": number, "count": count, "samples": samples}}
 
 
 def rank_path(out: Path, rank: int, world: int) -> Path:
@@ -58,10 +62,15 @@ def _same_making(path: Path, meta: dict, first: Path, first_meta: dict) -> None:
 
 
 def merge(files: list[Path], out: Path) -> dict:
-    """Join the shard files ``files`` into the scores file ``out``; returns a summary."""
+    """Join the shard files ``files`` (all of one kind) into the scores or sensitivity file ``out``; returns a
+    summary."""
     if not files:
         raise UsageError("give the shard files to merge")
-    parts = [load_npz(path, SHARD_KIND, on_disk=("attribution",)) for path in files]
+    first = check_input_path(files[0])
+    kind = read_meta(first, read_npz_arrays(first, ("attribution",)).get("meta")).get("kind")
+    if kind not in ("scores-shard", "sensitivity-shard"):
+        raise InputError(files[0], "is not a shard file (from attribute or sensitivity --shard)")
+    parts = [load_npz(path, kind, on_disk=("attribution",)) for path in files]
     first, (_, first_meta) = files[0], parts[0]
     by_number: dict[int, Path] = {}
     for path, (_, meta) in zip(files, parts):
@@ -74,6 +83,11 @@ def merge(files: list[Path], out: Path) -> dict:
     absent = sorted(set(range(count)) - set(by_number))
     if absent:
         raise InputError(f"shard {absent[0]}/{count}", f"is missing: none of the {len(files)} files given holds it")
+    meta = {**{k: v for k, v in first_meta.items() if k != "shard"}, "kind": kind.removesuffix("-shard"),
+            "world_size": count}
+    if kind == "sensitivity-shard":
+        save_npz(out, UnitMoments.combined([UnitMoments.from_arrays(arrays) for arrays, _ in parts]).solve(), meta)
+        return {"out": str(out), "shards": count, "samples": samples}
     try:
         part, row = owners([arrays["index"] for arrays, _ in parts], samples)
     except CoverageError as exc:
@@ -82,8 +96,7 @@ def merge(files: list[Path], out: Path) -> dict:
     uncovered = missing(part)
     if len(uncovered):
         raise InputError(first, f"its shards leave {len(uncovered)} sample indices uncovered (first: {uncovered[0]})")
-    _write(parts, part, row, out, {**{k: v for k, v in first_meta.items() if k != "shard"}, "kind": "scores",
-                                   "world_size": count})
+    _write(parts, part, row, out, meta)
     return {"out": str(out), "shards": count, "samples": samples}
 
 

@@ -19,8 +19,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from unlearn_core.shards import shard_rows
-
 from .errors import UsageError
 
 
@@ -40,13 +38,10 @@ class Ranks:
         """Whether this is rank 0, the one that writes the outputs."""
         return self.rank == 0
 
-    def rows(self, samples: int) -> np.ndarray:
-        """The sample positions this rank works on (``shards.shard_rows``)."""
-        return shard_rows(samples, self.rank, self.world)
-
     def part(self, requested: tuple[int, int] | None, samples: int) -> tuple[int, int]:
-        """``(number, count)``: the shard of ``samples`` samples this process works on, the ``requested`` one
-        (``--shard``) or its rank's (0 of 1 alone); UsageError for both, or for a shard left without samples."""
+        """``(number, count)``: the shard of ``samples`` samples (``unlearn_core.shards.shard_rows``) this process
+        works on, the ``requested`` one (``--shard``) or its rank's (0 of 1 alone); UsageError for both, or for a
+        shard left without samples."""
         if requested and self.world > 1:
             raise UsageError("--shard is for one process per shard; under torchrun every rank works on its own")
         number, count = requested or (self.rank, self.world)

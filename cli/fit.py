@@ -73,24 +73,24 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Re
     writes ``OUT-epochK.safetensors`` every K epochs.
     """
     ranks = join(device)
-    state = resume_path(out) if out is not None and ranks.main else None
+    state = resume_path(out) if out is not None else None
     steps = len(batch_slices(len(labels), recipe.batch_size))
     with progress(description, recipe.epochs * steps) as advance:
 
         def restore(model, optimizer) -> int:
-            saved = resume_path(out) if out is not None else None  # every rank reads rank 0's state
-            start = _load_state(saved, model, optimizer, options) if resume and saved and saved.exists() else 0
+            start = _load_state(state, model, optimizer, options) if resume and state and state.exists() else 0
             advance(start * steps)  # the epochs done before
             return start
 
         def after_epoch(done: int, model, optimizer) -> None:
-            if state is not None:
+            if state is not None and ranks.main:  # every rank reads the state back; rank 0 writes it
                 _save_state(state, model, optimizer, done, options)
             if save_every and save_model and ranks.main and done % save_every == 0 and done < recipe.epochs:
                 save_model(Path(out).with_name(f"{Path(out).stem}-epoch{done}{Path(out).suffix}"))
 
         return core_fit(model, inputs, labels, recipe, device=device, resume=restore, on_epoch=after_epoch,
-                        on_batch=lambda _n: advance(), rank=ranks.rank, world=ranks.world, wrap=data_parallel(ranks))
+                        on_batch=lambda _n: advance(), rank=ranks.rank, world=ranks.world,
+                        wrap=data_parallel(ranks))
 
 
 def finish(out: str | Path, device: torch.device, save: Callable[[], None]) -> None:

@@ -59,7 +59,8 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     result = {"model": str(outcome.model), "chosen": outcome.chosen, "no_harm": outcome.no_harm,
               "rounds": list(steps.summaries.values()), "seconds": time.perf_counter() - started,
               "options": asdict(options)}
-    ranks.main_writes(lambda: atomic_write(workdir / "run.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2))))
+    record = json.dumps(result, indent=2)
+    ranks.main_writes(lambda: atomic_write(workdir / "run.json", lambda tmp: tmp.write_text(record)))
     return result
 
 

@@ -77,7 +77,8 @@ def merge(files: list[Path], out: Path) -> dict:
         _same_making(path, meta, first, first_meta)
         number = meta["shard"]["number"]
         if number in by_number:
-            raise InputError(path, f"repeats shard {number}/{meta['shard']['count']} (also given as {by_number[number]})")
+            raise InputError(path, f"repeats shard {number}/{meta['shard']['count']} "
+                                   f"(also given as {by_number[number]})")
         by_number[number] = path
     count, samples = first_meta["shard"]["count"], first_meta["shard"]["samples"]
     absent = sorted(set(range(count)) - set(by_number))

@@ -3,6 +3,8 @@
 After every epoch the full state (model, optimizer, epoch) is written atomically to
 ``OUT.resume.safetensors``; ``--resume`` continues from it. Sample order and dropout draws are
 functions of ``(seed, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
+Under torchrun the ranks train data-parallel (``cli.distributed``) and rank 0 alone writes the files; the
+state holds nothing of the ranks, so a run may resume on another number of them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from unlearn_core.batches import batch_slices
 from unlearn_core.training import Recipe
 from unlearn_core.training import fit as core_fit
 
+from .distributed import data_parallel, join
 from .errors import InputError
 from .files.paths import atomic_write
 from .output import progress
@@ -69,6 +72,7 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Re
     beside it after every epoch and read back with ``resume``; with ``save_every`` K, ``save_model(path)``
     writes ``OUT-epochK.safetensors`` every K epochs.
     """
+    ranks = join(device)
     state = resume_path(out) if out is not None else None
     steps = len(batch_slices(len(labels), recipe.batch_size))
     with progress(description, recipe.epochs * steps) as advance:
@@ -79,15 +83,21 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Re
             return start
 
         def after_epoch(done: int, model, optimizer) -> None:
-            if state is not None:
+            if state is not None and ranks.main:  # every rank reads the state back; rank 0 writes it
                 _save_state(state, model, optimizer, done, options)
-            if save_every and save_model and done % save_every == 0 and done < recipe.epochs:
+            if save_every and save_model and ranks.main and done % save_every == 0 and done < recipe.epochs:
                 save_model(Path(out).with_name(f"{Path(out).stem}-epoch{done}{Path(out).suffix}"))
 
         return core_fit(model, inputs, labels, recipe, device=device, resume=restore, on_epoch=after_epoch,
-                        on_batch=lambda _n: advance())
+                        on_batch=lambda _n: advance(), rank=ranks.rank, world=ranks.world,
+                        wrap=data_parallel(ranks))
 
 
-def finish(out: str | Path) -> None:
-    """Remove the resumable state once the final output is written."""
-    resume_path(out).unlink(missing_ok=True)
+def finish(out: str | Path, device: torch.device, save: Callable[[], None]) -> None:
+    """Write the final output with ``save()`` and remove the resumable state (rank 0 alone; the others wait)."""
+
+    def write() -> None:
+        save()
+        resume_path(out).unlink(missing_ok=True)
+
+    join(device).main_writes(write)

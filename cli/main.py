@@ -15,12 +15,13 @@ from rich.table import Table
 from unlearn_core.rounds import RunOptions
 from unlearn_core.training import Recipe
 
-from . import model_commands, stages
+from . import distributed, model_commands, stages
 from .bench.perf import perf_command
 from .bench.quality import quality_command
 from .data import spec_help
 from .data.noise import inject_noise as inject_noise_file
 from .data.samples import NORMALIZE_HELP
+from .files.shards import merge as merge_shards
 from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
 from .output import emit, stderr_log, stdout, to_json
@@ -110,11 +111,22 @@ def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noi
               split: str = typer.Option("train", "--split"), out: Path = typer.Option(..., "--out"),
               batch_size: int = BatchSize, device: str = Device, arch: Optional[str] = Arch,
               dtype: str = typer.Option("float32", "--dtype", help="Storage of the attributions: float32 or float16."),
-              precision: str = Precision, as_json: bool = Json) -> None:
+              precision: str = Precision,
+              shard: Optional[str] = typer.Option(None, "--shard", help="i/n: score only shard i (0-based) of n, "
+                                                  "the samples i, i+n, ...; join the shards with `denoise merge`."),
+              as_json: bool = Json) -> None:
     """Per-sample gradient x activation at a layer, with loss, margin and confidence: scores.npz."""
     emit(stages.attribute(model, data, out, noise=noise, layer=layer, target=target, split=split,
-                          batch_size=batch_size, device=device, arch=arch, dtype=dtype, precision=precision),
-         as_json, "attribute")
+                          batch_size=batch_size, device=device, arch=arch, dtype=dtype, precision=precision,
+                          shard=shard), as_json, "attribute")
+
+
+@app.command()
+def merge(files: list[Path] = typer.Argument(..., help="Shard files from `attribute` or `sensitivity --shard i/n`, "
+                                                      "one per shard."),
+          out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
+    """Join the shards of a scores or sensitivity file into the file one process writes."""
+    emit(merge_shards(files, out), as_json, "merge")
 
 
 @app.command()
@@ -140,10 +152,12 @@ def sensitivity(model: Path = Model, data: str = Data, noise: Optional[Path] = N
                 partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
                 layer: Optional[str] = Layer, out: Path = typer.Option(..., "--out"), batch_size: int = BatchSize,
                 device: str = Device, arch: Optional[str] = Arch, precision: str = Precision,
+                shard: Optional[str] = typer.Option(None, "--shard", help="i/n: only the moments of shard i "
+                                                    "(0-based) of n; sum the shards with `denoise merge`."),
                 as_json: bool = Json) -> None:
     """Regress the noisy indicator on a layer's standardized units: sensitivity.npz."""
     emit(stages.sensitivity(model, data, partition_file, out, noise=noise, layer=layer, batch_size=batch_size,
-                            device=device, arch=arch, precision=precision), as_json, "sensitivity")
+                            device=device, arch=arch, precision=precision, shard=shard), as_json, "sensitivity")
 
 
 @app.command()
@@ -374,6 +388,7 @@ bench_app.command("quality")(quality_command)
 
 def main() -> None:
     """Console entry point: one-line errors and documented exit codes (see cli.errors)."""
+    distributed.quiet_other_ranks()
     try:
         app(standalone_mode=False)
     except typer.Exit as exc:
@@ -389,6 +404,8 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # the last line of defence: one line, not a traceback
         _fail(exc, EXIT_RUNTIME, prefix=f"{type(exc).__name__}: ")
+    finally:
+        distributed.leave()
 
 
 def _fail(exc: Exception, code: int, prefix: str = "") -> None:

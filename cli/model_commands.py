@@ -52,8 +52,7 @@ def train(data: str, arch: str, out: Path, recipe: Recipe, *, noise: Path | None
                  save_every=save_every, save_model=lambda path: save_checkpoint(path, model, info, meta),
                  description="train")
     seconds = time.perf_counter() - started
-    save_checkpoint(out, model, info, meta)
-    finish(out)
+    finish(out, dev, lambda: save_checkpoint(out, model, info, meta))
     fitted = classification_metrics(logits_of(model, samples.inputs, recipe.batch_size, dev), samples.labels)
     return {"out": str(out), "epochs": recipe.epochs, "final_loss": losses[-1] if losses else None,
             "train_accuracy": fitted["accuracy"], "seconds": seconds}

@@ -2,7 +2,8 @@
 
 Every stage is called with ``reuse=True``: it is skipped when its output exists and records the same
 options and input file hashes, so a killed run resumes where it stopped and a changed option re-runs
-exactly the stages downstream of it.
+exactly the stages downstream of it. Under torchrun every rank walks the rounds: attribute, sensitivity and
+finetune run distributed, the single-process steps on rank 0 (``RankSteps``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from unlearn_core.rounds import RunOptions, run_rounds
 from unlearn_core.selection import INPUT
 
 from .data import read_once
+from .device import resolve_device
+from .distributed import Ranks, join
 from .errors import usage_errors
 from .files.paths import atomic_write
 from .stages import FileSteps
@@ -36,7 +39,12 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     with usage_errors():
         options.check()
     workdir.mkdir(parents=True, exist_ok=True)
+    ranks = join(resolve_device(device))
+    if not ranks.main:  # rank 0 reports for all
+        log = warn = lambda _line: None
     steps = FileSteps(workdir, data, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
+    if ranks.world > 1:
+        steps = RankSteps(ranks, steps)
     started = time.perf_counter()
     with read_once():  # every stage of every round reads the same train split: from disk once
         outcome = run_rounds(steps, options, model)
@@ -51,5 +59,34 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     result = {"model": str(outcome.model), "chosen": outcome.chosen, "no_harm": outcome.no_harm,
               "rounds": list(steps.summaries.values()), "seconds": time.perf_counter() - started,
               "options": asdict(options)}
-    atomic_write(workdir / "run.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+    record = json.dumps(result, indent=2)
+    ranks.main_writes(lambda: atomic_write(workdir / "run.json", lambda tmp: tmp.write_text(record)))
     return result
+
+
+class RankSteps:
+    """``FileSteps`` under torchrun: the single-process steps (partition, hold-out, prune) run on rank 0 while
+    the other ranks wait at a barrier; they then make the same call, which finds rank 0's output current and
+    reuses it. Every other step (distributed itself, or read-only) goes to ``steps`` on every rank.
+    """
+
+    def __init__(self, ranks: Ranks, steps: FileSteps):
+        self.ranks, self.steps = ranks, steps
+
+    def __getattr__(self, name: str):
+        return getattr(self.steps, name)
+
+    def _main_first(self, step, *args):
+        if self.ranks.main:
+            out = step(*args)
+        self.ranks.barrier()
+        return out if self.ranks.main else step(*args)
+
+    def partition(self, scores, round):
+        return self._main_first(self.steps.partition, scores, round)
+
+    def hold_out(self, partition_file, round):
+        return self._main_first(self.steps.hold_out, partition_file, round)
+
+    def prune(self, model, sensitivity_file, round):
+        return self._main_first(self.steps.prune, model, sensitivity_file, round)

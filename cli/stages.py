@@ -8,7 +8,7 @@ lets ``unlearn_core.rounds`` walk them as ``denoise run``. Every output records 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +25,17 @@ from unlearn_core.rounds import Round
 from unlearn_core.selection import held_out_correct as count_held_out
 from unlearn_core.selection import holdout_mask
 from unlearn_core.sensitivity import layer_moments
+from unlearn_core.shards import parse_shard, shard_rows
 from unlearn_core.training import Recipe
 
 from .data.samples import Samples, load_samples
 from .device import resolve_device
+from .distributed import join
 from .errors import InputError, UsageError, usage_errors
 from .files.checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint
 from .files.paths import file_sha256
 from .files.provenance import is_current, provenance, skipped
+from .files.shards import merge_ranks, rank_path, shard_meta
 from .files.stage_files import SCHEMAS, check_same_samples, load_npz, save_npz
 from .files.streaming import NpzStream
 from .fit import finish, fit
@@ -55,10 +58,13 @@ def _layer(model, spec: str | None, source: str, samples: Samples | None = None)
 
 def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, layer: str | None = None,
               target: str = "label", split: str = "train", batch_size: int = 256, device: str = "auto",
-              arch: str | None = None, dtype: str = "float32", precision: str = "fp32", reuse: bool = False) -> dict:
+              arch: str | None = None, dtype: str = "float32", precision: str = "fp32", shard: str | None = None,
+              reuse: bool = False) -> dict:
     """Per-sample gradient x activation at a layer, plus loss, margin, confidence and predicted class.
 
     dtype: float32 or float16 storage of the attributions. precision: fp32, or bf16/fp16 autocast.
+    shard: ``"i/n"``: score only shard i of n (``unlearn_core.shards``) into a shard file for ``denoise merge``.
+    Under torchrun each rank scores its own shard and rank 0 merges them into ``out``.
     reuse: return without work if ``out`` was already made with the same options and inputs.
     """
     if dtype not in SCORE_DTYPES:
@@ -66,22 +72,37 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
     with usage_errors():
         check_target(target)
         check_precision(precision)
+        requested = parse_shard(shard) if shard else None
     options = {"data": data, "split": split, "layer": layer, "target": target, "dtype": dtype, "precision": precision}
     inputs = {"model": model, "noise": noise}
     if reuse and is_current(out, "scores", options, inputs):
         return skipped(out)
     dev = resolve_device(device)
+    ranks = join(dev)
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, split, checkpoint.info, noise)
     resolved = _layer(checkpoint.model, layer, str(model), samples)
+    meta, total = provenance("scores", options, inputs, {"layer": resolved}), len(samples.labels)
+    number, count = ranks.part(requested, total)
+    written = rank_path(out, ranks.rank, ranks.world) if ranks.world > 1 else out
+    if count > 1:
+        rows = shard_rows(total, number, count)
+        picked = torch.as_tensor(rows)
+        samples = replace(samples, inputs=samples.inputs[picked], labels=samples.labels[picked],
+                          index=samples.index[rows], is_noisy=None)
     started = time.perf_counter()
-    with NpzStream(out, len(samples.labels)) as stream:
+    with NpzStream(written, len(samples.labels)) as stream:
         units = stream_scores(checkpoint.model, samples, resolved, target, batch_size, dev, stream, dtype=dtype,
                               precision=precision)
         stream.finish({"label": samples.labels.numpy(), "index": samples.index},
-                      provenance("scores", options, inputs, {"layer": resolved}))
+                      shard_meta(meta, number, count, total) if count > 1 else {**meta, "world_size": 1})
+    if ranks.world > 1:
+        ranks.log(f"attribute scored {len(samples.labels)} of {total} samples")
+        ranks.barrier()
+        ranks.main_writes(lambda: merge_ranks(out, ranks.world))
     seconds = time.perf_counter() - started
-    return {"out": str(out), "layer": resolved, "samples": len(samples.labels), "units": units, "seconds": seconds}
+    return {"out": str(out), "layer": resolved, "samples": total if shard is None else len(samples.labels),
+            "units": units, "world_size": ranks.world, "seconds": seconds}
 
 
 def stream_scores(model, samples: Samples, layer: str, target: str, batch_size: int, device, stream: NpzStream, *,
@@ -186,21 +207,37 @@ def _with_partition(model: Path, data: str, partition_file: Path, noise: Path | 
 
 def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, noise: Path | None = None,
                 layer: str | None = None, batch_size: int = 256, device: str = "auto", arch: str | None = None,
-                precision: str = "fp32", reuse: bool = False) -> dict:
-    """Regress the partition's noisy indicator on a layer's standardized units; writes coefficients and ranks."""
+                precision: str = "fp32", shard: str | None = None, reuse: bool = False) -> dict:
+    """Regress the partition's noisy indicator on a layer's standardized units; writes coefficients and ranks.
+
+    shard: ``"i/n"``: only the moments of shard i of n, into a shard file that ``denoise merge`` sums. Under
+    torchrun each rank gathers the moments of its own shard and the ranks sum them (``UnitMoments.summed``).
+    """
     with usage_errors():
         check_precision(precision)
+        requested = parse_shard(shard) if shard else None
     options = {"data": data, "layer": layer, "precision": precision}
     inputs = {"model": model, "partition": partition_file, "noise": noise}
     if reuse and is_current(out, "sensitivity", options, inputs):
         return skipped(out)
     dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
     resolved = _layer(checkpoint.model, layer, str(model), samples)
-    with progress("activations", len(samples.labels)) as advance:
-        moments = layer_moments(checkpoint.model, samples.inputs, ~flags["is_clean"], resolved, batch_size=batch_size,
-                                device=dev, precision=precision, on_batch=advance)
+    ranks, total = join(dev), len(samples.labels)
+    number, count = ranks.part(requested, total)
+    rows = shard_rows(total, number, count)
+    shard_inputs = samples.inputs[torch.as_tensor(rows)] if count > 1 else samples.inputs
+    with progress("activations", len(rows)) as advance:
+        moments = layer_moments(checkpoint.model, shard_inputs, (~flags["is_clean"])[rows], resolved,
+                                batch_size=batch_size, device=dev, precision=precision, on_batch=advance)
+    meta = provenance("sensitivity", options, inputs, {"layer": resolved})
+    if requested and count > 1:  # an array job's part: its moments, which `denoise merge` sums
+        save_npz(out, moments.arrays(), shard_meta(meta, number, count, total))
+        return {"out": str(out), "layer": resolved, "samples": len(rows), "shard": shard}
+    if ranks.world > 1:
+        ranks.log(f"sensitivity took the moments of {len(rows)} of {total} samples")
+        moments = moments.summed(ranks.sum)
     result = moments.solve()
-    save_npz(out, result, provenance("sensitivity", options, inputs, {"layer": resolved}))
+    ranks.main_writes(lambda: save_npz(out, result, {**meta, "world_size": ranks.world}))
     return {"out": str(out), "layer": resolved, "units": len(result["coefficient"]), "r2": float(result["r2"]),
             "toward_noisy": int((result["coefficient"] > 0).sum())}
 
@@ -263,8 +300,8 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
                  out=out, resume=resume, description="finetune")
     seconds = time.perf_counter() - started
     # the per-epoch mean losses of the epochs this call ran (after a resume, the later ones): the report's curve
-    save_checkpoint(out, checkpoint.model, checkpoint.info, provenance("checkpoint", options, inputs, {"losses": losses}))
-    finish(out)
+    meta = provenance("checkpoint", options, inputs, {"losses": losses})
+    finish(out, dev, lambda: save_checkpoint(out, checkpoint.model, checkpoint.info, meta))
     return {"out": str(out), "clean_samples": int(clean.sum()), "epochs": recipe.epochs, "train": recipe.train,
             "shrink": recipe.shrink, "seconds": seconds}
 

@@ -6,8 +6,8 @@ mixture), ``sensitivity`` (units that respond to noise), ``pruning`` (which unit
 the detector and recipe a model calls for, ``selection`` hands back the input model when the cleaned one
 is worse on held-out samples, ``suspects`` ranks the flagged samples for a person. Around them:
 ``layers`` names and masks hidden layers, ``models`` builds networks, ``batches`` moves data to the
-device, ``metrics`` scores classifiers and detectors, ``detectors`` holds baseline detectors, ``noise``
-makes synthetic noise for experiments, ``inputs`` normalizes, ``speech`` makes audio features, and
+device, ``metrics`` scores classifiers and detectors, ``shards`` splits the samples across processes,
+``detectors`` holds baseline detectors, ``noise`` makes synthetic noise for experiments, ``inputs`` normalizes, ``speech`` makes audio features, and
 ``errors.OptionError`` is what every option check raises.
 """
 

@@ -50,6 +50,61 @@ class UnitMoments:
         self.n += m
         return self
 
+    def summed(self, sum_across: Callable[[np.ndarray], np.ndarray]) -> "UnitMoments":
+        """The moments of every process's samples together, from this process's moments and ``sum_across``
+        (an all-reduce: the elementwise sum of a float64 array over the processes; identity in one process).
+
+        Two sums of sufficient statistics, exact like ``update``'s merge: the counts and sums give the
+        overall means; then each process's co-moments about those means add up. Every process must hold
+        at least one sample (the arrays summed must have the same length everywhere).
+        """
+        totals = sum_across(self._totals())
+        return UnitMoments._from_sums(totals, sum_across(self._comoments_about(totals)))
+
+    @staticmethod
+    def combined(parts: list["UnitMoments"]) -> "UnitMoments":
+        """The moments of the samples of every part together (``summed`` over a list instead of processes)."""
+        totals = sum(part._totals() for part in parts)
+        return UnitMoments._from_sums(totals, sum(part._comoments_about(totals) for part in parts))
+
+    def _totals(self) -> np.ndarray:
+        """(2 + U,) float64: count, sum of the indicator, sums of the units."""
+        if self.n == 0:
+            raise ValueError("a part with no samples cannot join the sum")
+        return np.concatenate([[self.n, self.n * self.mean_y], self.n * self.mean_x])
+
+    def _comoments_about(self, totals: np.ndarray) -> np.ndarray:
+        """(1 + U + U*U,) float64: this part's co-moments about the overall means that ``totals`` give."""
+        mean_y, mean_x = totals[1] / totals[0], totals[2:] / totals[0]
+        dx, dy = self.mean_x - mean_x, self.mean_y - mean_y
+        return np.concatenate([[self.syy + self.n * dy * dy], self.cxy + self.n * dx * dy,
+                               (self.cxx + self.n * np.outer(dx, dx)).ravel()])
+
+    @staticmethod
+    def _from_sums(totals: np.ndarray, comoments: np.ndarray) -> "UnitMoments":
+        units = len(totals) - 2
+        merged = UnitMoments()
+        merged.n = int(round(totals[0]))
+        merged.mean_y, merged.mean_x = totals[1] / merged.n, totals[2:] / merged.n
+        merged.syy, merged.cxy = float(comoments[0]), comoments[1:units + 1]
+        merged.cxx = comoments[units + 1:].reshape(units, units)
+        return merged
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The moments as arrays (``n``, ``mean_y``, ``syy`` 0-d; ``mean_x``, ``cxy`` (U,); ``cxx`` (U, U)), to
+        store a part and combine it later (``from_arrays``)."""
+        return {"n": np.int64(self.n), "mean_y": np.float64(self.mean_y), "syy": np.float64(self.syy),
+                "mean_x": self.mean_x, "cxy": self.cxy, "cxx": self.cxx}
+
+    @staticmethod
+    def from_arrays(arrays: dict) -> "UnitMoments":
+        """The moments that ``arrays`` wrote."""
+        moments = UnitMoments()
+        moments.n, moments.mean_y, moments.syy = int(arrays["n"]), float(arrays["mean_y"]), float(arrays["syy"])
+        moments.mean_x, moments.cxy, moments.cxx = (np.asarray(arrays[k], dtype=np.float64)
+                                                    for k in ("mean_x", "cxy", "cxx"))
+        return moments
+
     def solve(self, ridge: float = 1e-3) -> dict[str, np.ndarray]:
         """The regression of ``unit_sensitivity`` from the moments gathered so far."""
         if self.n == 0:

@@ -18,6 +18,7 @@ from .attribution import layer_activations
 from .batches import batch_slices, device_batches
 from .errors import OptionError
 from .layers import classifier_name
+from .shards import batch_share
 
 TRAINABLE = ("all", "head")
 
@@ -97,7 +98,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 def train_epoch(model: nn.Module, optimizer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                 *, seed: int, epoch: int, frozen_batchnorm: bool = False,
                 on_batch: Callable[[int], None] | None = None) -> float:
-    """One pass of cross-entropy training over ``batches`` of ``(inputs (B, ...), labels (B,))``.
+    """One pass of cross-entropy training over ``batches`` of ``(inputs (B, ...), labels (B,))``, or of
+    ``(inputs, labels, factor)`` whose mean loss is multiplied by ``factor`` (a rank's share, see ``fit``).
 
     frozen_batchnorm keeps BatchNorm statistics fixed (used when only the head is trained).
     Returns the mean training loss (nats).
@@ -109,12 +111,12 @@ def train_epoch(model: nn.Module, optimizer, batches: Iterable[tuple[torch.Tenso
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
     total, count = 0.0, 0
-    for inputs, labels in batches:
+    for inputs, labels, *factor in batches:
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(inputs), labels)
         if not torch.isfinite(loss):
             raise FloatingPointError("training loss is not finite")
-        loss.backward()
+        (loss * factor[0] if factor else loss).backward()
         optimizer.step()
         total += float(loss.detach()) * len(labels)
         count += len(labels)
@@ -139,13 +141,18 @@ def predict_logits(model: nn.Module, batches: Iterable[torch.Tensor]) -> torch.T
 def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Recipe, *, device: torch.device,
         resume: Callable[[nn.Module, object], int] | None = None,
         on_epoch: Callable[[int, nn.Module, object], None] | None = None,
-        on_batch: Callable[[int], None] | None = None) -> list[float]:
+        on_batch: Callable[[int], None] | None = None, rank: int = 0, world: int = 1,
+        wrap: Callable[[nn.Module], nn.Module] | None = None) -> list[float]:
     """Train ``model`` in place on ``(N, ...)`` inputs and ``(N,)`` labels with ``recipe``; returns the
-    mean loss (nats) of each epoch run.
+    mean loss (nats) of each epoch run (of this rank's samples).
 
     ``train="head"`` trains the final classifier layer alone on cached backbone features (eval mode).
     resume(model, optimizer) -> first epoch: restores saved state (0: start afresh, and shrink first).
     on_epoch(epochs_done, model, optimizer) after every epoch; on_batch(B) after every batch.
+    Data-parallel, as rank ``rank`` of ``world`` processes that all call ``fit`` with the same arguments:
+    ``wrap(learner)`` returns the module that averages gradients across them (DistributedDataParallel);
+    each batch of the epoch's order (a function of seed and epoch) is shared out by ``shards.batch_share``,
+    so the steps are those of one process up to floating-point reordering.
     """
     recipe.check()
     # train="head": the classifier alone (found by tracing a forward pass), on backbone features computed once
@@ -160,11 +167,14 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Re
         scheduler.step()
     if head:
         inputs = classifier_inputs(model, head, (batch for _, batch in device_batches(inputs, recipe.batch_size, device)))
+    if wrap is not None:
+        learner = wrap(learner)
     losses = []
     for epoch in range(start, recipe.epochs):
         order = epoch_order(len(labels), recipe.seed, epoch)
-        batches = ((inputs[order[s]].to(device, non_blocking=True), labels[order[s]].to(device, non_blocking=True))
-                   for s in batch_slices(len(labels), recipe.batch_size))
+        shares = (batch_share(order[s], rank, world) for s in batch_slices(len(labels), recipe.batch_size))
+        batches = ((inputs[mine].to(device, non_blocking=True), labels[mine].to(device, non_blocking=True), factor)
+                   for mine, factor in shares)
         losses.append(train_epoch(learner, optimizer, batches, seed=recipe.seed, epoch=epoch,
                                   frozen_batchnorm=recipe.train == "head", on_batch=on_batch))
         scheduler.step()

@@ -1,8 +1,14 @@
 """A corpus of malformed inputs, each run through the CLI: non-zero exit, one-line error naming the file,
-no traceback, no output file (and no temporary file) left behind."""
+no traceback, no output file (and no temporary file) left behind. Inputs that are well-formed but claim
+huge sizes (a lying array header, an absurd label, a decompression-bomb image, hours of audio) also run in
+a subprocess whose time and peak memory are measured."""
 
+import io
 import json
 import shutil
+import struct
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -10,12 +16,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import TINY
+from conftest import TINY, run_measured
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-    """Consistent files from a tiny run: noise, model, scores, partition, sensitivity."""
+    """Consistent files from a tiny run: noise, model, scores, partition, sensitivity, holdout."""
     from cli import stages
     from cli.data.noise import inject_noise
     from cli.model_commands import train
@@ -24,13 +30,14 @@ def good(tmp_path_factory):
     folder = tmp_path_factory.mktemp("good")
     data = f"npz:{TINY}"
     files = {name: folder / name for name in ("noise.npz", "model.safetensors", "scores.npz", "partition.npz",
-                                               "sensitivity.npz")}
+                                               "sensitivity.npz", "holdout.npz")}
     inject_noise(data, "symmetric", 0.3, 0, files["noise.npz"])
     train(data, "mlp", files["model.safetensors"], Recipe(epochs=2), noise=files["noise.npz"], device="cpu")
     stages.attribute(files["model.safetensors"], data, files["scores.npz"], noise=files["noise.npz"], device="cpu")
     stages.partition(files["scores.npz"], files["partition.npz"])
     stages.sensitivity(files["model.safetensors"], data, files["partition.npz"], files["sensitivity.npz"],
                        noise=files["noise.npz"], device="cpu")
+    stages.hold_out(files["partition.npz"], files["holdout.npz"], fraction=0.2)
     return folder
 
 
@@ -45,11 +52,12 @@ def _rewrite_npz(source, target, **changes):
     return target
 
 
-def _rewrite_safetensors(source, target, change):
+def _rewrite_safetensors(source, target, change, change_metadata=lambda tensors, metadata: None):
     with safe_open(source, "pt") as handle:
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         metadata = handle.metadata()
     change(tensors)
+    change_metadata(tensors, metadata)
     save_file(tensors, target, metadata=metadata)
     return target
 
@@ -185,6 +193,78 @@ CASES = [
     ("output directory missing", lambda g, t: ["partition", "--scores", g / "scores.npz", "--out",
                                                t / "no" / "dir" / "p.npz"], "does not exist"),
 ]
+
+
+# Well-formed files whose array headers claim a billion rows the file does not hold: one of each kind of
+# .npz the tool reads, and checkpoints whose header or metadata claims more than the file holds.
+BILLION = 10 ** 9
+LYING = [
+    ("lying header: data npz", lambda g, t: ["train", "--data", f"npz:{_lying_npz(TINY, t / 'd.npz', 'x')}",
+                                             "--arch", "mlp", "--epochs", "1", "--out", "OUT"], "claims shape"),
+    ("lying header: noise", lambda g, t: ["train", "--data", f"npz:{TINY}", "--noise", _lying_npz(
+        g / "noise.npz", t / "n.npz", "labels"), "--arch", "mlp", "--epochs", "1", "--out", "OUT"], "claims shape"),
+    ("lying header: scores", lambda g, t: ["partition", "--scores", _lying_npz(g / "scores.npz", t / "s.npz",
+                                                                               "attribution"), "--out", "OUT"],
+     "claims shape"),
+    ("lying header: partition", lambda g, t: ["finetune", "--model", g / "model.safetensors", "--data",
+                                              f"npz:{TINY}", "--noise", g / "noise.npz", "--partition", _lying_npz(
+        g / "partition.npz", t / "p.npz", "clean_prob"), "--out", "OUT"], "claims shape"),
+    ("lying header: sensitivity", lambda g, t: ["prune", "--model", g / "model.safetensors", "--sensitivity",
+                                                _lying_npz(g / "sensitivity.npz", t / "s.npz", "coefficient"),
+                                                "--ratio", "0.1", "--out", "OUT"], "claims shape"),
+    ("lying header: holdout", lambda g, t: ["finetune", "--model", g / "model.safetensors", "--data", f"npz:{TINY}",
+                                            "--noise", g / "noise.npz", "--partition", g / "partition.npz",
+                                            "--exclude", _lying_npz(g / "holdout.npz", t / "h.npz", "is_held"),
+                                            "--out", "OUT"], "claims shape"),
+    ("lying header: checkpoint tensor", lambda g, t: ["evaluate", "--model", _lying_safetensors(
+        g / "model.safetensors", t / "m.safetensors"), "--data", f"npz:{TINY}"], "m.safetensors"),
+    ("lying metadata: input shape", lambda g, t: ["evaluate", "--model", _rewrite_record(
+        g / "model.safetensors", t / "m.safetensors", lambda r: r.update(input_shape=[1, 100_000, 100_000])),
+        "--data", f"npz:{TINY}"], "shape"),
+    ("lying metadata: mask units", lambda g, t: ["evaluate", "--model", _rewrite_record(
+        g / "model.safetensors", t / "m.safetensors", lambda r: r.update(
+            masks={"head:input": {"units": 10 ** 12, "removed": [0]}})), "--data", f"npz:{TINY}"], "units"),
+]
+CASES += LYING
+
+
+def _lying_npz(source, target, member, rows=BILLION):
+    """``source`` with the header of array ``member`` claiming ``rows`` rows; every byte of data unchanged."""
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as out:
+        for info in archive.infolist():
+            data = archive.read(info)
+            if info.filename == f"{member}.npy":
+                stream = io.BytesIO(data)
+                version = np.lib.format.read_magic(stream)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(stream)
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                              "fortran_order": fortran, "shape": (rows, *shape[1:])})
+                data = header.getvalue() + data[stream.tell():]
+            out.writestr(info.filename, data)
+    return target
+
+
+def _lying_safetensors(source, target):
+    """``source`` whose header says its classifier weight has a billion rows (its offsets unchanged)."""
+    raw = source.read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + length])
+    header["head.weight"]["shape"][0] = BILLION
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    target.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length:])
+    return target
+
+
+def _rewrite_record(source, target, change):
+    """``source`` with its ``denoise`` metadata record changed by ``change(record)``."""
+    def rewrite(tensors, metadata):
+        record = json.loads(metadata["denoise"])
+        change(record)
+        metadata["denoise"] = json.dumps(record)
+    return _rewrite_safetensors(source, target, lambda tensors: None, rewrite)
 
 
 def _bad_header(source, target):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..limits import limit, over_limit
 from .registry import data_spec
 
 
@@ -94,12 +95,36 @@ def _cifar10(path: Path, split):
     return inputs, labels, classes, {"source": "cifar10", "scale": "x/255"}
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_JPEG_SCALES = (2, 4, 8)  # the reduced sizes a JPEG decoder can decode at directly
+
+
+def _decode_bounded(file: Path) -> torch.Tensor:
+    """(3, H, W) uint8 RGB of an image file, its size read from the header first: at most DENOISE_MAX_PIXELS
+    are decoded. A larger JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale that fits; any other larger
+    image is refused (a few kilobytes of PNG can claim gigapixels)."""
+    from PIL import Image
+    from torchvision.io import ImageReadMode, decode_image
+
+    Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb guard would refuse before naming our bound; ours is below
+    try:
+        with Image.open(file) as image:  # reads the header only
+            (width, height), jpeg = image.size, image.format == "JPEG"
+            problem = over_limit("DENOISE_MAX_PIXELS", width * height)
+            if problem is None:
+                return decode_image(str(file), mode=ImageReadMode.RGB)
+            scale = next((k for k in _JPEG_SCALES if (width // k) * (height // k) <= limit("DENOISE_MAX_PIXELS")), None)
+            if not jpeg or scale is None:
+                raise InputError(file, f"is {width:,} x {height:,} pixels, {problem}")
+            image.draft("RGB", (width // scale, height // scale))
+            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(file, f"is not a readable image ({type(exc).__name__})") from None
 
 @data_spec("imagefolder:DIR", arch="cnn")
 def _imagefolder(path: Path, split, size: int = 32):
     """``DIR/CLASS/*.png|jpg`` (or ``DIR/train/CLASS`` and ``DIR/test/CLASS``), resized to ``size`` x ``size`` RGB."""
-    from torchvision.io import ImageReadMode, decode_image
-
     if not path.is_dir():
         raise InputError(path, "is not a directory (imagefolder: needs DIR/CLASS/*.png)")
     root = path / split if (path / "train").is_dir() and (path / "test").is_dir() else path
@@ -109,10 +134,7 @@ def _imagefolder(path: Path, split, size: int = 32):
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
-            try:
-                image = decode_image(str(file), mode=ImageReadMode.RGB).float().unsqueeze(0) / 255.0
-            except Exception as exc:
-                raise InputError(file, f"is not a readable image ({type(exc).__name__})") from None
+            image = _decode_bounded(file).float().unsqueeze(0) / 255.0
             images.append(torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear",
                                                           antialias=True, align_corners=False)[0])
             labels.append(label)

@@ -22,8 +22,10 @@ from .data import spec_help
 from .data.noise import inject_noise as inject_noise_file
 from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
+from .files.lock import lock_outputs
 from .output import emit, stderr_log, stdout, to_json
 from .pipeline import run as run_pipeline
+from .signals import Interrupted, interruptible
 
 app = typer.Typer(help="Clean a classifier trained on noisy data without retraining it from scratch.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -301,9 +303,16 @@ bench_app.command("quality")(quality_command)
 
 
 def main() -> None:
-    """Console entry point: one-line errors and documented exit codes (see cli.errors)."""
+    """Console entry point: one-line errors and documented exit codes (see cli.errors), signals (cli.signals)
+    and the locks of every --workdir and --out (cli.files.lock)."""
+    command = typer.main.get_command(app)
+    lock_outputs(command)
     try:
-        app(standalone_mode=False)
+        with interruptible():
+            command(standalone_mode=False)
+    except Interrupted as exc:
+        print(f"denoise: interrupted ({exc})", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -313,8 +322,6 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     except DenoiseError as exc:
         _fail(exc, exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
     except Exception as exc:  # the last line of defence: one line, not a traceback
         _fail(exc, EXIT_RUNTIME, prefix=f"{type(exc).__name__}: ")
 

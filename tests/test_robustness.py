@@ -17,13 +17,7 @@ from safetensors import safe_open
 from cli.files.checkpoint import load_checkpoint
 from cli.errors import InputError
 from cli.files.stage_files import load_npz
-from conftest import FIXTURES, ROOT, TINY
-
-
-def _cli(*args, **kwargs):
-    """Run the real console script in a subprocess."""
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(FIXTURES)}, **kwargs)
+from conftest import TINY, cli_process
 
 
 def _tensors(path):
@@ -54,11 +48,11 @@ def test_finetune_resumes_after_sigkill_with_identical_weights(noisy_digits, tmp
               noisy_digits / "noise.npz", "--partition", noisy_digits / "partition.npz", "--epochs", 25,
               "--batch-size", 16, "--seed", 3, "--device", "cpu"]
     reference = tmp_path / "reference.safetensors"
-    assert _cli(*common, "--out", reference).wait(timeout=600) == 0
+    assert cli_process(*common, "--out", reference).wait(timeout=600) == 0
 
     out = tmp_path / "killed.safetensors"
     state = tmp_path / "killed.safetensors.resume.safetensors"
-    process = _cli(*common, "--out", out)
+    process = cli_process(*common, "--out", out)
     deadline = time.monotonic() + 600
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -68,7 +62,7 @@ def test_finetune_resumes_after_sigkill_with_identical_weights(noisy_digits, tmp
     process.wait()
     assert not out.exists() and state.exists()
 
-    resumed = _cli(*common, "--out", out, "--resume")
+    resumed = cli_process(*common, "--out", out, "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     assert not state.exists()
     final, expected = _tensors(out), _tensors(reference)
@@ -189,13 +183,13 @@ class _Boom:
 
 
 def test_exit_codes_and_one_line_errors_from_the_real_process(tmp_path):
-    usage = _cli("prune", "--model", "m", "--sensitivity", "s", "--ratio", "2", "--out", tmp_path / "o")
+    usage = cli_process("prune", "--model", "m", "--sensitivity", "s", "--ratio", "2", "--out", tmp_path / "o")
     _, err = usage.communicate(timeout=120)
     assert usage.returncode == 1 and len(err.strip().splitlines()) == 1
-    bad = _cli("partition", "--scores", TINY, "--out", tmp_path / "p.npz")
+    bad = cli_process("partition", "--scores", TINY, "--out", tmp_path / "p.npz")
     _, err = bad.communicate(timeout=120)
     assert bad.returncode == 2 and "Traceback" not in err and str(TINY) in err
     assert not (tmp_path / "p.npz").exists()
-    debug = _cli("--debug", "partition", "--scores", TINY, "--out", tmp_path / "p.npz")
+    debug = cli_process("--debug", "partition", "--scores", TINY, "--out", tmp_path / "p.npz")
     _, err = debug.communicate(timeout=120)
     assert debug.returncode == 2 and "Traceback" in err

@@ -318,3 +318,99 @@ def test_bad_input_fails_cleanly(denoise, good, tmp_path, build, mention):
     assert mention in lines[0], lines[0]
     assert list(out_dir.iterdir()) == [], "an output (or temporary) file was left behind"
     assert sorted(p.name for p in good.iterdir()) == before
+
+
+def _absurd_label(folder):
+    """60 samples of labels 0 and 1, one of which is 10^9 (``range(max + 1)`` classes would take 22 GB)."""
+    labels = np.array([0, 1] * 30)
+    labels[7] = BILLION
+    np.savez(folder / "labels.npz", x=np.random.default_rng(0).random((60, 4), np.float32), y=labels)
+    return f"npz:{folder / 'labels.npz'}"
+
+
+def _png(path, width, height):
+    """A 1-bit greyscale PNG of zeros: 20,000 x 20,000 pixels fit in 50 kB."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    row, compressor = bytes(1 + (width + 7) // 8), zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def _image_folder(folder, big):
+    """imagefolder: class ``a`` holds ``big(path)``, class ``b`` a 40 x 30 PNG."""
+    for name in "ab":
+        (folder / name).mkdir()
+    big(folder / "a")
+    _png(folder / "b" / "small.png", 40, 30)
+    return f"imagefolder:{folder}"
+
+
+def _large_jpeg(folder):
+    from PIL import Image
+
+    Image.new("L", (6000, 6000), 128).save(folder / "large.jpg")  # 36 megapixels: decoded at half size
+
+
+def _hour_of_audio(folder):
+    """fsdd: one recording of an hour of FLAC-compressed silence at 48 kHz (0.5 MB; 0.7 GB as float32 samples),
+    one of half a second of noise."""
+    import soundfile
+
+    with soundfile.SoundFile(folder / "0_a_5.wav", "w", samplerate=48000, channels=1, format="FLAC") as audio:
+        for _ in range(165):
+            audio.write(np.zeros(1 << 20, np.int16))
+    soundfile.write(folder / "1_a_5.wav", np.random.default_rng(0).uniform(-1, 1, 24000), 48000)
+    return f"fsdd:{folder}"
+
+
+# (id, build(good, tmp) -> argv, extra environment, what the one-line error mentions or None for a success)
+HOSTILE = [(name, build, {}, mention) for name, build, mention in LYING] + [
+    ("absurd label value", lambda g, t: ["train", "--data", _absurd_label(t), "--arch", "mlp", "--epochs", "1",
+                                         "--out", "OUT"], {}, None),
+    ("more classes than DENOISE_MAX_CLASSES", lambda g, t: ["train", "--data", _absurd_label(t), "--arch", "mlp",
+                                                           "--epochs", "1", "--out", "OUT"],
+     {"DENOISE_MAX_CLASSES": "2"}, "DENOISE_MAX_CLASSES"),
+    ("decompression-bomb PNG", lambda g, t: ["train", "--data", _image_folder(
+        t, lambda f: _png(f / "bomb.png", 20_000, 20_000)), "--arch", "cnn", "--epochs", "1", "--out", "OUT"], {},
+     "DENOISE_MAX_PIXELS"),
+    ("36-megapixel JPEG", lambda g, t: ["train", "--data", _image_folder(t, _large_jpeg), "--arch", "cnn",
+                                        "--epochs", "1", "--out", "OUT"], {}, None),
+    ("an hour of audio", lambda g, t: ["train", "--data", _hour_of_audio(t), "--arch", "mlp", "--epochs", "1",
+                                       "--out", "OUT"], {}, None),
+]
+
+
+@pytest.fixture(scope="module")
+def baseline_bytes(tmp_path_factory):
+    """Peak RSS of a trivial command (``inspect`` of a small file): the tool's own imports."""
+    measured = run_measured("inspect", TINY, tmp_path=tmp_path_factory.mktemp("baseline"))
+    assert measured.code == 0, measured.err
+    return measured.peak_bytes
+
+
+def test_an_absurd_label_value_is_one_class_among_the_labels_that_occur(tmp_path):
+    from cli.data import load_data
+
+    dataset = load_data(_absurd_label(tmp_path))
+    assert dataset.classes == ["0", "1", str(BILLION)]
+    assert dataset.labels.max() == 2 and (dataset.labels == 2).sum() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build,env,mention", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_huge_claims_end_within_a_minute_and_a_gibibyte(good, baseline_bytes, tmp_path, build, env, mention):
+    scratch, out_dir = tmp_path / "scratch", tmp_path / "outputs"
+    scratch.mkdir()
+    out_dir.mkdir()
+    argv = [str(out_dir / "result.out") if a == "OUT" else a for a in build(good, scratch)]
+    measured = run_measured(*argv, tmp_path=tmp_path, env=env)
+    assert measured.seconds < 60
+    assert measured.peak_bytes - baseline_bytes < 1 << 30, f"{measured.peak_bytes / 2**30:.2f} GiB"
+    if mention is None:
+        assert measured.code == 0, measured.err
+        return
+    lines = measured.err.strip().splitlines()
+    assert measured.code == 2 and len(lines) == 1 and mention in lines[0], measured.err
+    assert list(out_dir.iterdir()) == []

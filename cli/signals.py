@@ -25,18 +25,32 @@ class Interrupted(BaseException):
         self.exit_code = 128 + signum
 
 
-def _raise(signum: int, _frame) -> None:
-    for other in HANDLED:  # from here on, a second signal does not wait for the cleanup
-        signal.signal(other, lambda again, _frame: os._exit(128 + again))
-    raise Interrupted(signum)
-
-
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise ``Interrupted``; the previous handlers are restored after."""
-    previous = {signum: signal.signal(signum, _raise) for signum in HANDLED}
+    """Within the block, SIGINT and SIGTERM raise ``Interrupted``; the previous handlers are restored after.
+
+    Whatever leaves the block after a signal came is reported as that ``Interrupted``: a signal that lands in
+    Python code called from native code (safetensors reading a tensor, say) may reach us converted into that
+    library's own error, or be swallowed there.
+    """
+    received: list[int] = []
+
+    def handle(signum: int, _frame) -> None:
+        if received:  # a second signal does not wait for the cleanup of the first
+            os._exit(128 + signum)
+        received.append(signum)
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, handle) for signum in HANDLED}
     try:
         yield
+    except BaseException:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    else:
+        if received:
+            raise Interrupted(received[0])
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

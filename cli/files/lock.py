@@ -15,11 +15,13 @@ import functools
 import json
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import BusyError
+from ..signals import HANDLED as SIGNALS
 
 LOCK_NAME = ".denoise.lock"
 LOCKED_OPTIONS = {"workdir": True, "out": False}  # option name -> is a directory
@@ -42,15 +44,20 @@ def hold(path: str | Path, *, directory: bool, command: str) -> Iterator[None]:
     elif not path.parent.is_dir():
         yield
         return
-    lock = lock_path(path, directory)
-    descriptor = _acquire(path, lock)
+    lock, descriptor = lock_path(path, directory), None
+    # SIGINT/SIGTERM wait until the lock is taken and recorded: a lock file is never left without its holder
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
+        descriptor = _acquire(path, lock)
         os.ftruncate(descriptor, 0)
         os.write(descriptor, json.dumps({"pid": os.getpid(), "command": command}).encode())
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         yield
     finally:
-        lock.unlink(missing_ok=True)  # before the flock is dropped: a waiting process then locks a new file
-        os.close(descriptor)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if descriptor is not None:
+            lock.unlink(missing_ok=True)  # before the flock is dropped: a waiting process then locks a new file
+            os.close(descriptor)
         if created:
             with contextlib.suppress(OSError):
                 path.rmdir()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m cli.main: a signal during the imports below ends quietly too
+    from .signals import quiet_until_started
+
+    quiet_until_started()
+
 import json
 import sys
 import traceback
@@ -311,7 +316,7 @@ def main() -> None:
         with interruptible():
             command(standalone_mode=False)
     except Interrupted as exc:
-        print(f"denoise: interrupted ({exc})", file=sys.stderr)
+        print(exc, file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from typing import Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -21,8 +22,24 @@ class Interrupted(BaseException):
     """A command was stopped by a signal; ``exit_code`` is 128 + its number (130 for SIGINT, 143 for SIGTERM)."""
 
     def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(_report(signum))
         self.exit_code = 128 + signum
+
+
+def _report(signum: int) -> str:
+    return f"denoise: interrupted ({signal.Signals(signum).name})"
+
+
+def quiet_until_started() -> None:
+    """Until ``interruptible`` takes over, SIGINT and SIGTERM end the process at once with the same one line
+    and exit code: while Python imports torch and the rest (a second or more), before any file is touched,
+    Ctrl-C would otherwise print a KeyboardInterrupt traceback."""
+    def leave(signum: int, _frame) -> None:
+        print(_report(signum), file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    for signum in HANDLED:
+        signal.signal(signum, leave)
 
 
 @contextlib.contextmanager

@@ -236,6 +236,23 @@ def test_a_signal_ends_a_stage_with_one_line_and_no_output(noisy_digits, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)
+def test_a_signal_while_python_still_imports_ends_with_the_same_line(signum, code):
+    process = cli_process("attribute", "--help")
+    status = f"/proc/{process.pid}/status"
+    while process.poll() is None and not _catches_sigterm(status):  # the handlers are set, the imports begin
+        time.sleep(0.001)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code and err.strip() == f"denoise: interrupted ({signal.Signals(signum).name})"
+
+
+def _catches_sigterm(status):
+    """Whether the process whose /proc status file this is has a handler for SIGTERM (Python sets none itself)."""
+    caught = next(line for line in open(status) if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
 @pytest.fixture(scope="module")
 def trained_uninterrupted(noisy_digits, tmp_path_factory):
     """The train command of the signal tests, run to its end: (its arguments, its weights)."""

@@ -54,13 +54,14 @@ def hold(path: str | Path, *, directory: bool, command: str) -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # and until it is released and its file removed
         if descriptor is not None:
             lock.unlink(missing_ok=True)  # before the flock is dropped: a waiting process then locks a new file
             os.close(descriptor)
         if created:
             with contextlib.suppress(OSError):
                 path.rmdir()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _acquire(path: Path, lock: Path) -> int:

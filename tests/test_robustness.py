@@ -53,9 +53,7 @@ def test_finetune_resumes_after_sigkill_with_identical_weights(noisy_digits, tmp
     out = tmp_path / "killed.safetensors"
     state = tmp_path / "killed.safetensors.resume.safetensors"
     process = cli_process(*common, "--out", out)
-    deadline = time.monotonic() + 600
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_until(lambda: state.exists() or process.poll() is not None)
     time.sleep(0.3)  # well inside a later epoch
     assert process.poll() is None, "finetune ended before it could be killed"
     process.send_signal(signal.SIGKILL)
@@ -68,6 +66,13 @@ def test_finetune_resumes_after_sigkill_with_identical_weights(noisy_digits, tmp
     final, expected = _tensors(out), _tensors(reference)
     assert final.keys() == expected.keys()
     assert all(torch.equal(final[k], expected[k]) for k in final)
+
+
+def _wait_until(condition, timeout=600):
+    """Poll ``condition()`` every 5 ms until it holds (or ``timeout`` seconds pass)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _run(denoise, folder, workdir, *extra):
@@ -203,9 +208,7 @@ SIGNAL_IDS = ["SIGINT", "SIGTERM"]
 
 def _interrupt(process, ready, signum):
     """Send ``signum`` to ``process`` once the file ``ready`` exists; returns (seconds it then took to end, stderr)."""
-    deadline = time.monotonic() + 300
-    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _wait_until(lambda: ready.exists() or process.poll() is not None)
     assert process.poll() is None, f"ended before it could be interrupted: {process.stderr.read()}"
     process.send_signal(signum)
     sent = time.monotonic()
@@ -331,9 +334,7 @@ def test_two_runs_in_one_work_directory_one_refuses_at_once_the_other_runs_as_if
                                                                                       tmp_path):
     workdir = tmp_path / "work"
     runs = [cli_process(*_run_args(noisy_digits, workdir)) for _ in range(2)]  # started together
-    deadline = time.monotonic() + 300
-    while all(run.poll() is None for run in runs) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _wait_until(lambda: any(run.poll() is not None for run in runs))
     refused, holder = runs if runs[0].poll() is not None else runs[::-1]  # the first to end must be the refusal
     assert holder.poll() is None, "the refusal waited for the holder to end"
     out, err = refused.communicate(timeout=60)

@@ -259,7 +259,7 @@ def _catches_sigterm(status):
 @pytest.fixture(scope="module")
 def trained_uninterrupted(noisy_digits, tmp_path_factory):
     """The train command of the signal tests, run to its end: (its arguments, its weights)."""
-    args = ["train", "--data", "digits", "--noise", noisy_digits / "noise.npz", "--arch", "mlp", "--epochs", 40,
+    args = ["train", "--data", "digits", "--noise", noisy_digits / "noise.npz", "--arch", "mlp", "--epochs", 15,
             "--batch-size", 16, "--seed", 3, "--device", "cpu"]
     out = tmp_path_factory.mktemp("train") / "reference.safetensors"
     process = cli_process(*args, "--out", out)

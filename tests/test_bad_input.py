@@ -365,6 +365,18 @@ def _hour_of_audio(folder):
     return f"fsdd:{folder}"
 
 
+def _gzip_bomb_after_idx_header(folder):
+    """mnist: the images file's header says 10 images, then 1.2 GB of zeros follow (5 MB gzipped)."""
+    import gzip
+
+    with gzip.open(folder / "train-images-idx3-ubyte.gz", "wb", compresslevel=1) as images:
+        images.write(np.array([0x00000803, 10, 28, 28], ">u4").tobytes() + bytes(10 * 28 * 28))
+        for _ in range(72):
+            images.write(bytes(1 << 24))
+    (folder / "train-labels-idx1-ubyte").write_bytes(np.array([0x00000801, 10], ">u4").tobytes() + bytes(10))
+    return f"mnist:{folder}"
+
+
 # (id, build(good, tmp) -> argv, extra environment, what the one-line error mentions or None for a success)
 HOSTILE = [(name, build, {}, mention) for name, build, mention in LYING] + [
     ("absurd label value", lambda g, t: ["train", "--data", _absurd_label(t), "--arch", "mlp", "--epochs", "1",
@@ -377,6 +389,9 @@ HOSTILE = [(name, build, {}, mention) for name, build, mention in LYING] + [
      "DENOISE_MAX_PIXELS"),
     ("36-megapixel JPEG", lambda g, t: ["train", "--data", _image_folder(t, _large_jpeg), "--arch", "cnn",
                                         "--epochs", "1", "--out", "OUT"], {}, None),
+    ("gzip bomb after an IDX header", lambda g, t: ["train", "--data", _gzip_bomb_after_idx_header(t), "--arch",
+                                                    "cnn", "--epochs", "1", "--out", "OUT"], {},
+     "train-images-idx3-ubyte.gz"),
     ("an hour of audio", lambda g, t: ["train", "--data", _hour_of_audio(t), "--arch", "mlp", "--epochs", "1",
                                        "--out", "OUT"], {}, None),
 ]

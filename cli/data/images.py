@@ -3,31 +3,40 @@
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..limits import limit, over_limit
+from ..limits import DEFLATE_RATIO, limit, over_limit
 from .registry import data_spec
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
+    """An unsigned-byte IDX array. Its header's dimensions are checked against the file's size before the
+    data is read: a gzipped file may not claim more than deflate can unpack from its bytes."""
+    gzipped = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
+        with (gzip.open if gzipped else open)(path, "rb") as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+                raise InputError(path, "is not an unsigned-byte IDX file")
+            header = handle.read(4 * head[3])
+            dims = np.frombuffer(header, ">u4").astype(int) if len(header) == 4 * head[3] else None
+            size = math.prod(dims.tolist()) if dims is not None else None
+            room = path.stat().st_size * (DEFLATE_RATIO if gzipped else 1)
+            if size is None or size > room:
+                raise InputError(path, "is truncated or its header does not match its size")
+            raw = handle.read(size + 1)
+    except (OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"cannot be read ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise InputError(path, "is not an unsigned-byte IDX file")
-    ndim = raw[3]
-    dims = np.frombuffer(raw, ">u4", ndim, 4).astype(int) if len(raw) >= 4 + 4 * ndim else None
-    if dims is None or len(raw) != 4 + 4 * ndim + int(np.prod(dims)):
+    if len(raw) != size:
         raise InputError(path, "is truncated or its header does not match its size")
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    return np.frombuffer(raw, np.uint8).reshape(dims)
 
 def _find(path: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):

@@ -99,9 +99,14 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
+def main_process() -> bool:
+    """Whether this process is rank 0 of a launch, or alone: the one that prints and holds the output locks."""
+    return not launched() or _env("RANK", 0) == 0
+
+
 def quiet_other_ranks() -> None:
     """Under torchrun, only rank 0 prints the command's summary on stdout (the others' would repeat it)."""
-    if launched() and _env("RANK", 0) != 0:
+    if not main_process():
         sys.stdout = open(os.devnull, "w")
 
 

@@ -1,7 +1,9 @@
 """Errors the command line reports as one line, and the exit code each one gives.
 
 Exit codes: 0 success, 1 usage error, 2 bad input (a file or data set that can't be used),
-3 runtime failure (the work itself failed: out of memory, non-finite training loss, ...).
+3 runtime failure (the work itself failed: out of memory, non-finite training loss, ...), 4 busy (another
+denoise process holds the work directory or output file; see cli.files.lock), 130 / 143 interrupted by
+SIGINT / SIGTERM (see cli.signals).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Iterator
 
 from unlearn_core.errors import OptionError
 
-EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME = 1, 2, 3
+EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME, EXIT_BUSY = 1, 2, 3, 4
 
 
 class DenoiseError(Exception):
@@ -35,6 +37,12 @@ class InputError(DenoiseError):
     def __init__(self, source: str | Path, problem: str):
         super().__init__(f"{source}: {problem}")
         self.source, self.problem = str(source), problem
+
+
+class BusyError(InputError):
+    """A work directory or output file locked by another live denoise process."""
+
+    exit_code = EXIT_BUSY
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from unlearn_core.models import ModelError
 
@@ -41,7 +42,8 @@ def _layers(info: ModelInfo) -> dict[str, str] | str:
     if is_user_arch(info.arch):
         return f"not listed: {info.arch} is user code, which inspect never imports"
     try:
-        model = info.build()
+        with torch.device("meta"):  # layer names only: no weights allocated for what the metadata claims
+            model = info.build()
     except ModelError as exc:
         return f"not listed: {exc}"
     layers = {}

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m cli.main: a signal during the imports below ends quietly too
+    from .signals import quiet_until_started
+
+    quiet_until_started()
+
 import json
 import sys
 import traceback
@@ -24,8 +29,10 @@ from .data.samples import NORMALIZE_HELP
 from .files.shards import merge as merge_shards
 from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
+from .files.lock import lock_outputs
 from .output import emit, stderr_log, stdout, to_json
 from .pipeline import run as run_pipeline
+from .signals import Interrupted, interruptible
 
 app = typer.Typer(help="Clean a classifier trained on noisy data without retraining it from scratch.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -387,10 +394,17 @@ bench_app.command("quality")(quality_command)
 
 
 def main() -> None:
-    """Console entry point: one-line errors and documented exit codes (see cli.errors)."""
+    """Console entry point: one-line errors and documented exit codes (see cli.errors), signals (cli.signals)
+    and the locks of every --workdir and --out (cli.files.lock)."""
     distributed.quiet_other_ranks()
+    command = typer.main.get_command(app)
+    lock_outputs(command)
     try:
-        app(standalone_mode=False)
+        with interruptible():
+            command(standalone_mode=False)
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -400,8 +414,6 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     except DenoiseError as exc:
         _fail(exc, exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
     except Exception as exc:  # the last line of defence: one line, not a traceback
         _fail(exc, EXIT_RUNTIME, prefix=f"{type(exc).__name__}: ")
     finally:

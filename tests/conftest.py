@@ -1,7 +1,12 @@
 """Shared test helpers: run the `denoise` CLI in-process and the paths of the fixtures."""
 
 import json
+import os
+import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,35 @@ def denoise(capsys, monkeypatch):
 
 def requires_fsdd():
     return pytest.mark.skipif(not FSDD.is_dir(), reason=f"FSDD recordings not found at {FSDD} (../shared/datasets)")
+
+
+def cli_process(*args, env=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+    """Start the real console script ``python -m cli.main ARGS...`` in a subprocess (``env`` adds variables)."""
+    return subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, stdout=stdout,
+                            stderr=stderr, text=True, env={**os.environ, "PYTHONPATH": str(FIXTURES), **(env or {})})
+
+
+@dataclass
+class Measured:
+    """One CLI process run to its end: exit code, stderr, wall seconds and peak resident memory in bytes."""
+
+    code: int
+    err: str
+    seconds: float
+    peak_bytes: int
+
+
+def run_measured(*args, tmp_path: Path, env=None, timeout: float = 60) -> Measured:
+    """Run ``denoise ARGS...`` in a subprocess, killed after ``timeout`` seconds; its peak RSS comes from
+    ``wait4``'s resource usage of that one child."""
+    err_file = tmp_path / f"stderr-{time.monotonic_ns()}.txt"
+    with open(err_file, "w") as err:
+        started = time.monotonic()
+        process = cli_process(*args, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        killer = threading.Timer(timeout, process.kill)
+        killer.start()
+        _pid, status, usage = os.wait4(process.pid, 0)
+        killer.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        seconds = time.monotonic() - started
+    return Measured(process.returncode, err_file.read_text(), seconds, usage.ru_maxrss * 1024)

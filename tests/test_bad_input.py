@@ -1,8 +1,14 @@
 """A corpus of malformed inputs, each run through the CLI: non-zero exit, one-line error naming the file,
-no traceback, no output file (and no temporary file) left behind."""
+no traceback, no output file (and no temporary file) left behind. Inputs that are well-formed but claim
+huge sizes (a lying array header, an absurd label, a decompression-bomb image, hours of audio) also run in
+a subprocess whose time and peak memory are measured."""
 
+import io
 import json
 import shutil
+import struct
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -10,12 +16,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import TINY
+from conftest import TINY, run_measured
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-    """Consistent files from a tiny run: noise, model, scores, partition, sensitivity."""
+    """Consistent files from a tiny run: noise, model, scores, partition, sensitivity, holdout."""
     from cli import stages
     from cli.data.noise import inject_noise
     from cli.model_commands import train
@@ -24,13 +30,14 @@ def good(tmp_path_factory):
     folder = tmp_path_factory.mktemp("good")
     data = f"npz:{TINY}"
     files = {name: folder / name for name in ("noise.npz", "model.safetensors", "scores.npz", "partition.npz",
-                                               "sensitivity.npz")}
+                                               "sensitivity.npz", "holdout.npz")}
     inject_noise(data, "symmetric", 0.3, 0, files["noise.npz"])
     train(data, "mlp", files["model.safetensors"], Recipe(epochs=2), noise=files["noise.npz"], device="cpu")
     stages.attribute(files["model.safetensors"], data, files["scores.npz"], noise=files["noise.npz"], device="cpu")
     stages.partition(files["scores.npz"], files["partition.npz"])
     stages.sensitivity(files["model.safetensors"], data, files["partition.npz"], files["sensitivity.npz"],
                        noise=files["noise.npz"], device="cpu")
+    stages.hold_out(files["partition.npz"], files["holdout.npz"], fraction=0.2)
     return folder
 
 
@@ -45,11 +52,12 @@ def _rewrite_npz(source, target, **changes):
     return target
 
 
-def _rewrite_safetensors(source, target, change):
+def _rewrite_safetensors(source, target, change, change_metadata=lambda tensors, metadata: None):
     with safe_open(source, "pt") as handle:
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         metadata = handle.metadata()
     change(tensors)
+    change_metadata(tensors, metadata)
     save_file(tensors, target, metadata=metadata)
     return target
 
@@ -187,6 +195,78 @@ CASES = [
 ]
 
 
+# Well-formed files whose array headers claim a billion rows the file does not hold: one of each kind of
+# .npz the tool reads, and checkpoints whose header or metadata claims more than the file holds.
+BILLION = 10 ** 9
+LYING = [
+    ("lying header: data npz", lambda g, t: ["train", "--data", f"npz:{_lying_npz(TINY, t / 'd.npz', 'x')}",
+                                             "--arch", "mlp", "--epochs", "1", "--out", "OUT"], "claims shape"),
+    ("lying header: noise", lambda g, t: ["train", "--data", f"npz:{TINY}", "--noise", _lying_npz(
+        g / "noise.npz", t / "n.npz", "labels"), "--arch", "mlp", "--epochs", "1", "--out", "OUT"], "claims shape"),
+    ("lying header: scores", lambda g, t: ["partition", "--scores", _lying_npz(g / "scores.npz", t / "s.npz",
+                                                                               "attribution"), "--out", "OUT"],
+     "claims shape"),
+    ("lying header: partition", lambda g, t: ["finetune", "--model", g / "model.safetensors", "--data",
+                                              f"npz:{TINY}", "--noise", g / "noise.npz", "--partition", _lying_npz(
+        g / "partition.npz", t / "p.npz", "clean_prob"), "--out", "OUT"], "claims shape"),
+    ("lying header: sensitivity", lambda g, t: ["prune", "--model", g / "model.safetensors", "--sensitivity",
+                                                _lying_npz(g / "sensitivity.npz", t / "s.npz", "coefficient"),
+                                                "--ratio", "0.1", "--out", "OUT"], "claims shape"),
+    ("lying header: holdout", lambda g, t: ["finetune", "--model", g / "model.safetensors", "--data", f"npz:{TINY}",
+                                            "--noise", g / "noise.npz", "--partition", g / "partition.npz",
+                                            "--exclude", _lying_npz(g / "holdout.npz", t / "h.npz", "is_held"),
+                                            "--out", "OUT"], "claims shape"),
+    ("lying header: checkpoint tensor", lambda g, t: ["evaluate", "--model", _lying_safetensors(
+        g / "model.safetensors", t / "m.safetensors"), "--data", f"npz:{TINY}"], "m.safetensors"),
+    ("lying metadata: input shape", lambda g, t: ["evaluate", "--model", _rewrite_record(
+        g / "model.safetensors", t / "m.safetensors", lambda r: r.update(input_shape=[1, 100_000, 100_000])),
+        "--data", f"npz:{TINY}"], "shape"),
+    ("lying metadata: mask units", lambda g, t: ["evaluate", "--model", _rewrite_record(
+        g / "model.safetensors", t / "m.safetensors", lambda r: r.update(
+            masks={"head:input": {"units": 10 ** 12, "removed": [0]}})), "--data", f"npz:{TINY}"], "units"),
+]
+CASES += LYING
+
+
+def _lying_npz(source, target, member, rows=BILLION):
+    """``source`` with the header of array ``member`` claiming ``rows`` rows; every byte of data unchanged."""
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as out:
+        for info in archive.infolist():
+            data = archive.read(info)
+            if info.filename == f"{member}.npy":
+                stream = io.BytesIO(data)
+                version = np.lib.format.read_magic(stream)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(stream)
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                              "fortran_order": fortran, "shape": (rows, *shape[1:])})
+                data = header.getvalue() + data[stream.tell():]
+            out.writestr(info.filename, data)
+    return target
+
+
+def _lying_safetensors(source, target):
+    """``source`` whose header says its classifier weight has a billion rows (its offsets unchanged)."""
+    raw = source.read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + length])
+    header["head.weight"]["shape"][0] = BILLION
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    target.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length:])
+    return target
+
+
+def _rewrite_record(source, target, change):
+    """``source`` with its ``denoise`` metadata record changed by ``change(record)``."""
+    def rewrite(tensors, metadata):
+        record = json.loads(metadata["denoise"])
+        change(record)
+        metadata["denoise"] = json.dumps(record)
+    return _rewrite_safetensors(source, target, lambda tensors: None, rewrite)
+
+
 def _bad_header(source, target):
     raw = source.read_bytes()
     target.write_bytes(raw.replace(b"'fortran_order': False", b"'fortran_order': Fals(", 1))
@@ -238,3 +318,114 @@ def test_bad_input_fails_cleanly(denoise, good, tmp_path, build, mention):
     assert mention in lines[0], lines[0]
     assert list(out_dir.iterdir()) == [], "an output (or temporary) file was left behind"
     assert sorted(p.name for p in good.iterdir()) == before
+
+
+def _absurd_label(folder):
+    """60 samples of labels 0 and 1, one of which is 10^9 (``range(max + 1)`` classes would take 22 GB)."""
+    labels = np.array([0, 1] * 30)
+    labels[7] = BILLION
+    np.savez(folder / "labels.npz", x=np.random.default_rng(0).random((60, 4), np.float32), y=labels)
+    return f"npz:{folder / 'labels.npz'}"
+
+
+def _png(path, width, height):
+    """A 1-bit greyscale PNG of zeros: 20,000 x 20,000 pixels fit in 50 kB."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    row, compressor = bytes(1 + (width + 7) // 8), zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def _image_folder(folder, big):
+    """imagefolder: class ``a`` holds ``big(path)``, class ``b`` a 40 x 30 PNG."""
+    for name in "ab":
+        (folder / name).mkdir()
+    big(folder / "a")
+    _png(folder / "b" / "small.png", 40, 30)
+    return f"imagefolder:{folder}"
+
+
+def _large_jpeg(folder):
+    from PIL import Image
+
+    Image.new("L", (6000, 6000), 128).save(folder / "large.jpg")  # 36 megapixels: decoded at half size
+
+
+def _hour_of_audio(folder):
+    """fsdd: one recording of an hour of FLAC-compressed silence at 48 kHz (0.5 MB; 0.7 GB as float32 samples),
+    one of half a second of noise."""
+    import soundfile
+
+    with soundfile.SoundFile(folder / "0_a_5.wav", "w", samplerate=48000, channels=1, format="FLAC") as audio:
+        for _ in range(165):
+            audio.write(np.zeros(1 << 20, np.int16))
+    soundfile.write(folder / "1_a_5.wav", np.random.default_rng(0).uniform(-1, 1, 24000), 48000)
+    return f"fsdd:{folder}"
+
+
+def _gzip_bomb_after_idx_header(folder):
+    """mnist: the images file's header says 10 images, then 1.2 GB of zeros follow (5 MB gzipped)."""
+    import gzip
+
+    with gzip.open(folder / "train-images-idx3-ubyte.gz", "wb", compresslevel=1) as images:
+        images.write(np.array([0x00000803, 10, 28, 28], ">u4").tobytes() + bytes(10 * 28 * 28))
+        for _ in range(72):
+            images.write(bytes(1 << 24))
+    (folder / "train-labels-idx1-ubyte").write_bytes(np.array([0x00000801, 10], ">u4").tobytes() + bytes(10))
+    return f"mnist:{folder}"
+
+
+# (id, build(good, tmp) -> argv, extra environment, what the one-line error mentions or None for a success)
+HOSTILE = [(name, build, {}, mention) for name, build, mention in LYING] + [
+    ("absurd label value", lambda g, t: ["train", "--data", _absurd_label(t), "--arch", "mlp", "--epochs", "1",
+                                         "--out", "OUT"], {}, None),
+    ("more classes than DENOISE_MAX_CLASSES", lambda g, t: ["train", "--data", _absurd_label(t), "--arch", "mlp",
+                                                           "--epochs", "1", "--out", "OUT"],
+     {"DENOISE_MAX_CLASSES": "2"}, "DENOISE_MAX_CLASSES"),
+    ("decompression-bomb PNG", lambda g, t: ["train", "--data", _image_folder(
+        t, lambda f: _png(f / "bomb.png", 20_000, 20_000)), "--arch", "cnn", "--epochs", "1", "--out", "OUT"], {},
+     "DENOISE_MAX_PIXELS"),
+    ("36-megapixel JPEG", lambda g, t: ["train", "--data", _image_folder(t, _large_jpeg), "--arch", "cnn",
+                                        "--epochs", "1", "--out", "OUT"], {}, None),
+    ("gzip bomb after an IDX header", lambda g, t: ["train", "--data", _gzip_bomb_after_idx_header(t), "--arch",
+                                                    "cnn", "--epochs", "1", "--out", "OUT"], {},
+     "train-images-idx3-ubyte.gz"),
+    ("an hour of audio", lambda g, t: ["train", "--data", _hour_of_audio(t), "--arch", "mlp", "--epochs", "1",
+                                       "--out", "OUT"], {}, None),
+]
+
+
+@pytest.fixture(scope="module")
+def baseline_bytes(tmp_path_factory):
+    """Peak RSS of a trivial command (``inspect`` of a small file): the tool's own imports."""
+    measured = run_measured("inspect", TINY, tmp_path=tmp_path_factory.mktemp("baseline"))
+    assert measured.code == 0, measured.err
+    return measured.peak_bytes
+
+
+def test_an_absurd_label_value_is_one_class_among_the_labels_that_occur(tmp_path):
+    from cli.data import load_data
+
+    dataset = load_data(_absurd_label(tmp_path))
+    assert dataset.classes == ["0", "1", str(BILLION)]
+    assert dataset.labels.max() == 2 and (dataset.labels == 2).sum() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build,env,mention", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_huge_claims_end_within_a_minute_and_a_gibibyte(good, baseline_bytes, tmp_path, build, env, mention):
+    scratch, out_dir = tmp_path / "scratch", tmp_path / "outputs"
+    scratch.mkdir()
+    out_dir.mkdir()
+    argv = [str(out_dir / "result.out") if a == "OUT" else a for a in build(good, scratch)]
+    measured = run_measured(*argv, tmp_path=tmp_path, env=env)
+    assert measured.seconds < 60
+    assert measured.peak_bytes - baseline_bytes < 1 << 30, f"{measured.peak_bytes / 2**30:.2f} GiB"
+    if mention is None:
+        assert measured.code == 0, measured.err
+        return
+    lines = measured.err.strip().splitlines()
+    assert measured.code == 2 and len(lines) == 1 and mention in lines[0], measured.err
+    assert list(out_dir.iterdir()) == []

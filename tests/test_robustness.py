@@ -17,13 +17,7 @@ from safetensors import safe_open
 from cli.files.checkpoint import load_checkpoint
 from cli.errors import InputError
 from cli.files.stage_files import load_npz
-from conftest import FIXTURES, ROOT, TINY
-
-
-def _cli(*args, **kwargs):
-    """Run the real console script in a subprocess."""
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(FIXTURES)}, **kwargs)
+from conftest import TINY, cli_process
 
 
 def _tensors(path):
@@ -54,26 +48,31 @@ def test_finetune_resumes_after_sigkill_with_identical_weights(noisy_digits, tmp
               noisy_digits / "noise.npz", "--partition", noisy_digits / "partition.npz", "--epochs", 25,
               "--batch-size", 16, "--seed", 3, "--device", "cpu"]
     reference = tmp_path / "reference.safetensors"
-    assert _cli(*common, "--out", reference).wait(timeout=600) == 0
+    assert cli_process(*common, "--out", reference).wait(timeout=600) == 0
 
     out = tmp_path / "killed.safetensors"
     state = tmp_path / "killed.safetensors.resume.safetensors"
-    process = _cli(*common, "--out", out)
-    deadline = time.monotonic() + 600
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    process = cli_process(*common, "--out", out)
+    _wait_until(lambda: state.exists() or process.poll() is not None)
     time.sleep(0.3)  # well inside a later epoch
     assert process.poll() is None, "finetune ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not out.exists() and state.exists()
 
-    resumed = _cli(*common, "--out", out, "--resume")
+    resumed = cli_process(*common, "--out", out, "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     assert not state.exists()
     final, expected = _tensors(out), _tensors(reference)
     assert final.keys() == expected.keys()
     assert all(torch.equal(final[k], expected[k]) for k in final)
+
+
+def _wait_until(condition, timeout=600):
+    """Poll ``condition()`` every 5 ms until it holds (or ``timeout`` seconds pass)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _run(denoise, folder, workdir, *extra):
@@ -189,13 +188,184 @@ class _Boom:
 
 
 def test_exit_codes_and_one_line_errors_from_the_real_process(tmp_path):
-    usage = _cli("prune", "--model", "m", "--sensitivity", "s", "--ratio", "2", "--out", tmp_path / "o")
+    usage = cli_process("prune", "--model", "m", "--sensitivity", "s", "--ratio", "2", "--out", tmp_path / "o")
     _, err = usage.communicate(timeout=120)
     assert usage.returncode == 1 and len(err.strip().splitlines()) == 1
-    bad = _cli("partition", "--scores", TINY, "--out", tmp_path / "p.npz")
+    bad = cli_process("partition", "--scores", TINY, "--out", tmp_path / "p.npz")
     _, err = bad.communicate(timeout=120)
     assert bad.returncode == 2 and "Traceback" not in err and str(TINY) in err
     assert not (tmp_path / "p.npz").exists()
-    debug = _cli("--debug", "partition", "--scores", TINY, "--out", tmp_path / "p.npz")
+    debug = cli_process("--debug", "partition", "--scores", TINY, "--out", tmp_path / "p.npz")
     _, err = debug.communicate(timeout=120)
     assert debug.returncode == 2 and "Traceback" in err
+
+
+# Signals: SIGINT (Ctrl-C) and SIGTERM end a command with one line, exit 128 + the signal, and nothing
+# half-written: no output, no temporary file, no lock file.
+SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
+SIGNAL_IDS = ["SIGINT", "SIGTERM"]
+
+
+def _interrupt(process, ready, signum):
+    """Send ``signum`` to ``process`` once the file ``ready`` exists; returns (seconds it then took to end, stderr)."""
+    _wait_until(lambda: ready.exists() or process.poll() is not None)
+    assert process.poll() is None, f"ended before it could be interrupted: {process.stderr.read()}"
+    process.send_signal(signum)
+    sent = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    return time.monotonic() - sent, err
+
+
+def _assert_interrupted(process, seconds, err, signum, code):
+    assert process.returncode == code and err.strip() == f"denoise: interrupted ({signal.Signals(signum).name})"
+    assert seconds < 5
+
+
+def _leftovers(folder):
+    """Temporary files, stream parts and lock files anywhere under ``folder``."""
+    return [p.name for p in folder.rglob(".*")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)
+@pytest.mark.parametrize("stage", ["attribute", "partition"])
+def test_a_signal_ends_a_stage_with_one_line_and_no_output(noisy_digits, tmp_path, stage, signum, code):
+    args = {"attribute": ["attribute", "--model", noisy_digits / "noisy.safetensors", "--data", "digits",
+                          "--noise", noisy_digits / "noise.npz", "--device", "cpu"],
+            "partition": ["partition", "--scores", noisy_digits / "scores.npz"]}[stage]
+    process = cli_process(*args, "--out", tmp_path / "out.npz")
+    seconds, err = _interrupt(process, tmp_path / ".out.npz.lock", signum)  # the command has begun its work
+    _assert_interrupted(process, seconds, err, signum, code)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)
+def test_a_signal_while_python_still_imports_ends_with_the_same_line(signum, code):
+    process = cli_process("attribute", "--help")
+    status = f"/proc/{process.pid}/status"
+    while process.poll() is None and not _catches_sigterm(status):  # the handlers are set, the imports begin
+        time.sleep(0.001)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code and err.strip() == f"denoise: interrupted ({signal.Signals(signum).name})"
+
+
+def _catches_sigterm(status):
+    """Whether the process whose /proc status file this is has a handler for SIGTERM (Python sets none itself)."""
+    caught = next(line for line in open(status) if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.fixture(scope="module")
+def trained_uninterrupted(noisy_digits, tmp_path_factory):
+    """The train command of the signal tests, run to its end: (its arguments, its weights)."""
+    args = ["train", "--data", "digits", "--noise", noisy_digits / "noise.npz", "--arch", "mlp", "--epochs", 15,
+            "--batch-size", 16, "--seed", 3, "--device", "cpu"]
+    out = tmp_path_factory.mktemp("train") / "reference.safetensors"
+    process = cli_process(*args, "--out", out)
+    assert process.wait(timeout=600) == 0, process.stderr.read()
+    return args, _tensors(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)
+def test_train_interrupted_by_a_signal_resumes_to_identical_weights(trained_uninterrupted, tmp_path, signum, code):
+    args, expected = trained_uninterrupted
+    out, state = tmp_path / "model.safetensors", tmp_path / "model.safetensors.resume.safetensors"
+    process = cli_process(*args, "--out", out)
+    seconds, err = _interrupt(process, state, signum)  # after its first epoch
+    _assert_interrupted(process, seconds, err, signum, code)
+    assert [p.name for p in tmp_path.iterdir()] == [state.name], "only the resume state may stay"
+
+    resumed = cli_process(*args, "--out", out, "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    final = _tensors(out)
+    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
+
+
+RUN_ARGS = ["--data", "digits", "--rounds", 1, "--epochs", 2, "--device", "cpu", "--json"]
+
+
+def _run_args(folder, workdir):
+    return ["run", "--model", folder / "noisy.safetensors", "--noise", folder / "noise.npz", "--workdir", workdir,
+            *RUN_ARGS]
+
+
+def _outcome(workdir):
+    """What a run in ``workdir`` handed back: which model it chose and that model's weights."""
+    record = json.loads((workdir / "run.json").read_text())
+    return record["chosen"], _tensors(record["model"])
+
+
+def _same_outcome(first, second):
+    assert first[0] == second[0]
+    assert first[1].keys() == second[1].keys() and all(torch.equal(first[1][k], second[1][k]) for k in first[1])
+
+
+@pytest.fixture(scope="module")
+def lone_run(noisy_digits, tmp_path_factory):
+    """The outcome of ``denoise run`` alone in its work directory, uninterrupted."""
+    workdir = tmp_path_factory.mktemp("lone") / "work"
+    process = cli_process(*_run_args(noisy_digits, workdir))
+    assert process.wait(timeout=600) == 0, process.stderr.read()
+    return _outcome(workdir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)
+def test_run_interrupted_by_a_signal_continues_to_the_lone_runs_result(noisy_digits, lone_run, tmp_path, signum,
+                                                                        code):
+    workdir = tmp_path / "work"
+    process = cli_process(*_run_args(noisy_digits, workdir))
+    seconds, err = _interrupt(process, workdir / "round1" / "scores.npz", signum)  # in round 1
+    _assert_interrupted(process, seconds, err, signum, code)
+    assert not (workdir / "run.json").exists() and _leftovers(workdir) == []
+
+    again = cli_process(*_run_args(noisy_digits, workdir))
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert json.loads(out)["rounds"][0]["attribute"].get("skipped"), "the finished stage was not reused"
+    _same_outcome(_outcome(workdir), lone_run)
+
+
+# Locks: one denoise process per work directory or output file.
+@pytest.mark.slow
+def test_two_runs_in_one_work_directory_one_refuses_at_once_the_other_runs_as_if_alone(noisy_digits, lone_run,
+                                                                                      tmp_path):
+    workdir = tmp_path / "work"
+    runs = [cli_process(*_run_args(noisy_digits, workdir)) for _ in range(2)]  # started together
+    _wait_until(lambda: any(run.poll() is not None for run in runs))
+    refused, holder = runs if runs[0].poll() is not None else runs[::-1]  # the first to end must be the refusal
+    assert holder.poll() is None, "the refusal waited for the holder to end"
+    out, err = refused.communicate(timeout=60)
+    assert refused.returncode == 4 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"pid {holder.pid}: denoise run" in err and str(workdir) in err
+    _, err = holder.communicate(timeout=600)
+    assert holder.returncode == 0, err
+    _same_outcome(_outcome(workdir), lone_run)
+    assert _leftovers(workdir) == []
+
+
+def test_an_output_in_use_is_refused_naming_its_holder(denoise, noisy_digits, tmp_path):
+    from cli.files.lock import hold
+
+    out = tmp_path / "partition.npz"
+    with hold(out, directory=False, command="denoise partition (the holder)"):
+        result = denoise("partition", "--scores", noisy_digits / "scores.npz", "--out", out)
+    assert result.code == 4 and len(result.err.strip().splitlines()) == 1
+    assert f"pid {os.getpid()}: denoise partition (the holder)" in result.err and str(out) in result.err
+    assert not out.exists()
+    assert denoise("partition", "--scores", noisy_digits / "scores.npz", "--out", out).code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["partition.npz"], "the lock file stayed"
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(denoise, noisy_digits, tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / ".denoise.lock").write_text(json.dumps({"pid": ended.pid, "command": "denoise run (killed)"}))
+    result = denoise("run", "--model", noisy_digits / "noisy.safetensors", "--noise", noisy_digits / "noise.npz",
+                     "--workdir", workdir, *RUN_ARGS)
+    assert result.code == 0, result.err
+    assert (workdir / "run.json").exists() and not (workdir / ".denoise.lock").exists()

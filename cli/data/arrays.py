@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..files.stage_files import read_npz_arrays
+from ..limits import over_limit
 from .registry import data_spec
 
 
@@ -26,16 +28,11 @@ def _digits(_path, split):
 @data_spec("npz:FILE", arch="mlp")
 def _npz(path: Path, split):
     """Arrays ``x`` (N, ...) and ``y`` (N,) ints, optional ``split`` (N,) of "train"/"test" (without it both
-    splits are the whole file) and ``classes`` (K,) strings."""
+    splits are the whole file) and ``classes`` (K,) strings. Without ``classes`` the classes are the label
+    values that occur in the file (in both splits), named by their value."""
     if not path.is_file():
         raise InputError(path, "is not a file (npz: needs an .npz file)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except ValueError as exc:
-        raise InputError(path, f"holds object arrays, which are never unpickled ({exc})") from None
-    except Exception as exc:
-        raise InputError(path, f"is not a readable .npz file ({type(exc).__name__})") from None
+    arrays = read_npz_arrays(path)
     for name in ("x", "y"):
         if name not in arrays:
             raise InputError(path, f"has no array {name!r} (found: {', '.join(sorted(arrays)) or 'none'})")
@@ -48,11 +45,16 @@ def _npz(path: Path, split):
         raise InputError(path, f"x has {len(x)} samples but y has {len(y)}")
     if len(y) and y.min() < 0:
         raise InputError(path, "y has negative labels")
-    classes = [str(c) for c in range(int(y.max()) + 1 if len(y) else 0)]
     if "classes" in arrays:
         classes = [str(c) for c in arrays["classes"].tolist()]
         if len(y) and y.max() >= len(classes):
             raise InputError(path, f"y has label {int(y.max())} but only {len(classes)} classes are named")
+    else:  # never range(max + 1): one absurd label value would make that list take the machine's memory
+        values, y = np.unique(y, return_inverse=True)
+        classes = [str(value) for value in values.tolist()]
+    problem = over_limit("DENOISE_MAX_CLASSES", len(classes))
+    if problem:
+        raise InputError(path, f"has {len(classes):,} classes, {problem}")
     if "split" in arrays:
         split_names = arrays["split"].astype(str)
         if split_names.shape != y.shape:

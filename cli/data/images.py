@@ -7,13 +7,16 @@ size the model was trained at; the size is part of the transform record a checkp
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..limits import DEFLATE_RATIO, limit, over_limit
 from .registry import WholeNumber, data_spec
 
 SIZE_OPTION = {"size": WholeNumber(8, 1024)}  # ?size=N: resize to N x N
@@ -33,19 +36,26 @@ def _at_size(images: np.ndarray, transform: dict, size: int | None) -> tuple:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
+    """An unsigned-byte IDX array. Its header's dimensions are checked against the file's size before the
+    data is read: a gzipped file may not claim more than deflate can unpack from its bytes."""
+    gzipped = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
+        with (gzip.open if gzipped else open)(path, "rb") as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+                raise InputError(path, "is not an unsigned-byte IDX file")
+            header = handle.read(4 * head[3])
+            dims = np.frombuffer(header, ">u4").astype(int) if len(header) == 4 * head[3] else None
+            size = math.prod(dims.tolist()) if dims is not None else None
+            room = path.stat().st_size * (DEFLATE_RATIO if gzipped else 1)
+            if size is None or size > room:
+                raise InputError(path, "is truncated or its header does not match its size")
+            raw = handle.read(size + 1)
+    except (OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"cannot be read ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise InputError(path, "is not an unsigned-byte IDX file")
-    ndim = raw[3]
-    dims = np.frombuffer(raw, ">u4", ndim, 4).astype(int) if len(raw) >= 4 + 4 * ndim else None
-    if dims is None or len(raw) != 4 + 4 * ndim + int(np.prod(dims)):
+    if len(raw) != size:
         raise InputError(path, "is truncated or its header does not match its size")
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    return np.frombuffer(raw, np.uint8).reshape(dims)
 
 def _find(path: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
@@ -115,12 +125,36 @@ def _cifar10(path: Path, split, size: int | None = None):
     return inputs, labels, classes, transform
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_JPEG_SCALES = (2, 4, 8)  # the reduced sizes a JPEG decoder can decode at directly
+
+
+def _decode_bounded(file: Path) -> torch.Tensor:
+    """(3, H, W) uint8 RGB of an image file, its size read from the header first: at most DENOISE_MAX_PIXELS
+    are decoded. A larger JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale that fits; any other larger
+    image is refused (a few kilobytes of PNG can claim gigapixels)."""
+    from PIL import Image
+    from torchvision.io import ImageReadMode, decode_image
+
+    Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb guard would refuse before naming our bound; ours is below
+    try:
+        with Image.open(file) as image:  # reads the header only
+            (width, height), jpeg = image.size, image.format == "JPEG"
+            problem = over_limit("DENOISE_MAX_PIXELS", width * height)
+            if problem is None:
+                return decode_image(str(file), mode=ImageReadMode.RGB)
+            scale = next((k for k in _JPEG_SCALES if (width // k) * (height // k) <= limit("DENOISE_MAX_PIXELS")), None)
+            if not jpeg or scale is None:
+                raise InputError(file, f"is {width:,} x {height:,} pixels, {problem}")
+            image.draft("RGB", (width // scale, height // scale))
+            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(file, f"is not a readable image ({type(exc).__name__})") from None
 
 @data_spec("imagefolder:DIR", arch="cnn", options=SIZE_OPTION)
 def _imagefolder(path: Path, split, size: int = 32):
     """``DIR/CLASS/*.png|jpg`` (or ``DIR/train/CLASS`` and ``DIR/test/CLASS``), resized to ``size`` x ``size`` RGB."""
-    from torchvision.io import ImageReadMode, decode_image
-
     if not path.is_dir():
         raise InputError(path, "is not a directory (imagefolder: needs DIR/CLASS/*.png)")
     root = path / split if (path / "train").is_dir() and (path / "test").is_dir() else path
@@ -130,10 +164,7 @@ def _imagefolder(path: Path, split, size: int = 32):
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
-            try:
-                image = decode_image(str(file), mode=ImageReadMode.RGB).float().unsqueeze(0) / 255.0
-            except Exception as exc:
-                raise InputError(file, f"is not a readable image ({type(exc).__name__})") from None
+            image = _decode_bounded(file).float().unsqueeze(0) / 255.0
             images.append(_resized(image, size)[0])
             labels.append(label)
     if not images:

@@ -11,20 +11,36 @@ import torch
 from unlearn_core.speech import FEATURE_KINDS, fit_length, speech_features
 
 from ..errors import InputError
+from ..limits import over_limit
 from .registry import data_spec
 
 SPEECH_OPTIONS = {"features": FEATURE_KINDS}
 
 
-def _read_wav(path: Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def _read_clip(path: Path, seconds: float, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """The centre ``seconds`` of an audio file as a mono float waveform, and its sample rate. Only those
+    frames are read (the rest is cropped by ``fit_length`` anyway), after the header's rate and channels are
+    checked against their bounds: a small file of compressed silence can last for days."""
     import soundfile
 
     try:
-        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(path) as audio_file:
+            rate, channels, frames = audio_file.samplerate, audio_file.channels, audio_file.frames
+            for variable, value, what in (("DENOISE_MAX_SAMPLE_RATE", rate, "sample rate"),
+                                          ("DENOISE_MAX_CHANNELS", channels, "channels")):
+                problem = over_limit(variable, value)
+                if problem:
+                    raise InputError(path, f"{what} {value:,} is {problem}")
+            if sample_rate is not None and rate != sample_rate:
+                raise InputError(path, f"sample rate is {rate} Hz; expected {sample_rate} Hz like the other files")
+            length = int(round(seconds * rate))
+            if frames > length:
+                audio_file.seek((frames - length) // 2)  # the centre, as fit_length crops it
+            audio = audio_file.read(min(frames, length), dtype="float32", always_2d=True)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(path, f"is not a readable audio file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if sample_rate is not None and rate != sample_rate:
-        raise InputError(path, f"sample rate is {rate} Hz; expected {sample_rate} Hz like the other files")
     if audio.shape[0] == 0:
         raise InputError(path, "audio file has no samples")
     return audio.mean(axis=1), rate
@@ -32,7 +48,7 @@ def _read_wav(path: Path, sample_rate: int | None = None) -> tuple[np.ndarray, i
 def _speech(files: list[Path], seconds: float, features: str, source: str):
     waveforms, sample_rate = [], None
     for file in files:
-        audio, sample_rate = _read_wav(file, sample_rate)
+        audio, sample_rate = _read_clip(file, seconds, sample_rate)
         waveforms.append(fit_length(torch.from_numpy(audio), int(round(seconds * sample_rate))))
     inputs = speech_features(torch.stack(waveforms), sample_rate, features)
     transform = {"source": source, "features": features, "sample_rate": sample_rate, "seconds": seconds,

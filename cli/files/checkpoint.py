@@ -9,6 +9,7 @@ every tensor's name, shape, dtype and finiteness, and re-applies the masks.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,10 +113,20 @@ def read_metadata(path: str | Path) -> dict:
         raise InputError(path, "safetensors file without denoise metadata; bring plain weights in with `denoise import`")
     try:
         record = json.loads(metadata["denoise"])
+        _check_mask_sizes(path, record.get("masks", {}), read_shapes(path))
         ModelInfo.from_json(record)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(path, f"checkpoint metadata is malformed ({_first_line(exc)})") from None
     return record
+
+
+def _check_mask_sizes(path: str | Path, masks: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a mask that claims more units than the file has weights (before one is allocated for it)."""
+    weights = sum(math.prod(shape) for shape in shapes.values())
+    for spec, entry in masks.items():
+        if int(entry["units"]) > weights:
+            raise InputError(path, f"mask of {spec!r} claims {int(entry['units']):,} units but the file holds "
+                                   f"{weights:,} weights")
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_arch: str | None = None) -> Checkpoint:
@@ -128,6 +139,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     info = ModelInfo.from_json(record)
     if is_user_arch(info.arch) and allow_arch != info.arch:
         raise InputError(path, f"checkpoint names user code {info.arch!r}; pass --arch {info.arch} to import it")
+    with torch.device("meta"):  # no memory: metadata claiming a huge input shape can't make us allocate its model
+        skeleton = build_model(info, path)
+    _check_layout(path, _shapes(skeleton.state_dict()), read_shapes(path))
     model = build_model(info, path)
     load_weights(path, model, read_tensors(path))
     try:
@@ -135,6 +149,15 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     except LayerError as exc:
         raise InputError(path, f"mask does not fit the model: {exc}") from None
     return Checkpoint(model.to(device).eval(), info)
+
+
+def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of a safetensors file by name, from its header (no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except Exception as exc:
+        raise InputError(path, f"not a readable safetensors checkpoint ({_first_line(exc)})") from None
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -149,21 +172,31 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 def load_weights(path: str | Path, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Copy ``tensors`` into ``model`` after checking names, shapes, dtypes and finiteness against it."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing:
-        raise InputError(path, f"missing tensors for the architecture: {_names(missing)}")
-    if extra:
-        raise InputError(path, f"tensors the architecture does not have: {_names(extra)}")
+    _check_layout(path, _shapes(expected), _shapes(tensors))
     for name, want in expected.items():
         got = tensors[name]
-        if got.shape != want.shape:
-            raise InputError(path, f"tensor {name!r} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
         if got.dtype != want.dtype:
             raise InputError(path, f"tensor {name!r} has dtype {got.dtype}, expected {want.dtype}")
         if got.is_floating_point() and not torch.isfinite(got).all():
             raise InputError(path, f"tensor {name!r} contains NaN or infinite values")
     model.load_state_dict(tensors, strict=True)
+
+
+def _shapes(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+
+
+def _check_layout(path: str | Path, expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]]) -> None:
+    """Raise InputError unless ``got`` has exactly the tensor names and shapes ``expected`` has."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing:
+        raise InputError(path, f"missing tensors for the architecture: {_names(missing)}")
+    if extra:
+        raise InputError(path, f"tensors the architecture does not have: {_names(extra)}")
+    for name, want in expected.items():
+        if got[name] != want:
+            raise InputError(path, f"tensor {name!r} has shape {got[name]}, expected {want}")
 
 
 def _names(names: list[str]) -> str:

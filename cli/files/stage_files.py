@@ -8,14 +8,16 @@ An .npz written here holds plain numeric arrays plus ``meta``: a 0-d unicode arr
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..limits import DEFLATE_RATIO
 from .paths import atomic_write, check_input_path
-from .streaming import StoredRows
+from .streaming import StoredRows, read_npy_header
 
 
 # kind -> {array name: (ndim, dtype kind letters)}; the arrays of one file that have dimensions share
@@ -67,9 +69,12 @@ def read_npz_arrays(path: Path, on_disk: tuple[str, ...] = ()) -> dict:
         raise InputError(path, "not a .npz file")
     try:
         with np.load(path, allow_pickle=False) as archive:
+            _check_claims(path, archive.zip)
             stored = {name: StoredRows.of(path, archive.zip.getinfo(f"{name}.npy"))
                       for name in on_disk if name in archive.files}
             arrays = {name: stored[name] if stored.get(name) is not None else archive[name] for name in archive.files}
+    except InputError:
+        raise
     except ValueError as exc:
         problem = "contains object arrays, which are never loaded" if "allow_pickle" in str(exc) else str(exc)
         raise InputError(path, problem) from None
@@ -77,6 +82,31 @@ def read_npz_arrays(path: Path, on_disk: tuple[str, ...] = ()) -> dict:
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise InputError(path, f"unreadable .npz ({type(exc).__name__}: {detail})") from None
     return arrays
+
+def _check_claims(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse, before any array is read, a member that claims more than the file holds: more bytes than the
+    file has, a compressed member that would unpack to more than deflate can make of its bytes, or an array whose header's shape needs
+    more bytes than its member has (or a dimension longer than them), so that no header makes a reader
+    allocate for data that is not there."""
+    size = path.stat().st_size
+    for member in archive.infolist():
+        name = member.filename.removesuffix(".npy")
+        if member.header_offset + member.compress_size > size:
+            raise InputError(path, f"member {name!r} claims {member.compress_size:,} bytes, more than the file has")
+        if member.compress_type != zipfile.ZIP_STORED and member.file_size > DEFLATE_RATIO * (member.compress_size + 1):
+            raise InputError(path, f"member {name!r} claims to unpack {member.file_size:,} bytes from "
+                                   f"{member.compress_size:,}, more than deflate can")
+        with archive.open(member) as handle:
+            if handle.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                continue  # not an array; np.load returns its bytes, at most file_size of them
+            handle.seek(0)
+            shape, _fortran, dtype = read_npy_header(handle)
+            if dtype.hasobject:
+                continue  # refused by allow_pickle=False, never read
+            claimed = handle.tell() + math.prod(shape) * dtype.itemsize
+            if claimed > member.file_size or max(shape, default=0) > member.file_size:
+                raise InputError(path, f"array {name!r} claims shape {shape} of {dtype}, more than its "
+                                       f"{member.file_size:,} bytes hold")
 
 def read_meta(path: Path, raw) -> dict:
     """The JSON object in an .npz ``meta`` entry (a 0-d unicode array); ``{}`` when there is none."""

@@ -18,6 +18,14 @@ from ..errors import InputError
 from .paths import atomic_write
 
 
+def read_npy_header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the .npy array that starts at ``handle``'s position, which is left
+    at the first data byte; raises ValueError when it is not an .npy header."""
+    version = np.lib.format.read_magic(handle)
+    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return header(handle)
+
+
 class StoredRows:
     """A C-order array stored uncompressed in an .npz, read row block by row block on demand.
 
@@ -42,9 +50,7 @@ class StoredRows:
             local = handle.read(30)  # the zip local file header; name and extra field lengths at 26..29
             name_length, extra_length = struct.unpack("<HH", local[26:30])
             handle.seek(member.header_offset + 30 + name_length + extra_length)
-            version = np.lib.format.read_magic(handle)
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran_order, dtype = header(handle)
+            shape, fortran_order, dtype = read_npy_header(handle)
             offset = handle.tell()
         if fortran_order or not shape or dtype.hasobject:
             return None

@@ -5,7 +5,6 @@ a subprocess whose time and peak memory are measured."""
 
 import io
 import json
-import shutil
 import struct
 import zipfile
 import zlib

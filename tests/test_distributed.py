@@ -297,6 +297,23 @@ def _close(single: Path, distributed: Path) -> dict:
     return ranks
 
 
+def _wait_until_gone(group: int, timeout: float = 30) -> None:
+    """Wait until no live process of process group ``group`` is left (a zombie holds no file or lock)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()  # after "(command)": state, ppid, pgrp, ...
+            except OSError:
+                continue  # ended while we looked
+            alive = alive or (int(fields[2]) == group and fields[0] != "Z")
+        if not alive:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"processes of group {group} still alive after {timeout} s")
+
+
 @pytest.mark.slow
 def test_a_two_rank_finetune_killed_mid_epoch_resumes_on_one_rank(denoise, tmp_path, trained):
     out, uninterrupted = tmp_path / "clean.safetensors", tmp_path / "uninterrupted.safetensors"
@@ -309,6 +326,7 @@ def test_a_two_rank_finetune_killed_mid_epoch_resumes_on_one_rank(denoise, tmp_p
         time.sleep(0.01)
     os.killpg(run.pid, signal.SIGKILL)  # the launcher and both ranks
     run.wait()
+    _wait_until_gone(run.pid)  # the ranks outlive the launcher by a moment, rank 0 still holding the output's lock
     with safe_open(str(state), framework="pt") as handle:
         epochs_done = json.loads(handle.metadata()["denoise-resume"])["epoch"]
     assert not out.exists() and 1 <= epochs_done < 60

@@ -414,12 +414,14 @@ def test_an_absurd_label_value_is_one_class_among_the_labels_that_occur(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("build,env,mention", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
-def test_huge_claims_end_within_a_minute_and_a_gibibyte(good, baseline_bytes, tmp_path, build, env, mention):
+def test_huge_claims_end_within_a_minute_and_a_gibibyte(good, baseline_bytes, tmp_path, build, env, mention, request):
     scratch, out_dir = tmp_path / "scratch", tmp_path / "outputs"
     scratch.mkdir()
     out_dir.mkdir()
     argv = [str(out_dir / "result.out") if a == "OUT" else a for a in build(good, scratch)]
     measured = run_measured(*argv, tmp_path=tmp_path, env=env)
+    above = (measured.peak_bytes - baseline_bytes) / 2**20
+    print(f"\n{request.node.callspec.id}: {argv[0]} exit {measured.code}, {measured.seconds:.1f} s, peak {above:+.0f} MiB over the baseline")
     assert measured.seconds < 60
     assert measured.peak_bytes - baseline_bytes < 1 << 30, f"{measured.peak_bytes / 2**30:.2f} GiB"
     if mention is None:

@@ -69,8 +69,8 @@ def _evaluations(folder: Path) -> list[dict]:
 
 def _recorded_truth(partition: Path) -> Path | None:
     """The noise file the partition was scored against (``--truth``), when it is still there unchanged."""
-    recorded = recorded_input(load_npz(partition, "partition")[1], "truth")
-    return recorded[0] if recorded is not None and recorded[1] else None
+    path, unchanged = recorded_input(load_npz(partition, "partition")[1], "truth") or (None, False)
+    return path if unchanged else None
 
 
 def run_directory(workdir: Path) -> Path:

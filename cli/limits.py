@@ -13,23 +13,21 @@ import os
 
 from .errors import UsageError
 
-# environment variable -> (default, what it bounds)
+# environment variable -> default bound (docs/limits.md says what each bounds)
 LIMITS = {
-    "DENOISE_MAX_CLASSES": (100_000, "distinct labels of a data set"),
-    "DENOISE_MAX_PIXELS": (1 << 24, "pixels of one image decoded at full size (4096 x 4096); a larger JPEG is "
-                                    "decoded at 1/2, 1/4 or 1/8 scale, any other larger image is refused"),
-    "DENOISE_MAX_SAMPLE_RATE": (384_000, "sample rate of an audio file, in Hz"),
-    "DENOISE_MAX_CHANNELS": (64, "channels of an audio file"),
+    "DENOISE_MAX_CLASSES": 100_000,
+    "DENOISE_MAX_PIXELS": 1 << 24,  # 4096 x 4096
+    "DENOISE_MAX_SAMPLE_RATE": 384_000,
+    "DENOISE_MAX_CHANNELS": 64,
 }
 DEFLATE_RATIO = 1032  # the most bytes deflate can unpack from one compressed byte (zlib's technical note)
 
 
 def limit(variable: str) -> int:
     """The bound named by ``variable`` (a key of LIMITS): the environment's value if set, else the default."""
-    default, _what = LIMITS[variable]
     text = os.environ.get(variable)
     if text is None:
-        return default
+        return LIMITS[variable]
     try:
         value = int(text)
     except ValueError:

@@ -230,9 +230,11 @@ def issues(scores: Path = typer.Option(..., "--scores", help="scores.npz from `a
         emit({key: value for key, value in result.items() if key != "rows"}, False, "issues")
 
 
+# --workdir is only read: its parameter is not named `workdir`, so that `lock_outputs` leaves it unlocked and a
+# report can be made of a run that is still going
 @app.command("report")
-def report_(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Work directory of `denoise run` or "
-                                                   "`denoise demo` (or give the files below one by one)."),
+def report_(run_folder: Optional[Path] = typer.Option(None, "--workdir", help="Work directory of `denoise run` or "
+                                                     "`denoise demo` (or give the files below one by one)."),
             scores: Optional[Path] = typer.Option(None, "--scores", help="scores.npz (without --workdir)."),
             partition_file: Optional[Path] = typer.Option(None, "--partition", help="partition.npz of those scores."),
             sensitivity_file: Optional[Path] = typer.Option(None, "--sensitivity", help="sensitivity.npz of that "
@@ -251,10 +253,10 @@ def report_(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Work
     from .report.build import report as write_report
     from .report.run_files import from_files, from_workdir
 
-    if workdir is not None:
+    if run_folder is not None:
         if scores or partition_file or sensitivity_file or model:
             raise UsageError("give --workdir, or the files (--scores, --partition, ...), not both")
-        files = from_workdir(workdir, data=data, truth=truth)
+        files = from_workdir(run_folder, data=data, truth=truth)
     elif scores is None or partition_file is None:
         raise UsageError("give --workdir, or at least --scores and --partition")
     else:

@@ -33,8 +33,7 @@ from .device import resolve_device
 from .distributed import join
 from .errors import InputError, UsageError, usage_errors
 from .files.checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint
-from .files.paths import file_sha256
-from .files.provenance import is_current, provenance, skipped
+from .files.provenance import check_made_from, is_current, provenance, skipped
 from .files.shards import merge_ranks, rank_path, shard_meta
 from .files.stage_files import SCHEMAS, check_same_samples, load_npz, save_npz
 from .files.streaming import NpzStream
@@ -258,9 +257,8 @@ def prune(model: Path, sensitivity_file: Path, out: Path, *, ratio: float | None
         raise InputError(sensitivity_file, "does not record its layer")
     _layer(checkpoint.model, layer, str(sensitivity_file))
     units = len(arrays["coefficient"])
-    recorded = meta.get("inputs", {}).get("model", {}).get("sha256")
-    if not force and recorded is not None and recorded != file_sha256(model):
-        raise InputError(sensitivity_file, f"was computed for another model than {model} (use --force to prune anyway)")
+    if not force:
+        check_made_from(sensitivity_file, meta, "model", model, hint="use --force to prune anyway")
     previous = checkpoint.info.masks.get(layer)
     if previous is not None and previous.numel() != units:
         raise InputError(sensitivity_file, f"has {units} units but the model's mask at {layer} has {previous.numel()}")

@@ -147,6 +147,11 @@ CASES = [
         g / "partition.npz", t / "p.npz", **_cut(g / "partition.npz", 100)), "--out", "OUT"], "p.npz"),
     ("labels out of range for the model", lambda g, t: ["evaluate", "--model", g / "model.safetensors", "--data",
         _data_npz(t / "d.npz", np.zeros((6, 1, 8, 8), np.float32), np.array([0, 1, 2, 3, 4, 5]))], "classes"),
+    # labels {0, 2} of a model made when npz: classes were range(max + 1); now renumbered, label 1 means class 2
+    ("classes renumbered since the model", lambda g, t: ["evaluate", "--model", _rewrite_record(
+        g / "model.safetensors", t / "m.safetensors", lambda r: r.update(classes=["0", "1", "2"])), "--data",
+        _data_npz(t / "d.npz", np.zeros((6, 1, 8, 8), np.float32), np.array([0, 2, 0, 2, 0, 2]))],
+     "d.npz: has 2 classes, the model 3: label 1 is '2' here but '1' in the model"),
     ("negative labels", lambda g, t: ["train", "--data", _data_npz(t / "d.npz", np.zeros((4, 3), np.float32),
                                       np.array([0, -1, 1, 0])), "--arch", "mlp", "--epochs", "1", "--out", "OUT"],
      "negative"),

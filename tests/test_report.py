@@ -173,6 +173,21 @@ def test_bad_report_input_is_one_line(denoise, demo_run, tmp_path, build, mentio
     assert not (tmp_path / "r.html").exists(), "a report was written from bad input"
 
 
+def test_report_only_reads_its_workdir(denoise, tmp_path):
+    """`report --workdir` takes no lock: a missing folder is named as such (and not made), and a folder that
+    another process holds is read, not refused as busy."""
+    from cli.files.lock import hold
+
+    missing = tmp_path / "missing"
+    result = denoise("report", "--workdir", missing, "--out", tmp_path / "r.html")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert f"{missing}: no such directory" in result.err and not missing.exists()
+    busy = tmp_path / "busy"
+    with hold(busy, directory=True, command="denoise run (the holder)"):
+        result = denoise("report", "--workdir", busy, "--out", tmp_path / "r.html")
+    assert result.code == 2 and "holds no denoise run" in result.err, result.err
+
+
 def chromium_check(page, tmp_path):
     """Render ``page`` (HTML text) in headless Chromium: ``(images, images without a natural size, console lines)``.
 

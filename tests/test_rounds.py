@@ -98,7 +98,7 @@ def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_sampling
     assert choose(0, "round3", 0, 0)[0] == "round3"  # no held-out sample: no evidence against the method
 
 
-def test_run_hands_back_the_input_model_when_fine_tuning_hurts(denoise, tmp_path):
+def test_run_hands_back_the_input_model_when_fine_tuning_hurts(denoise, tmp_path, monkeypatch):
     """A learning rate that wrecks the fine-tune: the held-out samples show it, and run returns the input."""
     model = tmp_path / "m.safetensors"
     trained = denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 30, "--out", model, "--json")
@@ -112,3 +112,15 @@ def test_run_hands_back_the_input_model_when_fine_tuning_hurts(denoise, tmp_path
     assert "handing back the input model" in result.err
     run_json = json.loads((tmp_path / "work" / "run.json").read_text())
     assert run_json["chosen"] == "input" and run_json["no_harm"] == record["no_harm"]
+    # the report's labels still come from the fine-tuned model (the input predicts the labels it memorized), and
+    # it reads the run's scores with their (N, U) attributions left on disk
+    from cli.report import run_files
+
+    loads, load_npz = [], run_files.load_npz
+    monkeypatch.setattr(run_files, "load_npz", lambda path, kind, **kw: loads.append((kind, kw.get("on_disk")))
+                        or load_npz(path, kind, **kw))
+    report = denoise("report", "--workdir", tmp_path / "work", "--out", tmp_path / "report.html", "--json")
+    assert report.code == 0, report.err
+    assert report.json["suggested_by"] == f"model {tmp_path / 'work' / 'round1' / 'clean.safetensors'}"
+    scores_loads = [on_disk for kind, on_disk in loads if kind == "scores"]
+    assert scores_loads and all("attribution" in (on_disk or ()) for on_disk in scores_loads)

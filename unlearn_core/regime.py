@@ -28,7 +28,7 @@ from .partition import DEFAULT_FEATURES, clean_probability, parse_features
 MEMORIZED_FIT = 0.9
 AUTO = "auto"
 REGIMES = MEMORIZED, GENERALIZING = ("memorized", "generalizing")
-DETECTORS = ATTRIBUTION_DETECTOR, LOSS_DETECTOR = ("attribution-mixture", "loss-mixture")
+ATTRIBUTION_DETECTOR, LOSS_DETECTOR = "attribution-mixture", "loss-mixture"
 
 
 def loss_clean_probability(loss: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -59,7 +59,8 @@ class Samples:
 
 
 def prepare(dataset: Dataset, info: ModelInfo, noise: str | Path | None = None) -> Samples:
-    """Check ``dataset`` fits the model described by ``info``, normalize it and apply a noise file."""
+    """Check ``dataset`` fits the model described by ``info`` (shape, how it was read, class names), normalize it
+    and apply a noise file."""
     shape = list(dataset.inputs.shape[1:])
     recorded = info.input_transform.get("data")
     if shape != list(info.input_shape):
@@ -68,6 +69,12 @@ def prepare(dataset: Dataset, info: ModelInfo, noise: str | Path | None = None) 
         raise InputError(dataset.spec, f"samples have shape {shape} but the model expects {info.input_shape}{hint}")
     if recorded is not None and recorded != dataset.transform:
         raise InputError(dataset.spec, f"features are {dataset.transform}, but the model was trained on {recorded}")
+    if recorded is not None and list(dataset.classes) != list(info.classes):
+        # a label is a class's position: under other class names (a checkpoint made before `npz:` labels were
+        # renumbered to the values that occur, say) each sample would be scored against another class. A model
+        # imported with --input-shape/--num-classes records no data and only numbers its classes.
+        raise InputError(dataset.spec, f"{_class_difference(dataset.classes, info.classes)}; labels would not mean "
+                                       "the model's classes")
     if dataset.labels.numel() and int(dataset.labels.max()) >= len(info.classes):
         raise InputError(dataset.spec, f"labels go up to {int(dataset.labels.max())} but the model has "
                                        f"{len(info.classes)} classes")
@@ -80,6 +87,13 @@ def prepare(dataset: Dataset, info: ModelInfo, noise: str | Path | None = None) 
             options = meta["options"]
             inputs = gaussian_input_noise(inputs, is_noisy, float(options["sigma"]), int(options["seed"]))
     return Samples(inputs, labels, np.arange(len(labels), dtype=np.int64), is_noisy)
+
+
+def _class_difference(ours: list[str], model: list[str]) -> str:
+    """Where the data's class names first differ from the model's, for a one-line error."""
+    first = next((k for k, pair in enumerate(zip(ours, model)) if pair[0] != pair[1]), min(len(ours), len(model)))
+    here, there = (repr(names[first]) if first < len(names) else "none" for names in (ours, model))
+    return f"has {len(ours)} classes, the model {len(model)}: label {first} is {here} here but {there} in the model"
 
 
 def load_samples(spec: str, split: str, info: ModelInfo, noise: str | Path | None = None) -> Samples:

@@ -20,6 +20,7 @@ from unlearn_core.shards import CoverageError, missing, owners
 
 from ..errors import InputError, UsageError
 from .paths import check_input_path
+from .provenance import check_made_from
 from .stage_files import SCHEMAS, load_npz, read_meta, read_npz_arrays, save_npz
 from .streaming import NpzStream
 
@@ -50,8 +51,7 @@ def merge_ranks(out: Path, world: int) -> None:
 def _same_making(path: Path, meta: dict, first: Path, first_meta: dict) -> None:
     """InputError naming ``path`` unless it was made like ``first``: same options, input files and shard count."""
     for name, entry in first_meta["inputs"].items():
-        if meta["inputs"].get(name, {}).get("sha256") != entry["sha256"]:
-            raise InputError(path, f"was made from another {name} file than {first} (a shard of other scores)")
+        check_made_from(path, meta, name, first, hint="a shard of other scores", sha256=entry["sha256"])
     if set(meta["inputs"]) != set(first_meta["inputs"]) or meta["options"] != first_meta["options"]:
         raise InputError(path, f"was made with other options or inputs than {first} (a shard of other scores)")
     if (meta["shard"]["count"], meta["shard"]["samples"]) != (first_meta["shard"]["count"],

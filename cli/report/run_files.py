@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..files.paths import check_input_path, file_sha256
+from ..files.paths import check_input_path
+from ..files.provenance import check_made_from, recorded_input
 from ..files.stage_files import check_same_samples, load_npz
-from .suspects import check_made_from
 
 EVALUATION_KEYS = {"model", "split", "accuracy"}  # what tells an `evaluate --json` record among a round's .json files
 
@@ -69,10 +69,8 @@ def _evaluations(folder: Path) -> list[dict]:
 
 def _recorded_truth(partition: Path) -> Path | None:
     """The noise file the partition was scored against (``--truth``), when it is still there unchanged."""
-    entry = load_npz(partition, "partition")[1].get("inputs", {}).get("truth")
-    if entry is None or not Path(entry["path"]).is_file():
-        return None
-    return Path(entry["path"]) if file_sha256(entry["path"]) == entry.get("sha256") else None
+    path, unchanged = recorded_input(load_npz(partition, "partition")[1], "truth") or (None, False)
+    return path if unchanged else None
 
 
 def run_directory(workdir: Path) -> Path:
@@ -104,13 +102,14 @@ def from_workdir(workdir: Path, *, data: str | None = None, truth: Path | None =
                                  check_input_path(directory / "partition.npz"),
                                  _existing(directory / "clean.safetensors"), summary, _evaluations(directory)))
     last = folder / f"round{numbers[-1]}"
-    chosen = folder / f"{run.get('chosen')}" / "clean.safetensors"  # found from the workdir, wherever the run was
-    model = chosen if chosen.is_file() else Path(run.get("model") or "")
-    if not model.is_file():
-        raise InputError(folder / "run.json", f"names the model {model}, which is missing")
+    # Labels are suggested by the last round's fine-tuned model, found from the workdir wherever the run was: the
+    # model handed back, or, when the run handed back its noisy input (which predicts the labels it memorized, so
+    # suggests nothing), still the cleaned one.
+    model = check_input_path(last / "clean.safetensors")
     files = RunFiles(rounds, sensitivity=_existing(last / "sensitivity.npz"),
                      masked=_existing(last / "pruned.safetensors"), model=model, data=data, truth=truth, run=run)
-    files.data = data or load_npz(files.last.scores, "scores")[1].get("options", {}).get("data")
+    scores_meta = load_npz(files.last.scores, "scores", on_disk=("attribution",))[1]  # the (N, U) array stays on disk
+    files.data = data or scores_meta.get("options", {}).get("data")
     files.truth = truth or _recorded_truth(files.last.partition)
     check(files)
     return files

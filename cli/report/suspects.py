@@ -25,7 +25,8 @@ from ..data.samples import Samples, load_samples
 from ..device import resolve_device
 from ..errors import InputError, UsageError
 from ..files.checkpoint import load_checkpoint
-from ..files.paths import atomic_write, check_input_path, file_sha256
+from ..files.paths import atomic_write, check_input_path
+from ..files.provenance import check_made_from, recorded_input
 from ..files.stage_files import check_same_samples, load_npz
 
 COLUMNS = ("index", "given_label", "suggested_label", "clean_prob", "loss")
@@ -62,20 +63,13 @@ class Suspects:
 
 def recorded_noise(scores: Path, meta: dict) -> Path | None:
     """The noise file a scores file was made with (its provenance), checked to be unchanged since."""
-    entry = meta.get("inputs", {}).get("noise")
-    if entry is None:
+    recorded = recorded_input(meta, "noise")
+    if recorded is None:
         return None
-    path = Path(entry["path"])
-    if not path.is_file() or file_sha256(path) != entry.get("sha256"):
+    path, unchanged = recorded
+    if not unchanged:
         raise InputError(scores, f"was made with the noise file {path}, which is missing or has changed since")
     return path
-
-
-def check_made_from(path: Path, meta: dict, name: str, source: Path) -> None:
-    """Raise InputError unless the file ``path`` records ``source`` as its input ``name``, byte for byte."""
-    recorded = meta.get("inputs", {}).get(name, {}).get("sha256")
-    if recorded is not None and recorded != file_sha256(source):
-        raise InputError(path, f"was made from another {name} file than {source} (files from different runs?)")
 
 
 def predictions(model: Path, data: str, scores: Path, meta: dict, index: np.ndarray, *, arch: str | None = None,

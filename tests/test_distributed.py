@@ -153,6 +153,21 @@ def test_join_selects_the_gpu_before_the_nccl_group_and_takes_gloo_on_the_cpu(mo
     assert join(torch.device("cpu")).world == 1 and calls == []  # one process: no group at all
 
 
+@pytest.mark.parametrize("backend", ["nccl", "gloo"])
+def test_data_parallel_syncs_batchnorm_on_nccl_only_and_looks_for_unused_parameters(monkeypatch, backend):
+    made = {}
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: backend)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel",
+                        lambda module, **options: made.update(module=module, **options) or module)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    weight = model[1].weight
+    distributed.data_parallel(distributed.Ranks(0, 2))(model)
+    assert made["find_unused_parameters"] and made["module"] is model
+    # converted in place, with the very parameters the optimizer already holds
+    assert isinstance(model[1], torch.nn.SyncBatchNorm) == (backend == "nccl") and model[1].weight is weight
+    assert distributed.data_parallel(distributed.Ranks()) is None
+
+
 # --- --shard and merge, in process ------------------------------------------------------------------------------
 
 def _ok(result):

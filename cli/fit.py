@@ -64,7 +64,11 @@ def _load_state(path: Path, model: nn.Module, optimizer, options: dict) -> list[
             _, param_id, slot = name.split(".", 2)
             slots.setdefault(int(param_id), {})[slot] = value
     optimizer.load_state_dict({"state": slots, "param_groups": record["param_groups"]})
-    return record.get("losses", [None] * int(record["epoch"]))
+    losses = record.get("losses", [None] * int(record["epoch"]))
+    if not (isinstance(losses, list) and len(losses) == record["epoch"]
+            and all(loss is None or isinstance(loss, float) for loss in losses)):
+        raise InputError(path, "resume state's losses do not match its epochs; delete it or run without --resume")
+    return losses
 
 
 def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Recipe, *, device: torch.device,

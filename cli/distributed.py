@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from . import output
 from .errors import UsageError
 
 
@@ -70,10 +71,22 @@ class Ranks:
             write()
         self.barrier()
 
-    def log(self, line: str) -> None:
-        """A line on stderr, prefixed with the rank, when there are several ranks."""
-        if self.world > 1:
-            print(f"rank {self.rank} of {self.world}: {line}", file=sys.stderr, flush=True)
+    @property
+    def log(self) -> Callable[[str], None]:
+        """``log(line)``: a line on stderr, prefixed with the rank, when there are several ranks."""
+        return output.stderr_log(quiet=self.world == 1, prefix=f"rank {self.rank} of {self.world}: ")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard``'s ``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; UsageError otherwise."""
+    number, _, count = text.partition("/")
+    try:
+        i, n = int(number), int(count)
+    except ValueError:
+        raise UsageError(f"--shard must be i/n (e.g. 0/4), not {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"--shard must be i/n with 0 <= i < n, not {text!r}")
+    return i, n
 
 
 def launched() -> bool:
@@ -105,13 +118,28 @@ def main_process() -> bool:
 
 
 def quiet_other_ranks() -> None:
-    """Under torchrun, only rank 0 prints the command's summary on stdout (the others' would repeat it)."""
+    """Under torchrun, only rank 0 prints the command's summary on stdout and draws progress bars on stderr
+    (the others' would repeat them); every rank's log lines and errors still reach stderr."""
     if not main_process():
         sys.stdout = open(os.devnull, "w")
+        output.stderr.quiet = True  # the console the progress bars draw on
 
 
 def data_parallel(ranks: Ranks) -> Callable[[torch.nn.Module], torch.nn.Module] | None:
-    """The ``wrap`` of ``unlearn_core.training.fit`` for these ranks: DistributedDataParallel, or None alone."""
+    """The ``wrap`` of ``unlearn_core.training.fit`` for these ranks: DistributedDataParallel, or None alone.
+
+    BatchNorm becomes SyncBatchNorm on CUDA (nccl), so every rank normalizes over the whole batch as one
+    process does; torch's SyncBatchNorm refuses CPU modules, so on gloo each rank normalizes over its share.
+    """
     if ranks.world == 1:
         return None
-    return torch.nn.parallel.DistributedDataParallel
+
+    def wrap(learner: torch.nn.Module) -> torch.nn.Module:
+        if dist.get_backend() == "nccl":
+            learner = torch.nn.SyncBatchNorm.convert_sync_batchnorm(learner)  # same parameters and buffers
+        # A model may apply a layer whose output the loss never sees (an auxiliary head, a user's own code):
+        # its parameters get no gradient, and DDP fails on the next step unless it looks for them. That costs
+        # one walk of the autograd graph per step, and torch warns once per rank when nothing was unused.
+        return torch.nn.parallel.DistributedDataParallel(learner, find_unused_parameters=True)
+
+    return wrap

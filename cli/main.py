@@ -304,7 +304,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                          seed=seed, holdout=holdout)
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch,
                           log=stderr_log(quiet=as_json), warn=stderr_log())
-    if report:
+    if report and distributed.main_process():  # under torchrun rank 0 alone writes the report
         from .report.build import report_of_run
 
         result["report"] = report_of_run(workdir, workdir / "report.html", data=data, arch=arch, device=device)

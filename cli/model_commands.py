@@ -54,7 +54,7 @@ def train(data: str, arch: str, out: Path, recipe: Recipe, *, noise: Path | None
     seconds = time.perf_counter() - started
     finish(out, dev, lambda: save_checkpoint(out, model, info, meta))
     fitted = classification_metrics(logits_of(model, samples.inputs, recipe.batch_size, dev), samples.labels)
-    return {"out": str(out), "epochs": recipe.epochs, "final_loss": losses[-1] if losses else None,
+    return {"out": str(out), "epochs": recipe.epochs, "final_loss": losses[-1],
             "train_accuracy": fitted["accuracy"], "seconds": seconds}
 
 

@@ -25,16 +25,16 @@ from unlearn_core.rounds import Round
 from unlearn_core.selection import held_out_correct as count_held_out
 from unlearn_core.selection import holdout_mask
 from unlearn_core.sensitivity import layer_moments
-from unlearn_core.shards import parse_shard, shard_rows
+from unlearn_core.shards import shard_rows
 from unlearn_core.training import Recipe
 
 from .data.samples import Samples, load_samples
 from .device import resolve_device
-from .distributed import join
+from .distributed import join, parse_shard
 from .errors import InputError, UsageError, usage_errors
 from .files.checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint
 from .files.provenance import check_made_from, is_current, provenance, skipped
-from .files.shards import merge_ranks, rank_path, shard_meta
+from .files.shards import merge_ranks, rank_path, remove_rank_files, shard_meta
 from .files.stage_files import SCHEMAS, check_same_samples, load_npz, save_npz
 from .files.streaming import NpzStream
 from .fit import finish, fit
@@ -71,7 +71,7 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
     with usage_errors():
         check_target(target)
         check_precision(precision)
-        requested = parse_shard(shard) if shard else None
+    requested = parse_shard(shard) if shard else None
     options = {"data": data, "split": split, "layer": layer, "target": target, "dtype": dtype, "precision": precision}
     inputs = {"model": model, "noise": noise}
     if reuse and is_current(out, "scores", options, inputs):
@@ -84,6 +84,8 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
     meta, total = provenance("scores", options, inputs, {"layer": resolved}), len(samples.labels)
     number, count = ranks.part(requested, total)
     written = rank_path(out, ranks.rank, ranks.world) if ranks.world > 1 else out
+    if ranks.world > 1:  # before any rank writes: no shard file of an earlier launch can be merged into this one
+        ranks.main_writes(lambda: remove_rank_files(out))
     if count > 1:
         rows = shard_rows(total, number, count)
         picked = torch.as_tensor(rows)
@@ -214,7 +216,7 @@ def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, nois
     """
     with usage_errors():
         check_precision(precision)
-        requested = parse_shard(shard) if shard else None
+    requested = parse_shard(shard) if shard else None
     options = {"data": data, "layer": layer, "precision": precision}
     inputs = {"model": model, "partition": partition_file, "noise": noise}
     if reuse and is_current(out, "sensitivity", options, inputs):
@@ -297,7 +299,7 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
     losses = fit(checkpoint.model, samples.inputs[clean], samples.labels[clean], recipe, device=dev, options=options,
                  out=out, resume=resume, description="finetune")
     seconds = time.perf_counter() - started
-    # the per-epoch mean losses of the epochs this call ran (after a resume, the later ones): the report's curve
+    # the mean loss of every epoch from the first (over every rank's samples): the report's curve
     meta = provenance("checkpoint", options, inputs, {"losses": losses})
     finish(out, dev, lambda: save_checkpoint(out, checkpoint.model, checkpoint.info, meta))
     return {"out": str(out), "clean_samples": int(clean.sum()), "epochs": recipe.epochs, "train": recipe.train,

@@ -1,5 +1,7 @@
 """Sharding by index and torchrun: the files of a distributed or sharded run are those of one process."""
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -15,14 +17,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from cli.distributed import join
+from cli import distributed, output
+from cli.distributed import join, parse_shard
+from cli.errors import InputError, UsageError
 from cli.files.checkpoint import read_metadata
+from cli.files.shards import merge_ranks, rank_path
 from cli.files.stage_files import read_npz_arrays
 from cli.files.streaming import StoredRows
-from unlearn_core.errors import OptionError
 from unlearn_core.sensitivity import UnitMoments
-from unlearn_core.shards import CoverageError, batch_share, missing, owners, parse_shard, shard_rows
-from conftest import ROOT, TINY
+from unlearn_core.shards import CoverageError, batch_share, missing, owners, shard_rows
+from conftest import FIXTURES, ROOT, TINY
 
 ODD = f"npz:{TINY}?per_class=25"  # 75 training samples: not a multiple of 2 (nor of 2 ranks' batch split)
 
@@ -51,9 +55,37 @@ def test_owners_name_the_overlapping_and_the_out_of_range_part():
 
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "-1/3", "0/0"])
 def test_parse_shard_rejects_what_is_not_i_of_n(text):
-    with pytest.raises(OptionError):
+    with pytest.raises(UsageError, match=r"^--shard must be i/n"):
         parse_shard(text)
     assert parse_shard("1/3") == (1, 3)
+
+
+def test_a_bad_shard_is_a_one_line_usage_error_before_any_file_is_read(denoise, tmp_path):
+    refused = denoise("attribute", "--model", tmp_path / "absent.safetensors", "--data", ODD, "--shard", "3/3",
+                      "--out", tmp_path / "scores.npz")
+    assert (refused.code, refused.err) == (1, "denoise: error: --shard must be i/n with 0 <= i < n, not '3/3'\n")
+
+
+def test_only_rank_0_draws_progress_bars(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def drawn() -> str:
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        with output.progress("work", 3) as advance:
+            advance(3)
+        return sys.stderr.getvalue()
+
+    monkeypatch.setattr(output.stderr, "quiet", False)  # restored afterwards
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    distributed.quiet_other_ranks()
+    assert drawn() != ""  # a transient bar: the terminal's codes that drew and cleared it
+    monkeypatch.setenv("RANK", "1")
+    distributed.quiet_other_ranks()
+    assert drawn() == ""
 
 
 @pytest.mark.parametrize("batch", [7, 1])
@@ -119,6 +151,21 @@ def test_join_selects_the_gpu_before_the_nccl_group_and_takes_gloo_on_the_cpu(mo
     monkeypatch.setenv("WORLD_SIZE", "1")
     calls.clear()
     assert join(torch.device("cpu")).world == 1 and calls == []  # one process: no group at all
+
+
+@pytest.mark.parametrize("backend", ["nccl", "gloo"])
+def test_data_parallel_syncs_batchnorm_on_nccl_only_and_looks_for_unused_parameters(monkeypatch, backend):
+    made = {}
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: backend)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel",
+                        lambda module, **options: made.update(module=module, **options) or module)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    weight = model[1].weight
+    distributed.data_parallel(distributed.Ranks(0, 2))(model)
+    assert made["find_unused_parameters"] and made["module"] is model
+    # converted in place, with the very parameters the optimizer already holds
+    assert isinstance(model[1], torch.nn.SyncBatchNorm) == (backend == "nccl") and model[1].weight is weight
+    assert distributed.data_parallel(distributed.Ranks()) is None
 
 
 # --- --shard and merge, in process ------------------------------------------------------------------------------
@@ -222,6 +269,55 @@ def test_merge_names_a_missing_repeated_or_foreign_shard(denoise, tmp_path, trai
     assert unmerged.code == 2 and "is a scores-shard file, not a scores file" in unmerged.err
 
 
+def _rewritten(path: Path, out: Path, change) -> Path:
+    """A copy of the stage file ``path`` at ``out`` with ``change(meta)`` (or ``change(arrays)``) applied."""
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    change(meta, arrays)
+    np.savez(out, **arrays, meta=np.array(json.dumps(meta)))
+    return out
+
+
+@pytest.mark.parametrize("hostile", ["no inputs", "no shard", "shard of text", "no sample"])
+def test_merge_refuses_a_shard_whose_meta_or_moments_are_unusable_naming_it(denoise, tmp_path, trained, hostile):
+    args = ["sensitivity", "--model", trained["model"], "--data", ODD, "--noise", trained["noise"],
+            "--partition", trained["partition"], "--json"]
+    files = [tmp_path / f"moments-{number}.npz" for number in range(2)]
+    for number in range(2):
+        _ok(denoise(*args, "--shard", f"{number}/2", "--out", files[number]))
+    change = {"no inputs": lambda meta, arrays: meta.pop("inputs"),
+              "no shard": lambda meta, arrays: meta.pop("shard"),
+              "shard of text": lambda meta, arrays: meta["shard"].update(number="1"),
+              "no sample": lambda meta, arrays: arrays.update(n=np.array(0))}[hostile]
+    bad = _rewritten(files[1], tmp_path / "bad.npz", change)
+    refused = denoise("merge", files[0], bad, "--out", tmp_path / "merged.npz")
+    assert refused.code == 2 and refused.err.startswith(f"denoise: error: {bad}: ") and refused.err.count("\n") == 1
+    assert not (tmp_path / "merged.npz").exists()
+
+
+def test_the_ranks_shard_files_are_removed_when_their_merge_fails(denoise, tmp_path, trained):
+    files = _shards(denoise, tmp_path, trained, 2)
+    out = tmp_path / "merged.npz"
+    parts = [rank_path(out, rank, 2) for rank in range(2)]
+    parts[0].write_bytes(files[0].read_bytes())
+    _rewritten(files[1], parts[1], lambda meta, arrays: meta["options"].update(target="max"))  # another launch's
+    with pytest.raises(InputError, match="was made with other options"):
+        merge_ranks(out, 2)
+    assert not out.exists() and not any(part.exists() for part in parts)
+
+
+def test_run_report_is_written_by_rank_0_alone(denoise, tmp_path, trained, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # a rank other than 0 sends stdout to /dev/null: restored after
+    monkeypatch.setattr(output.stderr, "quiet", False)
+    monkeypatch.setattr(distributed, "main_process", lambda: False)  # as rank 1 of a launch sees itself
+    args = ["run", "--model", trained["model"], "--data", ODD, "--noise", trained["noise"], "--rounds", 1,
+            "--epochs", 1, "--ratio", 0, "--holdout", 0, "--report"]
+    assert denoise(*args, "--workdir", tmp_path / "work").code == 0
+    assert (tmp_path / "work" / "round1" / "clean.safetensors").exists()
+    assert not (tmp_path / "work" / "report.html").exists()
+
+
 # --- torchrun, 2 ranks on the CPU (gloo) ------------------------------------------------------------------------
 
 def _command(*args, ranks=2):
@@ -230,7 +326,7 @@ def _command(*args, ranks=2):
 
 
 def _environment():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(FIXTURES)])}
 
 
 def _launch(*args, ranks=2):
@@ -244,6 +340,9 @@ def _launch(*args, ranks=2):
 @pytest.mark.slow
 def test_torchrun_attribute_and_sensitivity_equal_the_single_process_files(denoise, tmp_path, trained):
     common = ["--model", trained["model"], "--data", ODD, "--noise", trained["noise"]]
+    stale = [rank_path(tmp_path / "distributed.npz", rank, world) for rank, world in ((1, 2), (2, 3))]
+    for path in stale:  # left by launches killed before they merged
+        path.write_bytes(trained["scores"].read_bytes())
     scored = _launch("attribute", *common, "--out", tmp_path / "distributed.npz", "--json")
     assert json.loads(scored.stdout)["samples"] == 75  # one summary, rank 0's
     # every rank scored its own shard only: 38 + 37 samples, no rank the whole set
@@ -290,6 +389,16 @@ def test_torchrun_train_and_finetune_of_a_pruned_model_match_one_process(denoise
     assert abs(accuracy[0] - accuracy[1]) <= 1 / 30  # within one test sample of 30
 
 
+@pytest.mark.slow
+def test_torchrun_trains_a_model_with_an_unused_layer_and_records_the_loss_of_every_rank(denoise, tmp_path):
+    # head_first applies an auxiliary Linear whose output the loss never sees: its parameters get no gradient
+    train = ["train", "--data", ODD, "--arch", "user_models:head_first", "--epochs", 3, "--batch-size", 8, "--json"]
+    single = _ok(denoise(*train, "--out", tmp_path / "single.safetensors"))
+    ranks = json.loads(_launch(*train, "--out", tmp_path / "ranks.safetensors").stdout)
+    _close(tmp_path / "single.safetensors", tmp_path / "ranks.safetensors")
+    assert abs(ranks["final_loss"] - single["final_loss"]) < 1e-5  # the mean over both ranks' samples
+
+
 def _close(single: Path, distributed: Path) -> dict:
     """The weights of a checkpoint trained on 2 ranks, checked to be those of one process up to reordered sums."""
     one, ranks = load_file(single), load_file(distributed)
@@ -297,21 +406,28 @@ def _close(single: Path, distributed: Path) -> dict:
     return ranks
 
 
-def _wait_until_gone(group: int, timeout: float = 30) -> None:
-    """Wait until no live process of process group ``group`` is left (a zombie holds no file or lock)."""
+def _processes():
+    """``(pid, state, ppid, process group)`` of every process now running, from /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # after "(command)": state, ppid, pgrp, ...
+        except OSError:
+            continue  # ended while we looked
+        yield int(stat.parent.name), fields[0], int(fields[1]), int(fields[2])
+
+
+def _kill_launch(launcher: int, timeout: float = 30) -> None:
+    """SIGKILL a torchrun started in a session of its own and its ranks (torch's agent starts each rank in a
+    session of its own too), then wait until none is alive: a zombie holds no file or lock."""
+    groups = {launcher} | {pid for pid, _, parent, _ in _processes() if parent == launcher}
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = False
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rpartition(")")[2].split()  # after "(command)": state, ppid, pgrp, ...
-            except OSError:
-                continue  # ended while we looked
-            alive = alive or (int(fields[2]) == group and fields[0] != "Z")
-        if not alive:
-            return
+    while any(group in groups and state != "Z" for _, state, _, group in _processes()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes of {groups} still alive after {timeout} s")
         time.sleep(0.01)
-    raise AssertionError(f"processes of group {group} still alive after {timeout} s")
 
 
 @pytest.mark.slow
@@ -324,9 +440,8 @@ def test_a_two_rank_finetune_killed_mid_epoch_resumes_on_one_rank(denoise, tmp_p
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not state.exists() and run.poll() is None:  # kill as soon as epoch 1 is saved: mid-run, in epoch 2 or so
         time.sleep(0.01)
-    os.killpg(run.pid, signal.SIGKILL)  # the launcher and both ranks
+    _kill_launch(run.pid)  # the launcher and both ranks
     run.wait()
-    _wait_until_gone(run.pid)  # the ranks outlive the launcher by a moment, rank 0 still holding the output's lock
     with safe_open(str(state), framework="pt") as handle:
         epochs_done = json.loads(handle.metadata()["denoise-resume"])["epoch"]
     assert not out.exists() and 1 <= epochs_done < 60
@@ -334,6 +449,9 @@ def test_a_two_rank_finetune_killed_mid_epoch_resumes_on_one_rank(denoise, tmp_p
     _ok(denoise(*args, "--out", uninterrupted))
     _close(uninterrupted, out)  # (60 epochs: over hundreds more, Adam amplifies the reordered sums past 1e-4)
     assert not state.exists()
+    # the loss curve has every epoch from the first, the 2-rank ones over both ranks' samples
+    curves = [read_metadata(path)["provenance"]["results"]["losses"] for path in (out, uninterrupted)]
+    assert len(curves[0]) == 60 and np.allclose(curves[0], curves[1], atol=1e-5)
 
 
 @pytest.mark.slow

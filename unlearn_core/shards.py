@@ -13,19 +13,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import OptionError
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; OptionError("shard") otherwise."""
-    number, _, count = text.partition("/")
-    try:
-        i, n = int(number), int(count)
-    except ValueError:
-        raise OptionError("shard", f"must be i/n (e.g. 0/4), not {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise OptionError("shard", f"must be i/n with 0 <= i < n, not {text!r}")
-    return i, n
 
 
 def shard_rows(samples: int, number: int, count: int) -> np.ndarray:

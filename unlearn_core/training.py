@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -97,11 +98,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 def train_epoch(model: nn.Module, optimizer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                 *, seed: int, epoch: int, frozen_batchnorm: bool = False,
-                on_batch: Callable[[int], None] | None = None) -> float:
+                on_batch: Callable[[int], None] | None = None,
+                sum_across: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
     """One pass of cross-entropy training over ``batches`` of ``(inputs (B, ...), labels (B,))``, or of
-    ``(inputs, labels, factor)`` whose mean loss is multiplied by ``factor`` (a rank's share, see ``fit``).
+    ``(inputs, labels, factor)`` whose mean loss is multiplied by ``factor`` (a rank's share, see ``fit``;
+    a share of factor 0 stands in for no samples and is not counted in the mean).
 
     frozen_batchnorm keeps BatchNorm statistics fixed (used when only the head is trained).
+    sum_across: the elementwise sum of a (2,) float64 array over the processes training together (an
+    all-reduce), so that the mean is over all their samples; None: this process's alone.
     Returns the mean training loss (nats).
     """
     torch.manual_seed(seed * 100_003 + epoch)
@@ -118,12 +123,15 @@ def train_epoch(model: nn.Module, optimizer, batches: Iterable[tuple[torch.Tenso
             raise FloatingPointError("training loss is not finite")
         (loss * factor[0] if factor else loss).backward()
         optimizer.step()
-        total += float(loss.detach()) * len(labels)
-        count += len(labels)
+        if not factor or factor[0]:
+            total += float(loss.detach()) * len(labels)
+            count += len(labels)
         if on_batch:
             on_batch(len(labels))
     model.eval()
-    return total / max(count, 1)
+    if sum_across is not None:
+        total, count = sum_across(np.array([total, count], dtype=np.float64))
+    return float(total / max(count, 1))
 
 
 @torch.no_grad()
@@ -142,17 +150,22 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Re
         resume: Callable[[nn.Module, object], int] | None = None,
         on_epoch: Callable[[int, nn.Module, object], None] | None = None,
         on_batch: Callable[[int], None] | None = None, rank: int = 0, world: int = 1,
-        wrap: Callable[[nn.Module], nn.Module] | None = None) -> list[float]:
+        wrap: Callable[[nn.Module], nn.Module] | None = None,
+        sum_across: Callable[[np.ndarray], np.ndarray] | None = None) -> list[float]:
     """Train ``model`` in place on ``(N, ...)`` inputs and ``(N,)`` labels with ``recipe``; returns the
-    mean loss (nats) of each epoch run (of this rank's samples).
+    mean loss (nats) of each epoch run, over the samples of every process (see ``sum_across``).
 
     ``train="head"`` trains the final classifier layer alone on cached backbone features (eval mode).
     resume(model, optimizer) -> first epoch: restores saved state (0: start afresh, and shrink first).
-    on_epoch(epochs_done, model, optimizer) after every epoch; on_batch(B) after every batch.
+    on_epoch(epochs_done, model, optimizer, loss) after every epoch, with its mean loss; on_batch(B) after
+    every batch.
     Data-parallel, as rank ``rank`` of ``world`` processes that all call ``fit`` with the same arguments:
-    ``wrap(learner)`` returns the module that averages gradients across them (DistributedDataParallel);
-    each batch of the epoch's order (a function of seed and epoch) is shared out by ``shards.batch_share``,
-    so the steps are those of one process up to floating-point reordering.
+    ``wrap(learner)`` returns the module that averages gradients across them (DistributedDataParallel),
+    ``sum_across`` sums the epoch's loss and sample count across them (see ``train_epoch``); each batch of
+    the epoch's order (a function of seed and epoch) is shared out by ``shards.batch_share``, so the averaged
+    gradient is the batch mean's. The steps are those of one process up to floating-point reordering for a
+    model without BatchNorm or dropout; otherwise only statistically so, unless ``wrap`` synchronizes
+    BatchNorm: each rank normalizes over its share of the batch and draws its own dropout masks.
     """
     recipe.check()
     # train="head": the classifier alone (found by tracing a forward pass), on backbone features computed once
@@ -176,8 +189,9 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Re
         batches = ((inputs[mine].to(device, non_blocking=True), labels[mine].to(device, non_blocking=True), factor)
                    for mine, factor in shares)
         losses.append(train_epoch(learner, optimizer, batches, seed=recipe.seed, epoch=epoch,
-                                  frozen_batchnorm=recipe.train == "head", on_batch=on_batch))
+                                  frozen_batchnorm=recipe.train == "head", on_batch=on_batch,
+                                  sum_across=sum_across))
         scheduler.step()
         if on_epoch:
-            on_epoch(epoch + 1, model, optimizer)
+            on_epoch(epoch + 1, model, optimizer, losses[-1])
     return losses

@@ -11,6 +11,7 @@ order a block at a time, so no (N, U) array is held whole. Sensitivity shards' m
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,22 @@ def rank_path(out: Path, rank: int, world: int) -> Path:
     return out.with_name(f".{out.name}.rank{rank}-of-{world}.npz")
 
 
+def remove_rank_files(out: Path) -> None:
+    """Remove every rank's shard file of ``out`` left by an earlier launch of any size (one killed before it
+    merged them), so that none is ever merged into this launch's ``out``."""
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.rank*-of-*.npz"):
+        stale.unlink(missing_ok=True)
+
+
 def merge_ranks(out: Path, world: int) -> None:
-    """Merge the shard files the ``world`` ranks wrote of ``out`` (``rank_path``) into it, then remove them."""
+    """Merge the shard files the ``world`` ranks wrote of ``out`` (``rank_path``) into it; they are removed
+    whether the merge succeeds or not."""
     parts = [rank_path(out, rank, world) for rank in range(world)]
-    merge(parts, out)
-    for part in parts:
-        part.unlink()
+    try:
+        merge(parts, out)
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
 
 
 def _same_making(path: Path, meta: dict, first: Path, first_meta: dict) -> None:
@@ -61,6 +72,22 @@ def _same_making(path: Path, meta: dict, first: Path, first_meta: dict) -> None:
                                f"{first_meta['shard']['samples']}")
 
 
+def _check_shard_meta(path: Path, meta: dict, kind: str, arrays: dict) -> None:
+    """InputError naming ``path`` unless its ``meta`` records its inputs and options and a shard
+    ``{"number", "count", "samples"}`` of integers with ``0 <= number < count``, and, for moments, a
+    positive sample count."""
+    shard, inputs = meta.get("shard"), meta.get("inputs")
+    if not (isinstance(inputs, dict) and all(isinstance(entry, dict) and "sha256" in entry for entry in inputs.values())):
+        raise InputError(path, "does not record its input files (not a shard file denoise wrote)")
+    if "options" not in meta:
+        raise InputError(path, "does not record its options (not a shard file denoise wrote)")
+    if not (isinstance(shard, dict) and all(type(shard.get(key)) is int for key in ("number", "count", "samples"))
+            and 0 <= shard["number"] < shard["count"]):
+        raise InputError(path, "does not record which shard it is (meta.shard: number, count, samples)")
+    if kind == "sensitivity-shard" and int(arrays["n"]) < 1:
+        raise InputError(path, "holds the moments of no sample")
+
+
 def merge(files: list[Path], out: Path) -> dict:
     """Join the shard files ``files`` (all of one kind) into the scores or sensitivity file ``out``; returns a
     summary."""
@@ -73,7 +100,8 @@ def merge(files: list[Path], out: Path) -> dict:
     parts = [load_npz(path, kind, on_disk=("attribution",)) for path in files]
     first, (_, first_meta) = files[0], parts[0]
     by_number: dict[int, Path] = {}
-    for path, (_, meta) in zip(files, parts):
+    for path, (arrays, meta) in zip(files, parts):
+        _check_shard_meta(path, meta, kind, arrays)
         _same_making(path, meta, first, first_meta)
         number = meta["shard"]["number"]
         if number in by_number:

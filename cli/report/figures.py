@@ -95,12 +95,13 @@ def sensitivity(coefficient: np.ndarray, removed: np.ndarray) -> bytes:
     return _png(figure)
 
 
-def round_curves(losses: dict[int, list[float]], accuracy: dict[str, dict[int, float]]) -> bytes:
-    """Left: each round's fine-tuning loss per epoch; right: accuracy per round by split (when recorded)."""
+def round_curves(losses: dict[int, list[float | None]], accuracy: dict[str, dict[int, float]]) -> bytes:
+    """Left: each round's fine-tuning loss per epoch from epoch 1 (None: an epoch whose loss a resumed run's
+    state did not record, left out); right: accuracy per round by split (when recorded)."""
     figure = _figure(8, 2.8)
     left, right = figure.subplots(1, 2)
     for number, curve in losses.items():
-        left.plot(np.arange(1, len(curve) + 1), curve, label=f"round {number}")
+        left.plot(np.arange(1, len(curve) + 1), np.array(curve, dtype=float), label=f"round {number}")
     left.set(xlabel="epoch", ylabel="fine-tuning loss (nats)", title="fine-tuning")
     left.legend(fontsize=7)
     for split, by_round in accuracy.items():

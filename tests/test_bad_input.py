@@ -20,7 +20,8 @@ from conftest import TINY, run_measured
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-    """Consistent files from a tiny run: noise, model, scores, partition, sensitivity, holdout."""
+    """Consistent files from a tiny run: noise, model, scores, partition, sensitivity, holdout, and shard 0 of 2
+    of the scores and of the sensitivity (``denoise merge``'s inputs)."""
     from cli import stages
     from cli.data.noise import inject_noise
     from cli.model_commands import train
@@ -37,6 +38,10 @@ def good(tmp_path_factory):
     stages.sensitivity(files["model.safetensors"], data, files["partition.npz"], files["sensitivity.npz"],
                        noise=files["noise.npz"], device="cpu")
     stages.hold_out(files["partition.npz"], files["holdout.npz"], fraction=0.2)
+    stages.attribute(files["model.safetensors"], data, folder / "scores-0.npz", noise=files["noise.npz"],
+                     device="cpu", shard="0/2")
+    stages.sensitivity(files["model.safetensors"], data, files["partition.npz"], folder / "sensitivity-0.npz",
+                       noise=files["noise.npz"], device="cpu", shard="0/2")
     return folder
 
 
@@ -220,6 +225,10 @@ LYING = [
                                             "--noise", g / "noise.npz", "--partition", g / "partition.npz",
                                             "--exclude", _lying_npz(g / "holdout.npz", t / "h.npz", "is_held"),
                                             "--out", "OUT"], "claims shape"),
+    ("lying header: scores shard", lambda g, t: ["merge", _lying_npz(g / "scores-0.npz", t / "s0.npz", "attribution"),
+                                                 "--out", "OUT"], "claims shape"),
+    ("lying header: sensitivity shard", lambda g, t: ["merge", _lying_npz(g / "sensitivity-0.npz", t / "m0.npz",
+                                                                          "cxx"), "--out", "OUT"], "claims shape"),
     ("lying header: checkpoint tensor", lambda g, t: ["evaluate", "--model", _lying_safetensors(
         g / "model.safetensors", t / "m.safetensors"), "--data", f"npz:{TINY}"], "m.safetensors"),
     ("lying metadata: input shape", lambda g, t: ["evaluate", "--model", _rewrite_record(

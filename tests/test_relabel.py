@@ -69,8 +69,9 @@ def test_finetune_relabel_trains_flagged_samples_on_the_partitions_suggested_lab
     arrays["clean_prob"] = arrays["is_clean"].astype(np.float64)
     arrays["suggested"] = labels.copy()
     arrays["suggested"][np.r_[relabel, unsure, clean]] = (labels[np.r_[relabel, unsure, clean]] + 1) % 3
-    arrays["suggested_prob"] = np.full(n, 0.9)
+    arrays["suggested_prob"] = np.full(n, 0.95)
     arrays["suggested_prob"][unsure] = 0.3
+    assert 0.3 < RELABEL_PROBABILITY <= 0.95
     save_npz(tmp_path / "partition.npz", arrays, meta)
     recipe = ("--train", "all", "--epochs", 60, "--lr", 0.01, "--shrink", 1)
     tuned, learned = {}, {}

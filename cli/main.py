@@ -52,9 +52,10 @@ BatchSize = typer.Option(256, "--batch-size", min=1, help="Samples per forward p
 Orient = typer.Option(RunOptions.orient, "--orient", help="How partition picks the noisy component: auto (the "
                       "one that looks more like other classes; where no sample does, the one with more attribution "
                       "energy, as corrupted inputs have), margin, loss or norm.")
-Relabel = typer.Option(RunOptions.relabel, "--relabel/--no-relabel", help="Also fine-tune on the flagged samples "
-                       "whose suggested class (the prediction in the partition's scores) is another with probability "
-                       f">= {RELABEL_PROBABILITY:g}, relabeled to it, instead of dropping them (docs/relabel.md).")
+Relabel = typer.Option(RunOptions.relabel, "--relabel/--no-relabel", help="Also fine-tune (run: in the last round) "
+                       "on the flagged samples whose suggested class (the prediction in the partition's scores) is "
+                       f"another with probability >= {RELABEL_PROBABILITY:g}, relabeled to it, instead of dropping "
+                       "them (docs/relabel.md).")
 Precision = typer.Option("fp32", "--precision", help="Forward passes in fp32, or under bf16/fp16 autocast "
                                                      "(see the README's performance section for the deviation).")
 

@@ -87,3 +87,16 @@ def test_finetune_relabel_trains_flagged_samples_on_the_partitions_suggested_lab
     assert learned["--relabel"] > 0.8 and learned["--no-relabel"] < learned["--relabel"] - 0.4, learned
     assert tuned["--relabel"]["relabeled"] == 15 and tuned["--no-relabel"]["relabeled"] == 0
     assert tuned["--relabel"]["clean_samples"] == tuned["--no-relabel"]["clean_samples"] == n - 25
+
+
+def test_run_relabel_reaches_the_last_rounds_fine_tuning(denoise, tmp_path):
+    model = tmp_path / "m.safetensors"
+    assert denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 5, "--out", model).code == 0
+    result = denoise("run", "--model", model, "--data", f"npz:{TINY}", "--workdir", tmp_path / "work", "--rounds", 2,
+                     "--epochs", 1, "--round-epochs", 1, "--relabel", "--device", "cpu", "--json")
+    assert result.code == 0, result.err
+    assert result.json["options"]["relabel"] is True
+    tuned = [read_metadata(tmp_path / "work" / f"round{r}" / "clean.safetensors")["provenance"]["options"]["relabel"]
+             for r in (1, 2)]
+    assert tuned == [False, True]  # only the last round relabels
+    assert all(isinstance(r["finetune"]["relabeled"], int) for r in result.json["rounds"])

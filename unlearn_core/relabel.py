@@ -6,9 +6,9 @@ class can instead join the fine-tuning with that class as its label. In round 1 
 labels predicts the given label, so nothing is relabeled there (a generalizing one often predicts the true
 class); from round 2 on that model is a cleaned one, and how often it is right depends on how much of the
 noise it forgot: in the last round of digits (40 % symmetric, seed 0, head-only early rounds) it still
-predicted the given label for 94 % of the truly mislabeled flagged samples; on fsdd (all-layer rounds) its
-confident suggestions (``RELABEL_PROBABILITY``) were right for 96 % of them under symmetric noise and 65 %
-under instance noise (train split, against the injected noise; docs/relabel.md).
+predicted the given label for 94 % of the truly mislabeled flagged samples; on fsdd (all-layer rounds) 96 %
+of the samples its confident suggestions (``RELABEL_PROBABILITY``) relabeled got their true label under
+symmetric noise, 65 % under instance noise (train split, against the injected noise; docs/relabel.md).
 
 Notation: N samples, C classes; labels are the given (possibly noisy) ones.
 """

@@ -17,6 +17,7 @@ from typer._click import exceptions as click_exceptions  # typer vendors click; 
 import typer
 from rich.table import Table
 
+from unlearn_core.relabel import RELABEL_PROBABILITY
 from unlearn_core.rounds import RunOptions
 from unlearn_core.training import Recipe
 
@@ -51,6 +52,10 @@ BatchSize = typer.Option(256, "--batch-size", min=1, help="Samples per forward p
 Orient = typer.Option(RunOptions.orient, "--orient", help="How partition picks the noisy component: auto (the "
                       "one that looks more like other classes; where no sample does, the one with more attribution "
                       "energy, as corrupted inputs have), margin, loss or norm.")
+Relabel = typer.Option(RunOptions.relabel, "--relabel/--no-relabel", help="Also fine-tune (run: in the last round) "
+                       "on the flagged samples whose suggested class (the prediction in the partition's scores) is "
+                       f"another with probability >= {RELABEL_PROBABILITY:g}, relabeled to it, instead of dropping "
+                       "them (docs/relabel.md).")
 Precision = typer.Option("fp32", "--precision", help="Forward passes in fp32, or under bf16/fp16 autocast "
                                                      "(see the README's performance section for the deviation).")
 
@@ -196,14 +201,15 @@ def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Nois
              resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
              exclude: Optional[Path] = typer.Option(None, "--exclude", help="holdout.npz (from `denoise run`): "
                                                     "samples never fine-tuned on, kept for the no-harm check."),
+             relabel: bool = Relabel,
              out: Path = typer.Option(..., "--out"), device: str = Device, arch: Optional[str] = Arch,
              as_json: bool = Json) -> None:
-    """Fine-tune on the clean samples only; pruned units stay removed."""
+    """Fine-tune on the clean samples (and, with --relabel, the confidently relabeled flagged ones); pruned
+    units stay removed."""
     recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train=train,
                     shrink=shrink, seed=seed)
-    emit(stages.finetune(model, data, partition_file, out, recipe, noise=noise, exclude=exclude, resume=resume,
-                         device=device,
-                         arch=arch), as_json, "finetune")
+    emit(stages.finetune(model, data, partition_file, out, recipe, noise=noise, exclude=exclude, relabel=relabel,
+                         resume=resume, device=device, arch=arch), as_json, "finetune")
 
 
 @app.command()
@@ -292,6 +298,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         holdout: float = typer.Option(RunOptions.holdout, "--holdout", help="Fraction of the samples round 1 calls "
                                       "clean that no round fine-tunes on; they decide whether a round's model or the "
                                       "input model is handed back (first, do no harm). 0 turns the check off."),
+        relabel: bool = Relabel,
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
         report: bool = typer.Option(False, "--report", help="Also write WORKDIR/report.html (`denoise report`)."),
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
@@ -301,7 +308,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
     options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
                          orient=orient, prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train,
                          epochs=epochs, round_epochs=round_epochs, lr=lr, shrink=shrink, batch_size=batch_size,
-                         seed=seed, holdout=holdout)
+                         seed=seed, holdout=holdout, relabel=relabel)
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch,
                           log=stderr_log(quiet=as_json), warn=stderr_log())
     if report and distributed.main_process():  # under torchrun rank 0 alone writes the report

@@ -21,6 +21,7 @@ from unlearn_core.metrics import detection_metrics
 from unlearn_core.partition import CLEAN_THRESHOLD, check_orientation
 from unlearn_core.regime import AUTO, check_features, partition_scores
 from unlearn_core.pruning import check_amount, prune_mask
+from unlearn_core.relabel import fine_tuning_set, suggestion
 from unlearn_core.rounds import Round
 from unlearn_core.selection import held_out_correct as count_held_out
 from unlearn_core.selection import holdout_mask
@@ -138,7 +139,9 @@ def partition(scores: Path, out: Path, *, per_class: bool = True, features: str 
     """Split a scores file's samples into clean and noisy by the detector its regime calls for (``features``
     ``auto``; ``unlearn_core.regime``) or by the attribution mixture over the ``features`` listed; with
     ``truth`` (a noise file) also score the detection. ``orient``: how the attribution mixture's noisy
-    component is chosen, one of ``unlearn_core.partition.ORIENTATIONS``."""
+    component is chosen, one of ``unlearn_core.partition.ORIENTATIONS``. The file also holds the class the
+    scores suggest for each sample and its probability (``unlearn_core.relabel.suggestion``), which
+    ``finetune --relabel`` uses."""
     with usage_errors():
         kinds = check_features(features)
         check_orientation(orient)
@@ -156,7 +159,9 @@ def partition(scores: Path, out: Path, *, per_class: bool = True, features: str 
         noise_arrays, _ = load_npz(truth, "noise")
         check_same_samples(truth, noise_arrays["index"], scores, arrays["index"])
         result["detection"] = detection_metrics(noise_arrays["is_noisy"], is_clean, clean_prob)
-    save_npz(out, {"clean_prob": clean_prob, "is_clean": is_clean, "label": arrays["label"], "index": arrays["index"]},
+    suggested, suggested_prob = suggestion(arrays["label"], arrays["predicted"], arrays["confidence"], arrays["margin"])
+    save_npz(out, {"clean_prob": clean_prob, "is_clean": is_clean, "label": arrays["label"], "index": arrays["index"],
+                   "suggested": suggested, "suggested_prob": suggested_prob},
              provenance("partition", options, inputs, {"detection": result.get("detection"), **choice}))
     return result
 
@@ -281,29 +286,33 @@ def prune(model: Path, sensitivity_file: Path, out: Path, *, ratio: float | None
 
 
 def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Recipe = Recipe(), *,
-             noise: Path | None = None, exclude: Path | None = None, resume: bool = False, device: str = "auto",
-             arch: str | None = None, reuse: bool = False) -> dict:
-    """Fine-tune a (pruned) checkpoint with ``recipe`` on the partition's clean samples only, those of the
-    holdout file ``exclude`` excepted; masks stay in force."""
+             noise: Path | None = None, exclude: Path | None = None, relabel: bool = False, resume: bool = False,
+             device: str = "auto", arch: str | None = None, reuse: bool = False) -> dict:
+    """Fine-tune a (pruned) checkpoint with ``recipe`` on the partition's clean samples, those of the
+    holdout file ``exclude`` excepted; with ``relabel`` also on the flagged samples whose suggested class is
+    confidently another, with that label (``unlearn_core.relabel.fine_tuning_set``); masks stay in force."""
     with usage_errors():
         recipe.check()
-    options = {"data": data, **asdict(recipe)}
+    options = {"data": data, **asdict(recipe), "relabel": relabel}
     inputs = {"model": model, "partition": partition_file, "noise": noise, "exclude": exclude}
     if reuse and is_current(out, "checkpoint", options, inputs):
         return skipped(out)
     dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
-    clean = torch.as_tensor(flags["is_clean"] & ~_held(exclude, samples))
-    if int(clean.sum()) == 0:
+    suggestions = (flags["suggested"], flags["suggested_prob"]) if relabel else ()
+    rows, targets, relabeled = fine_tuning_set(flags["label"], flags["is_clean"], _held(exclude, samples),
+                                               *suggestions)
+    if not rows.any():
         raise InputError(partition_file, "marks no sample as clean (but held-out ones); nothing to fine-tune on")
+    rows = torch.as_tensor(rows)
     started = time.perf_counter()
-    losses = fit(checkpoint.model, samples.inputs[clean], samples.labels[clean], recipe, device=dev, options=options,
-                 out=out, resume=resume, description="finetune")
+    losses = fit(checkpoint.model, samples.inputs[rows], torch.as_tensor(targets)[rows], recipe, device=dev,
+                 options=options, out=out, resume=resume, description="finetune")
     seconds = time.perf_counter() - started
     # the mean loss of every epoch from the first (over every rank's samples): the report's curve
     meta = provenance("checkpoint", options, inputs, {"losses": losses})
     finish(out, dev, lambda: save_checkpoint(out, checkpoint.model, checkpoint.info, meta))
-    return {"out": str(out), "clean_samples": int(clean.sum()), "epochs": recipe.epochs, "train": recipe.train,
-            "shrink": recipe.shrink, "seconds": seconds}
+    return {"out": str(out), "clean_samples": int(rows.sum()) - int(relabeled.sum()), "relabeled": int(relabeled.sum()),
+            "epochs": recipe.epochs, "train": recipe.train, "shrink": recipe.shrink, "seconds": seconds}
 
 
 class FileSteps:
@@ -378,8 +387,8 @@ class FileSteps:
         """round{r}/clean.safetensors, fine-tuned with ``round.finetune`` (the ``finetune`` stage)."""
         out = self._folder(round) / "clean.safetensors"
         self._record(round, "finetune", finetune(model, self.data, partition_file, out, round.finetune,
-                                                 noise=self.noise, exclude=held, resume=True, device=self.device,
-                                                 arch=self.arch, reuse=True))
+                                                 noise=self.noise, exclude=held, relabel=round.relabel, resume=True,
+                                                 device=self.device, arch=self.arch, reuse=True))
         return out
 
     def held_out_correct(self, model: Path, held: Path) -> tuple[int, int]:

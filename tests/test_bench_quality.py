@@ -64,3 +64,16 @@ def test_markdown_leaves_cells_blank_for_detectors_not_run_there():
     table = markdown(rows)
     assert "nan" not in table
     assert "| d | symmetric | 0.2 | +1.0 |  |" in table and "| d | symmetric | 0.4 | +1.0 | +1.0 |" in table
+
+
+def test_markdown_adds_the_relabeling_table_only_when_denoise_relabel_was_run():
+    from cli.bench.quality_tables import markdown
+
+    rows = [{"data": "d", "kind": "symmetric", "rate": 0.4, "seed": 0, "detector": "attribution", "method": method,
+             "test_accuracy": accuracy, "seconds": 1.0}
+            for method, accuracy in (("finetune-only", 0.8), ("denoise", 0.81), ("denoise-relabel", 0.79))]
+    rows += [{**rows[0], "detector": "none", "method": m} for m in ("noisy", "retrain", "oracle")]
+    title = "Relabeling: `denoise-relabel` minus `denoise`"
+    table = markdown(rows).split(title)[1]
+    assert table.splitlines()[4] == "| d | symmetric | 0.4 | -2.0 |"
+    assert title not in markdown([r for r in rows if r["method"] != "denoise-relabel"])

@@ -1,6 +1,7 @@
 """One copy of the method: ``denoise run`` (files) and ``bench quality`` (memory) walk the same rounds."""
 
 import json
+from dataclasses import replace
 
 import torch
 
@@ -37,7 +38,7 @@ def test_plan_prunes_in_the_last_round_only_and_fine_tuning_only_differs_there()
 
 
 def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monkeypatch):
-    data, options = f"npz:{TINY}", RunOptions(rounds=2, epochs=2, round_epochs=1)
+    data, options = f"npz:{TINY}", RunOptions(rounds=2, epochs=2, round_epochs=1, relabel=True)
     noise, model = tmp_path / "noise.npz", tmp_path / "noisy.safetensors"
     inject_noise(data, "symmetric", 0.4, options.seed, noise)
     train(data, "mlp", model, Recipe(epochs=2), noise=noise, device="cpu")
@@ -45,15 +46,18 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     monkeypatch.setattr(pipeline, "FileSteps", _recording(stages.FileSteps, run_calls))
     monkeypatch.setattr(quality, "MemorySteps", _recording(MemorySteps, bench_calls))
     pipeline.run(model, data, tmp_path / "work", options, noise=noise, device="cpu")
-    settings = quality.Settings("mlp", 2, 2, options, torch.device("cpu"))
-    quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test")
+    settings = quality.Settings("mlp", 2, 2, options, torch.device("cpu"), relabel=True)
+    rows = quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test")
+    assert [row["method"] for row in rows[3:]] == ["finetune-only", "denoise", "denoise-relabel"]
     assert [name for _, name, _ in run_calls] == [
         "attribute", "partition", "regime", "hold_out", "finetune", "attribute", "partition", "sensitivity", "prune",
         "finetune", "held_out_correct", "held_out_correct"]  # the input model's, then the last round's
-    # the benchmark runs finetune-only (no pruning) and denoise, each with its own steps, in that order
-    finetune_only, denoise = ([call[1:] for call in bench_calls if call[0] == owner]
-                              for owner in dict.fromkeys(call[0] for call in bench_calls))
-    assert denoise == [call[1:] for call in run_calls]
+    assert [call[2].relabel for call in run_calls if call[1] == "finetune"] == [False, True]  # the last round's
+    # the benchmark runs finetune-only (no pruning), denoise and denoise-relabel, each with its own steps, in order
+    finetune_only, denoise, relabeling = ([call[1:] for call in bench_calls if call[0] == owner]
+                                          for owner in dict.fromkeys(call[0] for call in bench_calls))
+    assert relabeling == [call[1:] for call in run_calls]
+    assert denoise == [(name, round and replace(round, relabel=False)) for _, name, round in run_calls]
     assert [name for name, _ in finetune_only] == [name for name, _ in denoise if name not in ("sensitivity", "prune")]
 
 

@@ -4,7 +4,8 @@ Stages: ``attribution`` (per-sample gradient x activation, batch by batch), ``pa
 mixture), ``sensitivity`` (units that respond to noise), ``pruning`` (which units to remove), ``training``
 (fine-tuning recipes and loop); ``rounds`` is the plan that chains them and walks it, ``regime`` picks
 the detector and recipe a model calls for, ``selection`` hands back the input model when the cleaned one
-is worse on held-out samples, ``suspects`` ranks the flagged samples for a person. Around them:
+is worse on held-out samples, ``relabel`` says which samples a round fine-tunes on with which labels
+(dropping or relabeling the flagged ones), ``suspects`` ranks the flagged samples for a person. Around them:
 ``layers`` names and masks hidden layers, ``models`` builds networks, ``batches`` moves data to the
 device, ``metrics`` scores classifiers and detectors, ``shards`` splits the samples across processes,
 ``detectors`` holds baseline detectors, ``noise`` makes synthetic noise for experiments, ``inputs`` normalizes, ``speech`` makes audio features, and

@@ -52,7 +52,7 @@ class LossSteps(MemorySteps):
         """A 2-component mixture over the per-sample losses."""
         loss = F.cross_entropy(logits, self.labels, reduction="none").numpy()
         prob = loss_clean_probability(loss, self.options.seed)
-        return MemoryPartition.of(prob >= CLEAN_THRESHOLD, prob, logits.argmax(1).numpy(), self.labels.numpy())
+        return MemoryPartition.of(prob >= CLEAN_THRESHOLD, prob, logits, self.labels)
 
 
 class DisagreementSteps(LossSteps):
@@ -61,7 +61,7 @@ class DisagreementSteps(LossSteps):
     def partition(self, logits: torch.Tensor, round: Round) -> MemoryPartition:
         """``disagreement_split`` under the softmax of the (N, C) logits."""
         split = disagreement_split(logits.softmax(1).numpy(), self.labels.numpy())
-        return MemoryPartition.of(*split, logits.argmax(1).numpy(), self.labels.numpy())
+        return MemoryPartition.of(*split, logits, self.labels)
 
 
 class CleanlabSteps(LossSteps):
@@ -70,7 +70,7 @@ class CleanlabSteps(LossSteps):
     def partition(self, logits: torch.Tensor, round: Round) -> MemoryPartition:
         """``cleanlab_split`` under the softmax of the (N, C) logits."""
         split = cleanlab_split(self.labels.numpy(), logits.softmax(1).numpy())
-        return MemoryPartition.of(*split, logits.argmax(1).numpy(), self.labels.numpy())
+        return MemoryPartition.of(*split, logits, self.labels)
 
 
 class CrossValidatedSteps(CleanlabSteps):
@@ -82,14 +82,13 @@ class CrossValidatedSteps(CleanlabSteps):
 
     def attribute(self, model, round: Round) -> tuple[np.ndarray, torch.Tensor]:
         """The out-of-fold (N, C) probabilities, whatever ``model`` is, and the (N, C) logits of ``model``
-        (whose fit says the regime)."""
+        (whose fit says the regime, and whose predictions are the suggested labels)."""
         return self.probs, super().attribute(model, round)
 
     def partition(self, scores: tuple[np.ndarray, torch.Tensor], round: Round) -> MemoryPartition:
         """``cleanlab_split`` under the out-of-fold probabilities."""
         probs, logits = scores
-        return MemoryPartition.of(*cleanlab_split(self.labels.numpy(), probs), logits.argmax(1).numpy(),
-                                  self.labels.numpy())
+        return MemoryPartition.of(*cleanlab_split(self.labels.numpy(), probs), logits, self.labels)
 
 
 def cross_validated_probs(info, inputs: torch.Tensor, labels: torch.Tensor, recipe: Recipe, folds: int, seed: int,

@@ -7,7 +7,9 @@ model is trained until it fits the noisy labels (``noisy``), and then each of th
 * for each detector, the rounds of ``unlearn_core.rounds.plan`` walked in memory by the same
   ``run_rounds`` that ``denoise run`` walks over files, no-harm choice included: fine-tuning the noisy
   model on the clean part without pruning (``finetune-only``) and with pruning (``denoise``), each run
-  and timed on its own, as a user would run it;
+  and timed on its own, as a user would run it; with ``--relabel`` also ``denoise-relabel``, the same as
+  ``denoise`` but fine-tuning on the confidently relabeled flagged samples too (``RunOptions.relabel``),
+  where ``finetune-only`` and ``denoise`` always drop them;
 * ``oracle``: the same recipe from scratch on the truly clean samples only.
 
 Timings are wall seconds of each method alone, the noisy model's training excluded (it is the input of
@@ -71,6 +73,7 @@ class Settings:
     folds: int
     method: RunOptions
     device: torch.device
+    relabel: bool = False  # also run denoise-relabel beside denoise
 
 
 def accuracy(model, inputs: torch.Tensor, labels: torch.Tensor, device) -> float:
@@ -136,8 +139,11 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
             recipe = Recipe(epochs=settings.epochs, seed=seed)
             probs, before = timed(lambda: cross_validated_probs(cell.info, samples.inputs, samples.labels, recipe,
                                                                 settings.folds, seed, device))
-        for method, ratio in (("finetune-only", None), ("denoise", options.prune_ratio)):
-            variant = replace(options, prune_ratio=ratio, rounds=1 if detector == "cleanlab-cv" else options.rounds)
+        methods = [("finetune-only", None, False), ("denoise", options.prune_ratio, False)]
+        methods += [("denoise-relabel", options.prune_ratio, True)] if settings.relabel else []
+        for method, ratio, relabel in methods:
+            variant = replace(options, prune_ratio=ratio, relabel=relabel,
+                              rounds=1 if detector == "cleanlab-cv" else options.rounds)
             steps = detector_steps(detector, cell, settings, variant, probs)
             outcome, seconds = timed(lambda: run_rounds(steps, variant, noisy))
             add(detector, method, outcome.model, seconds + before,
@@ -199,6 +205,8 @@ def quality_command(
         lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
         shrink: float = typer.Option(RunOptions.shrink, "--shrink", help="Shrink warm start of the last fine-tune "
                                                                           "and of all-layer early rounds (1: off)."),
+        relabel: bool = typer.Option(False, "--relabel", help="Also run each detector's denoise with relabeling "
+                                     "(method denoise-relabel) beside the one that drops the flagged samples."),
         eval_on: str = typer.Option("test", "--eval-on", help="test, or validation: a held-out 20% of the noisy "
                                                               "train split scored on its noisy labels."),
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch and BLAS (1 keeps "
@@ -224,7 +232,7 @@ def quality_command(
     if resume and out is None:
         raise UsageError("--resume needs --out")
     torch.set_num_threads(threads)
-    settings = Settings(arch or default_arch(data), epochs, folds, options, resolve_device(device))
+    settings = Settings(arch or default_arch(data), epochs, folds, options, resolve_device(device), relabel)
     rows = read_rows(out) if resume and out.is_file() else []
     done = {(r["data"], r["kind"], r["rate"], r["seed"]) for r in rows}
     # BLAS/OpenMP threads of the mixtures too: oversubscribed, they run ten times slower on a loaded machine

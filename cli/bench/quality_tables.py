@@ -17,7 +17,7 @@ COLUMNS = ("data", "kind", "rate", "seed", "detector", "method", "test_accuracy"
 NUMERIC = {"rate": float, "seed": int, "test_accuracy": float, "precision": float, "recall": float, "f1": float,
            "auroc": float, "seconds": float, "flagged": float}
 DETECTORS = ("attribution", "attribution-global", "disagreement", "loss", "cleanlab", "cleanlab-cv")
-METHODS = ("noisy", "retrain", "oracle", "finetune-only", "denoise")
+METHODS = ("noisy", "retrain", "oracle", "finetune-only", "denoise", "denoise-relabel")  # the last: --relabel
 
 
 def _fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
@@ -42,8 +42,20 @@ def _mean(rows: list[dict], cell: tuple, detector: str, method: str) -> float:
              and r["detector"] == detector and r["method"] == method]
     return float(np.mean(found)) if found else float("nan")
 
+def _gain_table(rows: list[dict], cells: list[tuple], detectors: list[str], title: str, method: str,
+                against: str) -> list[str]:
+    """The lines of a table of ``method`` minus ``against`` test accuracy, per cell and detector."""
+    lines = ["", f"{title}: `{method}` minus `{against}` test accuracy, points (mean over seeds)", "",
+             "| data | noise | rate | " + " | ".join(detectors) + " |", "|---|---|---|" + "---|" * len(detectors)]
+    for cell in cells:
+        gains = [100 * (_mean(rows, cell, d, method) - _mean(rows, cell, d, against)) for d in detectors]
+        shown = ["" if math.isnan(g) else f"{g:+.1f}" for g in gains]  # blank: detector not run in this cell
+        lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]:g} | " + " | ".join(shown) + " |")
+    return lines
+
 def markdown(rows: list[dict]) -> str:
-    """Three markdown tables over seeds (mean ± sample std): every method; pruning's effect; the headline checks."""
+    """Markdown tables over seeds (mean ± sample std): every method; pruning's effect; relabeling's effect (when
+    ``denoise-relabel`` was run); the headline checks."""
     lines = ["| data | noise | rate | detector | method | test acc. (%) | precision | recall | F1 | AUROC | flagged "
              "| seconds |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (data, kind, rate, detector, method), group in _groups(rows, ("data", "kind", "rate", "detector",
@@ -54,12 +66,9 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {data} | {kind} | {rate:g} | {detector} | {method} | " + " | ".join(cols) + " |")
     cells = list(_groups(rows, ("data", "kind", "rate")))
     detectors = [d for d in DETECTORS if any(r["detector"] == d for r in rows)]
-    lines += ["", "Pruning: `denoise` minus `finetune-only` test accuracy, points (mean over seeds)", "",
-              "| data | noise | rate | " + " | ".join(detectors) + " |", "|---|---|---|" + "---|" * len(detectors)]
-    for cell in cells:
-        gains = [100 * (_mean(rows, cell, d, "denoise") - _mean(rows, cell, d, "finetune-only")) for d in detectors]
-        shown = ["" if math.isnan(g) else f"{g:+.1f}" for g in gains]  # blank: detector not run in this cell
-        lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]:g} | " + " | ".join(shown) + " |")
+    lines += _gain_table(rows, cells, detectors, "Pruning", "denoise", "finetune-only")
+    if any(r["method"] == "denoise-relabel" for r in rows):
+        lines += _gain_table(rows, cells, detectors, "Relabeling", "denoise-relabel", "denoise")
     lines += ["", "Ours (`attribution`, `denoise`) against the baselines (means over seeds)", "",
               "| data | noise | rate | denoise − retrain (points) | gap noisy→oracle recovered | "
               "denoise / retrain seconds |", "|---|---|---|---|---|---|"]

@@ -25,7 +25,8 @@ from .streaming import StoredRows, read_npy_header
 SCHEMAS: dict[str, dict[str, tuple[int, str]]] = {
     "scores": {"attribution": (2, "f"), "loss": (1, "f"), "margin": (1, "f"), "confidence": (1, "f"),
                "predicted": (1, "iu"), "label": (1, "iu"), "index": (1, "iu")},
-    "partition": {"clean_prob": (1, "f"), "is_clean": (1, "b"), "label": (1, "iu"), "index": (1, "iu")},
+    "partition": {"clean_prob": (1, "f"), "is_clean": (1, "b"), "label": (1, "iu"), "index": (1, "iu"),
+                  "suggested": (1, "iu"), "suggested_prob": (1, "f")},  # the scores' evidence, for finetune --relabel
     "sensitivity": {"coefficient": (1, "f"), "rank": (1, "iu"), "rank_noisy": (1, "iu"), "r2": (0, "f"),
                     "mean": (1, "f"), "std": (1, "f")},
     "noise": {"labels": (1, "iu"), "true_labels": (1, "iu"), "is_noisy": (1, "b"), "index": (1, "iu")},

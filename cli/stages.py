@@ -298,6 +298,9 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
     if reuse and is_current(out, "checkpoint", options, inputs):
         return skipped(out)
     dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
+    if relabel and "suggested" not in flags:
+        raise InputError(partition_file, "holds no suggested labels (written before --relabel existed); run "
+                                         "partition again")
     suggestions = (flags["suggested"], flags["suggested_prob"]) if relabel else ()
     rows, targets, relabeled = fine_tuning_set(flags["label"], flags["is_clean"], _held(exclude, samples),
                                                *suggestions)

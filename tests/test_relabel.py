@@ -100,3 +100,20 @@ def test_run_relabel_reaches_the_last_rounds_fine_tuning(denoise, tmp_path):
              for r in (1, 2)]
     assert tuned == [False, True]  # only the last round relabels
     assert all(isinstance(r["finetune"]["relabeled"], int) for r in result.json["rounds"])
+
+
+def test_a_partition_without_suggestions_serves_finetune_but_not_finetune_relabel(denoise, tmp_path):
+    """Partition files written before relabeling existed still fine-tune; --relabel asks for a new partition."""
+    data, model = f"npz:{TINY}", tmp_path / "model.safetensors"
+    for args in (("train", "--data", data, "--arch", "mlp", "--epochs", 2, "--out", model),
+                 ("attribute", "--model", model, "--data", data, "--out", tmp_path / "scores.npz"),
+                 ("partition", "--scores", tmp_path / "scores.npz", "--out", tmp_path / "made.npz")):
+        assert denoise(*args).code == 0
+    arrays, meta = load_npz(tmp_path / "made.npz", "partition")
+    save_npz(tmp_path / "old.npz", {k: v for k, v in arrays.items() if not k.startswith("suggested")}, meta)
+    common = ("finetune", "--model", model, "--data", data, "--partition", tmp_path / "old.npz", "--epochs", 1)
+    assert denoise(*common, "--out", tmp_path / "a.safetensors").code == 0
+    refused = denoise(*common, "--relabel", "--out", tmp_path / "b.safetensors")
+    lines = refused.err.strip().splitlines()
+    assert refused.code == 2 and len(lines) == 1 and "old.npz" in lines[0] and "run partition again" in lines[0]
+    assert not (tmp_path / "b.safetensors").exists()

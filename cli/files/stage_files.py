@@ -31,6 +31,9 @@ SCHEMAS: dict[str, dict[str, tuple[int, str]]] = {
                     "mean": (1, "f"), "std": (1, "f")},
     "noise": {"labels": (1, "iu"), "true_labels": (1, "iu"), "is_noisy": (1, "b"), "index": (1, "iu")},
 }
+# arrays a file of that kind may lack: partition files written before relabeling existed still serve every
+# reader but finetune --relabel
+OPTIONAL_ARRAYS: dict[str, set[str]] = {"partition": {"suggested", "suggested_prob"}}
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write ``arrays`` and ``meta`` (JSON) atomically as an uncompressed .npz at ``path``."""
@@ -123,6 +126,8 @@ def _check_arrays(path: Path, kind: str, arrays: dict[str, np.ndarray]) -> None:
     lengths = set()
     for name, (ndim, dtype_kinds) in SCHEMAS[kind].items():
         if name not in arrays:
+            if name in OPTIONAL_ARRAYS.get(kind, ()):
+                continue
             raise InputError(path, f"has no {name!r} array")
         array = arrays[name]
         if array.ndim != ndim:

@@ -13,7 +13,7 @@ from conftest import TINY
 from unlearn_core.rounds import MemorySteps, Round, RunOptions, plan
 from unlearn_core.training import Recipe
 
-STEPS = ("attribute", "partition", "regime", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
+STEPS = ("attribute", "partition", "choice", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
 
 
 def _recording(steps_class, calls):
@@ -50,7 +50,7 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     rows = quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test")
     assert [row["method"] for row in rows[3:]] == ["finetune-only", "denoise", "denoise-relabel"]
     assert [name for _, name, _ in run_calls] == [
-        "attribute", "partition", "regime", "hold_out", "finetune", "attribute", "partition", "sensitivity", "prune",
+        "attribute", "partition", "choice", "hold_out", "finetune", "attribute", "partition", "sensitivity", "prune",
         "finetune", "held_out_correct", "held_out_correct"]  # the input model's, then the last round's
     assert [call[2].relabel for call in run_calls if call[1] == "finetune"] == [False, True]  # the last round's
     # the benchmark runs finetune-only (no pruning), denoise and denoise-relabel, each with its own steps, in order
@@ -85,8 +85,8 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     assert ((prob < 0.5) == noisy).mean() > 0.95
     assert partition_scores(generalizing, labels, features="prototype")[1]["detector"] == "attribution-mixture"
     options = RunOptions(rounds=2)
-    assert [r.finetune.shrink for r in plan(options, "memorized")] == [1.0, 0.5]
-    assert [r.finetune.shrink for r in plan(options, "generalizing")] == [1.0, 1.0]
+    assert [r.finetune.shrink for r in plan(options, {"regime": "memorized"})] == [1.0, 0.5]
+    assert [r.finetune.shrink for r in plan(options, {"regime": "generalizing"})] == [1.0, 1.0]
 
 
 def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_sampling_error():

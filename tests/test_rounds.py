@@ -128,3 +128,44 @@ def test_run_hands_back_the_input_model_when_fine_tuning_hurts(denoise, tmp_path
     assert report.json["suggested_by"] == f"model {tmp_path / 'work' / 'round1' / 'clean.safetensors'}"
     scores_loads = [on_disk for kind, on_disk in loads if kind == "scores"]
     assert scores_loads and all("attribution" in (on_disk or ()) for on_disk in scores_loads)
+
+
+def _attribution_fixture(like_true_class: float, jitter: float, seed: int) -> tuple[dict, "np.ndarray"]:
+    """Scores of a model that fits every label (3 classes x 80, a third mislabeled): each mislabeled
+    sample's attribution pattern is ``like_true_class`` its true class's, the rest its given one's."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), 80)
+    true = np.where(rng.uniform(size=len(labels)) < 1 / 3, (labels + 1) % 3, labels)
+    patterns = rng.uniform(0, 3, (3, 16)) * (rng.uniform(size=(3, 16)) < 0.4)
+    attribution = ((1 - like_true_class) * patterns[labels] + like_true_class * patterns[true]
+                   + rng.uniform(0, jitter, (len(labels), 16)))
+    return {"attribution": attribution, "loss": rng.uniform(0, 1e-3, len(labels)), "predicted": labels}, labels
+
+
+def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_the_margin():
+    """Where the split with the attribution block leaves two components far apart in the prototype margin
+    the block stays and early rounds are head-only; where they overlap it is left out, for good, and the
+    early rounds are more, shorter, all-layer ones. Options given explicitly still win."""
+    import numpy as np
+
+    from unlearn_core.regime import SEPARATION, margin_separation, partition_scores
+
+    kept = partition_scores(*_attribution_fixture(1.0, 0.3, seed=0))[1]
+    assert kept["features"] == "prototype,attribution,loss" and kept["separation"] >= SEPARATION
+    rounds = plan(RunOptions(), kept)
+    assert [(r.finetune.train, r.finetune.epochs, r.features) for r in rounds] == [
+        ("head", 30, "auto"), ("head", 30, "auto"), ("all", RunOptions.epochs, "auto")]
+    left_out = partition_scores(*_attribution_fixture(0.3, 2.0, seed=1))[1]
+    assert left_out["features"] == "prototype,loss" and left_out["separation"] < SEPARATION
+    rounds = plan(RunOptions(), left_out)
+    assert [(r.finetune.train, r.finetune.epochs, r.finetune.shrink) for r in rounds[:-1]] == [("all", 10, 0.5)] * 4
+    assert [r.features for r in rounds] == ["auto"] + ["prototype,loss"] * 4 and rounds[-1].prune
+    assert [r.finetune.train for r in plan(RunOptions(rounds=2, round_train="head"), left_out)] == ["head", "all"]
+    # later rounds (choose_block False) and explicit features do not choose
+    assert "separation" not in partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), choose_block=False)[1]
+    assert partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), features="prototype,attribution,loss")[1][
+        "features"] == "prototype,attribution,loss"
+    labels = np.repeat(np.arange(2), 5)
+    assert margin_separation(np.arange(10.0), labels, np.ones(10)) is None  # nothing flagged: no evidence

@@ -4,10 +4,10 @@ Round r attributes with the model fine-tuned in round r-1 (the noisy model in ro
 fine-tunes the *noisy* model on the clean part. Where the attribution block joins round 1's features
 (``unlearn_core.regime`` chooses it from the data), rounds before the last fine-tune only the head
 (``round_train``; cheap, on cached features): their model only has to forget enough of the noise to
-separate it better in the next round. Where it does not (the prototype margin leads, as on fsdd), head-only
-rounds left the memorizing backbone as it was and detection flat, so the early rounds are more, shorter,
-all-layer ones (``EARLY_ROUNDS``; measured in docs/quality.md). The last round, whose partition is the cleanest, also measures
-sensitivity on the noisy model and prunes it before fine-tuning (pruning on an early, rougher partition
+separate it better in the next round. Where it does not (the prototype margin leads, as on fsdd),
+head-only rounds left the memorizing backbone as it was and detection flat, so the early rounds are more,
+shorter, all-layer ones (``EARLY_ROUNDS``; measured in docs/quality.md). The last round, whose partition
+is the cleanest, also measures sensitivity on the noisy model and prunes it before fine-tuning (pruning on an early, rougher partition
 removed the wrong units and made the rounds diverge), and fine-tunes from weights shrunk toward zero
 (``shrink``), which forgets the memorized noise faster; so do all-layer early rounds.
 
@@ -107,11 +107,14 @@ class RunOptions:
         ``round_train`` auto) set from ``EARLY_ROUNDS`` by round 1's ``choice`` (its partition's record,
         ``regime.partition_scores``); without one, by the options' own ``features`` (auto: as the attribution
         block joined)."""
-        features = (choice or {}).get("features") if choice is not None or self.features == AUTO \
-            else ",".join(check_features(self.features))
+        if choice is not None:
+            features = choice.get("features")
+        else:
+            features = None if self.features == AUTO else ",".join(check_features(self.features))
         train, rounds, epochs = EARLY_ROUNDS[attribution_led(features)]
         return replace(self, round_train=train if self.round_train == AUTO else self.round_train,
-                       rounds=self.rounds or rounds, round_epochs=self.round_epochs or epochs)
+                       rounds=rounds if self.rounds is None else self.rounds,
+                       round_epochs=epochs if self.round_epochs is None else self.round_epochs)
 
     def recipe(self, number: int, last: bool, regime: str = MEMORIZED) -> Recipe:
         """Round ``number``'s fine-tuning: the last round's ``train``/``epochs`` or those of the rounds before
@@ -140,10 +143,9 @@ def plan(options: RunOptions, choice: dict | None = None) -> list[Round]:
     """The rounds of ``denoise run`` for ``options``, in order, after round 1's partition made ``choice`` (its
     record: the model's ``regime`` sets the fine-tuning recipes, its ``features`` the early rounds and, where
     ``options.features`` is auto and the attribution block was left out, what later rounds' partitions see)."""
-    choice = choice or {}
-    resolved, regime = options.resolved(choice or None), choice.get("regime", MEMORIZED)
-    later = choice["features"] if options.features == AUTO and not attribution_led(choice.get("features")) \
-        else options.features
+    resolved, recorded = options.resolved(choice), choice or {}
+    regime, chosen = recorded.get("regime", MEMORIZED), recorded.get("features")
+    later = chosen if options.features == AUTO and not attribution_led(chosen) else options.features
     last = resolved.rounds
     return [Round(r, r == last, bool(options.prune_ratio) and r == last, resolved.recipe(r, r == last, regime),
                   options.relabel and r == last, options.features if r == 1 else later)

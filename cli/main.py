@@ -146,8 +146,10 @@ def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from
               per_class: bool = typer.Option(True, "--per-class/--global", help="One mixture per given label, or one."),
               features: str = typer.Option(RunOptions.features, "--features",
                                            help="auto (the detector the model's regime calls for: the attribution "
-                                                "mixture where the model fits at least 90 % of its labels, else the "
-                                                "loss mixture), or a comma list for the attribution mixture of "
+                                                "mixture where the model fits at least 90 % of its labels, with the "
+                                                "attribution block only where its split separates the prototype "
+                                                "margin clearly, else the loss mixture), or a comma list for the "
+                                                "attribution mixture of "
                                                 "prototype (how much more a sample's attribution looks like another "
                                                 "class's than its label's), attribution, loss, margin, confidence."),
               dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components kept of the attributions."),

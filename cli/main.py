@@ -146,8 +146,10 @@ def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from
               per_class: bool = typer.Option(True, "--per-class/--global", help="One mixture per given label, or one."),
               features: str = typer.Option(RunOptions.features, "--features",
                                            help="auto (the detector the model's regime calls for: the attribution "
-                                                "mixture where the model fits at least 90 % of its labels, else the "
-                                                "loss mixture), or a comma list for the attribution mixture of "
+                                                "mixture where the model fits at least 90 % of its labels, with the "
+                                                "attribution block only where its split separates the prototype "
+                                                "margin clearly, else the loss mixture), or a comma list for the "
+                                                "attribution mixture of "
                                                 "prototype (how much more a sample's attribution looks like another "
                                                 "class's than its label's), attribution, loss, margin, confidence."),
               dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components kept of the attributions."),
@@ -273,7 +275,8 @@ def report_(run_folder: Optional[Path] = typer.Option(None, "--workdir", help="W
 @app.command()
 def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         workdir: Path = typer.Option(..., "--workdir", help="Directory for every stage's output (round1/, round2/, ...)."),
-        rounds: int = typer.Option(RunOptions.rounds, "--rounds", min=1, help="Re-attribute with the fine-tuned model and partition again."),
+        rounds: Optional[int] = typer.Option(RunOptions.rounds, "--rounds", min=1, help="Re-attribute with the fine-tuned model and "
+                                              "partition again (default: 3, or 5 where round 1 leaves the attribution block out)."),
         layer: Optional[str] = Layer, target: str = typer.Option(RunOptions.target, "--target"),
         per_class: bool = typer.Option(RunOptions.per_class, "--per-class/--global"),
         features: str = typer.Option(RunOptions.features, "--features"),
@@ -284,10 +287,12 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         by: str = typer.Option(RunOptions.prune_by, "--by"),
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tuning of the last round: all layers, or the head."),
         round_train: str = typer.Option(RunOptions.round_train, "--round-train", help="Fine-tuning of the rounds before the last: "
-                                        "head (on cached features, cheap) or all."),
+                                        "head (on cached features, cheap), all, or auto (head unless round 1 leaves the "
+                                        "attribution block out)."),
         epochs: int = typer.Option(RunOptions.epochs, "--epochs", min=1, help="Fine-tuning epochs of the last round."),
-        round_epochs: int = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
-                                         help="Fine-tuning epochs of each round before the last."),
+        round_epochs: Optional[int] = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
+                                                   help="Fine-tuning epochs of each round before the last "
+                                                        "(default: 30, or 10 with all-layer auto rounds)."),
         lr: float = typer.Option(RunOptions.lr, "--lr"),
         shrink: float = typer.Option(RunOptions.shrink, "--shrink",
                                      help="Shrink warm start of the last round's fine-tuning (and of every round "

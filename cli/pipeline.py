@@ -33,7 +33,8 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
 
     ``options.prune_ratio`` None skips sensitivity and pruning (fine-tuning only). ``model`` in the result is
     the chosen checkpoint: the input itself when no round's model passed the held-out check (``chosen``
-    says which, ``no_harm`` holds the held-out figures; see ``unlearn_core.selection``). ``log`` gets progress
+    says which, ``no_harm`` holds the held-out figures; see ``unlearn_core.selection``; ``options_used`` the
+    options with the early rounds round 1 chose, ``RunOptions.resolved``). ``log`` gets progress
     lines, ``warn`` (default: ``log``) the line saying the input model is handed back.
     """
     with usage_errors():
@@ -58,7 +59,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
             log(f"held-out check passed on {held} samples ({figures})")
     result = {"model": str(outcome.model), "chosen": outcome.chosen, "no_harm": outcome.no_harm,
               "rounds": list(steps.summaries.values()), "seconds": time.perf_counter() - started,
-              "options": asdict(options)}
+              "options": asdict(options), "options_used": asdict(outcome.options)}
     record = json.dumps(result, indent=2)
     ranks.main_writes(lambda: atomic_write(workdir / "run.json", lambda tmp: tmp.write_text(record)))
     return result

@@ -135,24 +135,25 @@ def stream_scores(model, samples: Samples, layer: str, target: str, batch_size: 
 
 def partition(scores: Path, out: Path, *, per_class: bool = True, features: str = AUTO,
               truth: Path | None = None, dims: int = 10, seed: int = 0, orient: str = "auto",
-              reuse: bool = False) -> dict:
+              choose_block: bool = True, reuse: bool = False) -> dict:
     """Split a scores file's samples into clean and noisy by the detector its regime calls for (``features``
     ``auto``; ``unlearn_core.regime``) or by the attribution mixture over the ``features`` listed; with
     ``truth`` (a noise file) also score the detection. ``orient``: how the attribution mixture's noisy
-    component is chosen, one of ``unlearn_core.partition.ORIENTATIONS``. The file also holds the class the
+    component is chosen, one of ``unlearn_core.partition.ORIENTATIONS``; ``choose_block``: whether ``auto``
+    also chooses the attribution block from the data (``denoise run``'s round 1). The file also holds the class the
     scores suggest for each sample and its probability (``unlearn_core.relabel.suggestion``), which
     ``finetune --relabel`` uses."""
     with usage_errors():
         kinds = check_features(features)
         check_orientation(orient)
     options = {"per_class": per_class, "features": AUTO if kinds is None else ",".join(kinds), "dims": dims,
-               "seed": seed, "orient": orient}
+               "seed": seed, "orient": orient, "choose_block": choose_block}
     inputs = {"scores": scores, "truth": truth}
     if reuse and is_current(out, "partition", options, inputs):
         return skipped(out)
     arrays, _ = load_npz(scores, "scores", on_disk=("attribution",))  # read one class's rows at a time
     clean_prob, choice = partition_scores(arrays, arrays["label"], features=options["features"], per_class=per_class,
-                                          dims=dims, seed=seed, orient=orient)
+                                          dims=dims, seed=seed, orient=orient, choose_block=choose_block)
     is_clean = clean_prob >= CLEAN_THRESHOLD
     result = {"out": str(out), "samples": len(clean_prob), "flagged_noisy": int((~is_clean).sum()), **choice}
     if truth is not None:
@@ -355,9 +356,9 @@ class FileSteps:
     def partition(self, scores: Path, round: Round) -> Path:
         """round{r}/partition.npz of the scores (the ``partition`` stage)."""
         out, o = self._folder(round) / "partition.npz", self.options
-        self._record(round, "partition", partition(scores, out, per_class=o.per_class, features=o.features,
+        self._record(round, "partition", partition(scores, out, per_class=o.per_class, features=round.features,
                                                    truth=self.truth, dims=o.dims, seed=o.seed, orient=o.orient,
-                                                   reuse=True))
+                                                   choose_block=round.number == 1, reuse=True))
         return out
 
     def sensitivity(self, model: Path, partition_file: Path, round: Round) -> Path:
@@ -375,9 +376,10 @@ class FileSteps:
                                            by=self.options.prune_by, arch=self.arch, reuse=True))
         return out
 
-    def regime(self, partition_file: Path) -> str:
-        """The regime the partition file records."""
-        return load_npz(partition_file, "partition")[1]["results"]["regime"]
+    def choice(self, partition_file: Path) -> dict:
+        """The regime and features the partition file records."""
+        results = load_npz(partition_file, "partition")[1]["results"]
+        return {"regime": results["regime"], "features": results.get("features")}
 
     def hold_out(self, partition_file: Path, round: Round) -> Path:
         """round{r}/holdout.npz of the partition (the held-out samples)."""

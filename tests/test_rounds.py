@@ -13,7 +13,7 @@ from conftest import TINY
 from unlearn_core.rounds import MemorySteps, Round, RunOptions, plan
 from unlearn_core.training import Recipe
 
-STEPS = ("attribute", "partition", "regime", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
+STEPS = ("attribute", "partition", "choice", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
 
 
 def _recording(steps_class, calls):
@@ -50,7 +50,7 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     rows = quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test")
     assert [row["method"] for row in rows[3:]] == ["finetune-only", "denoise", "denoise-relabel"]
     assert [name for _, name, _ in run_calls] == [
-        "attribute", "partition", "regime", "hold_out", "finetune", "attribute", "partition", "sensitivity", "prune",
+        "attribute", "partition", "choice", "hold_out", "finetune", "attribute", "partition", "sensitivity", "prune",
         "finetune", "held_out_correct", "held_out_correct"]  # the input model's, then the last round's
     assert [call[2].relabel for call in run_calls if call[1] == "finetune"] == [False, True]  # the last round's
     # the benchmark runs finetune-only (no pruning), denoise and denoise-relabel, each with its own steps, in order
@@ -85,8 +85,8 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     assert ((prob < 0.5) == noisy).mean() > 0.95
     assert partition_scores(generalizing, labels, features="prototype")[1]["detector"] == "attribution-mixture"
     options = RunOptions(rounds=2)
-    assert [r.finetune.shrink for r in plan(options, "memorized")] == [1.0, 0.5]
-    assert [r.finetune.shrink for r in plan(options, "generalizing")] == [1.0, 1.0]
+    assert [r.finetune.shrink for r in plan(options, {"regime": "memorized"})] == [1.0, 0.5]
+    assert [r.finetune.shrink for r in plan(options, {"regime": "generalizing"})] == [1.0, 1.0]
 
 
 def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_sampling_error():
@@ -128,3 +128,44 @@ def test_run_hands_back_the_input_model_when_fine_tuning_hurts(denoise, tmp_path
     assert report.json["suggested_by"] == f"model {tmp_path / 'work' / 'round1' / 'clean.safetensors'}"
     scores_loads = [on_disk for kind, on_disk in loads if kind == "scores"]
     assert scores_loads and all("attribution" in (on_disk or ()) for on_disk in scores_loads)
+
+
+def _attribution_fixture(like_true_class: float, jitter: float, seed: int) -> tuple[dict, "np.ndarray"]:
+    """Scores of a model that fits every label (3 classes x 80, a third mislabeled): each mislabeled
+    sample's attribution pattern is ``like_true_class`` its true class's, the rest its given one's."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), 80)
+    true = np.where(rng.uniform(size=len(labels)) < 1 / 3, (labels + 1) % 3, labels)
+    patterns = rng.uniform(0, 3, (3, 16)) * (rng.uniform(size=(3, 16)) < 0.4)
+    attribution = ((1 - like_true_class) * patterns[labels] + like_true_class * patterns[true]
+                   + rng.uniform(0, jitter, (len(labels), 16)))
+    return {"attribution": attribution, "loss": rng.uniform(0, 1e-3, len(labels)), "predicted": labels}, labels
+
+
+def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_the_margin():
+    """Where the split with the attribution block leaves two components far apart in the prototype margin
+    the block stays and early rounds are head-only; where they overlap it is left out, for good, and the
+    early rounds are more, shorter, all-layer ones. Options given explicitly still win."""
+    import numpy as np
+
+    from unlearn_core.regime import SEPARATION, margin_separation, partition_scores
+
+    kept = partition_scores(*_attribution_fixture(1.0, 0.3, seed=0))[1]
+    assert kept["features"] == "prototype,attribution,loss" and kept["separation"] >= SEPARATION
+    rounds = plan(RunOptions(), kept)
+    assert [(r.finetune.train, r.finetune.epochs, r.features) for r in rounds] == [
+        ("head", 30, "auto"), ("head", 30, "auto"), ("all", RunOptions.epochs, "auto")]
+    left_out = partition_scores(*_attribution_fixture(0.3, 2.0, seed=1))[1]
+    assert left_out["features"] == "prototype,loss" and left_out["separation"] < SEPARATION
+    rounds = plan(RunOptions(), left_out)
+    assert [(r.finetune.train, r.finetune.epochs, r.finetune.shrink) for r in rounds[:-1]] == [("all", 10, 0.5)] * 4
+    assert [r.features for r in rounds] == ["auto"] + ["prototype,loss"] * 4 and rounds[-1].prune
+    assert [r.finetune.train for r in plan(RunOptions(rounds=2, round_train="head"), left_out)] == ["head", "all"]
+    # later rounds (choose_block False) and explicit features do not choose
+    assert "separation" not in partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), choose_block=False)[1]
+    assert partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), features="prototype,attribution,loss")[1][
+        "features"] == "prototype,attribution,loss"
+    labels = np.repeat(np.arange(2), 5)
+    assert margin_separation(np.arange(10.0), labels, np.ones(10)) is None  # nothing flagged: no evidence

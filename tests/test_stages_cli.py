@@ -274,3 +274,23 @@ def test_json_is_strict_where_a_figure_is_undefined(denoise, tmp_path):
 
     record = json.loads(result.out, parse_constant=refuse)
     assert record["detection"]["auroc"] is None and record["regime"] in ("memorized", "generalizing")
+
+
+def test_run_records_round_ones_choice_of_features_and_early_rounds(denoise, tmp_path):
+    """Round 1's partition records the separation it chose the features by; run.json's options_used holds
+    the early rounds that choice set, and the run made that many rounds."""
+    noise, model = tmp_path / "noise.npz", tmp_path / "noisy.safetensors"
+    _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "symmetric", "--rate", 0.3, "--out", noise, "--json"))
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--noise", noise, "--arch", "mlp", "--epochs", 400, "--out", model,
+                "--json"))
+    result = _ok(denoise("run", "--model", model, "--data", f"npz:{TINY}", "--noise", noise, "--workdir",
+                         tmp_path / "work", "--epochs", 1, "--round-epochs", 1, "--json"))
+    first, used = result["rounds"][0]["partition"], result["options_used"]
+    assert first["regime"] == "memorized" and "separation" in first
+    attribution = "attribution" in first["features"].split(",")
+    assert attribution == (first["separation"] is None or first["separation"] >= 2.0)
+    assert (used["round_train"], used["rounds"]) == (("head", 3) if attribution else ("all", 5))
+    assert len(result["rounds"]) == used["rounds"] and result["options"]["rounds"] is None
+    assert json.loads((tmp_path / "work" / "run.json").read_text())["options_used"] == used
+    later = {r["partition"].get("features") for r in result["rounds"][1:]}
+    assert "separation" not in result["rounds"][1]["partition"] and later <= {first["features"], None}

@@ -6,11 +6,22 @@ margin, attribution vectors). A model that did not memorize them (a CNN trained 
 epochs, or early-stopped) predicts another class for many mislabeled samples, and their loss is high: the
 per-sample loss separates them (the DivideMix criterion), while attribution patterns of unfitted samples
 are mixed. ``features="auto"`` chooses from the data, by the share ``fit`` of training labels the model
-predicts: "memorized" at ``fit >= MEMORIZED_FIT``, else "generalizing". The choice is recorded. The regime
-also sets the last round's fine-tuning (``rounds.RunOptions.recipe``): the shrink warm start, which makes a
-network forget what it memorized, is for memorized models only. On a validation split of CIFAR-10 noisy
+predicts: "memorized" at ``fit >= MEMORIZED_FIT``, else "generalizing". The choice is recorded.
+
+The regime also sets the last round's fine-tuning (``rounds.RunOptions.recipe``): the shrink warm start,
+which makes a network forget what it memorized, is for memorized models only. On a validation split of CIFAR-10 noisy
 training data (40 % symmetric; accuracy against the noisy labels) fine-tuning the generalizing CNN from
 shrunk weights scored 0.3245, from its own weights 0.3285, the input model 0.3270.
+
+In the memorized regime round 1 also chooses whether the attribution block (principal components of the
+attribution vectors) joins the prototype margin and the loss. A split that is about the label noise has
+two components far apart in the prototype margin; where the vectors' largest variation is something else
+(fsdd: the speaker) the split with the block follows it, and its components overlap in the margin. So the
+block stays only where the split with it separates the margin clearly (``margin_separation``, Ashman's D
+per class, at least ``SEPARATION``, the usual bound for two well-separated components); else the margin
+and loss alone split, and the early rounds are all-layer ones (``rounds.EARLY_ROUNDS``). Round 1, seed 0,
+validation cells of 2026-11-26: D 2.50-3.36 on digits (symmetric 40 %, 60 %, asymmetric 40 %), 1.21 and
+1.73 on fsdd (symmetric, instance 40 %); docs/quality.md, *One set of defaults*.
 
 Evidence for the threshold (noisy models of the benchmarks, 2026-11-26): digits MLP fits 100 % of its
 noisy labels, fsdd MLP 91-100 % (attribution detects there: F1 0.86-0.95 at 40 %), CIFAR-10 CNN
@@ -23,12 +34,14 @@ from __future__ import annotations
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from .partition import DEFAULT_FEATURES, clean_probability, parse_features
+from .partition import DEFAULT_FEATURES, clean_probability, parse_features, prototype_margin
 
 MEMORIZED_FIT = 0.9
 AUTO = "auto"
 REGIMES = MEMORIZED, GENERALIZING = ("memorized", "generalizing")
 ATTRIBUTION_DETECTOR, LOSS_DETECTOR = "attribution-mixture", "loss-mixture"
+MARGIN_FEATURES = ("prototype", "loss")  # the features without the attribution block
+SEPARATION = 2.0  # Ashman's D above which two components count as clearly separated (the usual bound)
 
 
 def loss_clean_probability(loss: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -58,15 +71,39 @@ def regime_of(predicted: np.ndarray, labels: np.ndarray) -> tuple[str, float]:
     return (MEMORIZED if fit >= MEMORIZED_FIT else GENERALIZING), fit
 
 
+def margin_separation(margin: np.ndarray, labels: np.ndarray, clean_prob: np.ndarray) -> float | None:
+    """How clearly a split's two components differ in the prototype margin: Ashman's D,
+    sqrt(2) |m1 - m0| / sqrt(s1^2 + s0^2) of the (N,) ``margin`` between the components weighted by the (N,)
+    ``clean_prob`` and its complement, per class of the (N,) ``labels``, averaged over the classes where
+    both components hold at least one sample's weight. None where no class does (nothing flagged)."""
+    values = []
+    for c in np.unique(labels):
+        rows = labels == c
+        x, clean = np.asarray(margin[rows], dtype=np.float64), np.asarray(clean_prob[rows], dtype=np.float64)
+        moments = []
+        for weight in (clean, 1 - clean):
+            if weight.sum() < 1:
+                break
+            mean = (weight * x).sum() / weight.sum()
+            moments.append((mean, (weight * (x - mean) ** 2).sum() / weight.sum()))
+        if len(moments) == 2:
+            (m1, v1), (m0, v0) = moments
+            values.append(np.sqrt(2) * abs(m1 - m0) / np.sqrt(v1 + v0 + 1e-12))
+    return float(np.mean(values)) if values else None
+
+
 def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, features: str = AUTO,
-                     per_class: bool = True, dims: int = 10, seed: int = 0, orient: str = "auto"
-                     ) -> tuple[np.ndarray, dict]:
+                     per_class: bool = True, dims: int = 10, seed: int = 0, orient: str = "auto",
+                     choose_block: bool = True) -> tuple[np.ndarray, dict]:
     """Probability that each sample's label is clean, by the detector the regime calls for.
 
     scores: arrays over N samples as ``partition.clean_probability`` takes them, plus ``predicted`` (N,) ints;
     labels: (N,) given labels. features: ``"auto"`` (the module's rule) or a comma list, which always uses
-    ``clean_probability`` with those features. Returns ``(clean_prob (N,) float64 in [0, 1], record)``; the
-    record (JSON-able) holds ``fit``, ``regime`` and ``detector`` (``attribution-mixture`` or ``loss-mixture``).
+    ``clean_probability`` with those features. choose_block: whether ``"auto"`` also chooses the attribution
+    block by ``margin_separation`` (round 1; later rounds keep round 1's choice). Returns ``(clean_prob (N,)
+    float64 in [0, 1], record)``; the record (JSON-able) holds ``fit``, ``regime``, ``detector``
+    (``attribution-mixture`` or ``loss-mixture``), the attribution mixture's ``features`` and, where the block
+    was chosen, the ``separation`` of the split with it (None: nothing flagged, the block stays).
     """
     kinds = check_features(features)
     labels = np.asarray(labels)
@@ -74,6 +111,11 @@ def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, featu
     record = {"fit": fit, "regime": regime}
     if kinds is None and regime == GENERALIZING:
         return loss_clean_probability(scores["loss"], seed), {**record, "detector": LOSS_DETECTOR}
-    prob = clean_probability(scores, labels, per_class=per_class, features=kinds or DEFAULT_FEATURES, dims=dims,
-                             seed=seed, orient=orient)
+    mixture = {"per_class": per_class, "dims": dims, "seed": seed, "orient": orient}
+    prob = clean_probability(scores, labels, features=kinds or DEFAULT_FEATURES, **mixture)
+    if kinds is None and choose_block:
+        record["separation"] = margin_separation(prototype_margin(scores["attribution"], labels), labels, prob)
+        if record["separation"] is not None and record["separation"] < SEPARATION:
+            kinds = MARGIN_FEATURES
+            prob = clean_probability(scores, labels, features=kinds, **mixture)
     return prob, {**record, "detector": ATTRIBUTION_DETECTOR, "features": ",".join(kinds or DEFAULT_FEATURES)}

@@ -1,10 +1,13 @@
 """The round plan of the method, and the one walk of it that ``denoise run`` and ``bench quality`` share.
 
 Round r attributes with the model fine-tuned in round r-1 (the noisy model in round 1), partitions, and
-fine-tunes the *noisy* model on the clean part. Rounds before the last fine-tune only the head
+fine-tunes the *noisy* model on the clean part. Where the attribution block joins round 1's features
+(``unlearn_core.regime`` chooses it from the data), rounds before the last fine-tune only the head
 (``round_train``; cheap, on cached features): their model only has to forget enough of the noise to
-separate it better in the next round. The last round, whose partition is the cleanest, also measures
-sensitivity on the noisy model and prunes it before fine-tuning (pruning on an early, rougher partition
+separate it better in the next round. Where it does not (the prototype margin leads, as on fsdd),
+head-only rounds left the memorizing backbone as it was and detection flat, so the early rounds are more,
+shorter, all-layer ones (``EARLY_ROUNDS``; measured in docs/quality.md). The last round, whose partition
+is the cleanest, also measures sensitivity on the noisy model and prunes it before fine-tuning (pruning on an early, rougher partition
 removed the wrong units and made the rounds diverge), and fine-tunes from weights shrunk toward zero
 (``shrink``), which forgets the memorized noise faster; so do all-layer early rounds.
 
@@ -24,7 +27,7 @@ benchmark walks).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,11 +46,21 @@ from .sensitivity import layer_moments
 from .training import Recipe, fit
 
 
+# The early rounds (round_train, rounds, round_epochs) by whether the attribution block joined round 1's features.
+EARLY_ROUNDS = {True: ("head", 3, 30), False: ("all", 5, 10)}
+
+
+def attribution_led(features: str | None) -> bool:
+    """Whether a partition's ``features`` (a comma list, as ``regime.partition_scores`` records them) include
+    the attribution block; True without features (the loss mixture, baselines)."""
+    return not features or "attribution" in features.split(",")
+
+
 @dataclass
 class RunOptions:
     """The options of ``denoise run`` that shape its rounds; every default of the method is written here."""
 
-    rounds: int = 3
+    rounds: int | None = None  # None: by round 1's features (EARLY_ROUNDS)
     layer: str | None = None  # attribution and pruning layer (default: the classifier's input)
     target: str = "label"
     per_class: bool = True
@@ -57,9 +70,9 @@ class RunOptions:
     prune_ratio: float | None = 0.1  # None: no sensitivity and no pruning (fine-tuning only)
     prune_by: str = "noisy"
     train: str = "all"  # fine-tuning of the last round
-    round_train: str = "head"  # fine-tuning of the rounds before the last (cheap: the head on cached features)
+    round_train: str = AUTO  # fine-tuning of the rounds before the last: head, all, or auto (EARLY_ROUNDS)
     epochs: int = Recipe.epochs  # fine-tuning epochs of the last round
-    round_epochs: int = 30  # fine-tuning epochs of each round before the last
+    round_epochs: int | None = None  # fine-tuning epochs of each round before the last; None: EARLY_ROUNDS
     lr: float = Recipe.lr
     shrink: float = 0.5  # shrink warm start of memorized models' last round and all-layer earlier rounds
     batch_size: int = Recipe.batch_size
@@ -78,15 +91,30 @@ class RunOptions:
                 check_amount(self.prune_ratio, None, self.prune_by)
             except OptionError as exc:  # name the fields as RunOptions calls them
                 raise OptionError({"ratio": "prune_ratio", "by": "prune_by"}[exc.option], exc.problem) from None
-        if self.rounds < 1:
+        if self.rounds is not None and self.rounds < 1:
             raise OptionError("rounds", "must be at least 1")
         check_holdout(self.holdout)
-        self.recipe(1, last=True).check()
+        resolved = self.resolved()
+        resolved.recipe(1, last=True).check()
         try:
-            self.recipe(1, last=False).check()
+            resolved.recipe(1, last=False).check()
         except OptionError as exc:  # the early rounds' own fields
             raise OptionError({"epochs": "round_epochs", "train": "round_train"}.get(exc.option, exc.option),
                               exc.problem) from None
+
+    def resolved(self, choice: dict | None = None) -> "RunOptions":
+        """These options with the early-round fields left to the data (``rounds``, ``round_epochs`` None,
+        ``round_train`` auto) set from ``EARLY_ROUNDS`` by round 1's ``choice`` (its partition's record,
+        ``regime.partition_scores``); without one, by the options' own ``features`` (auto: as the attribution
+        block joined)."""
+        if choice is not None:
+            features = choice.get("features")
+        else:
+            features = None if self.features == AUTO else ",".join(check_features(self.features))
+        train, rounds, epochs = EARLY_ROUNDS[attribution_led(features)]
+        return replace(self, round_train=train if self.round_train == AUTO else self.round_train,
+                       rounds=rounds if self.rounds is None else self.rounds,
+                       round_epochs=epochs if self.round_epochs is None else self.round_epochs)
 
     def recipe(self, number: int, last: bool, regime: str = MEMORIZED) -> Recipe:
         """Round ``number``'s fine-tuning: the last round's ``train``/``epochs`` or those of the rounds before
@@ -108,14 +136,20 @@ class Round:
     prune: bool
     finetune: Recipe
     relabel: bool = False
+    features: str = AUTO  # what the round's partition sees (RunOptions.features; later rounds keep round 1's choice)
 
 
-def plan(options: RunOptions, regime: str = MEMORIZED) -> list[Round]:
-    """The rounds of ``denoise run`` for ``options``, in order, for a model in ``regime`` (round 1's partition
-    tells it; only the fine-tuning recipes depend on it)."""
-    return [Round(r, r == options.rounds, bool(options.prune_ratio) and r == options.rounds,
-                  options.recipe(r, r == options.rounds, regime), options.relabel and r == options.rounds)
-            for r in range(1, options.rounds + 1)]
+def plan(options: RunOptions, choice: dict | None = None) -> list[Round]:
+    """The rounds of ``denoise run`` for ``options``, in order, after round 1's partition made ``choice`` (its
+    record: the model's ``regime`` sets the fine-tuning recipes, its ``features`` the early rounds and, where
+    ``options.features`` is auto and the attribution block was left out, what later rounds' partitions see)."""
+    resolved, recorded = options.resolved(choice), choice or {}
+    regime, chosen = recorded.get("regime", MEMORIZED), recorded.get("features")
+    later = chosen if options.features == AUTO and not attribution_led(chosen) else options.features
+    last = resolved.rounds
+    return [Round(r, r == last, bool(options.prune_ratio) and r == last, resolved.recipe(r, r == last, regime),
+                  options.relabel and r == last, options.features if r == 1 else later)
+            for r in range(1, last + 1)]
 
 
 class Steps(Protocol):
@@ -133,8 +167,9 @@ class Steps(Protocol):
     def prune(self, model: Any, sensitivity: Any, round: Round) -> Any:
         """``model`` with the most noise-sensitive units removed (``RunOptions.prune_ratio``)."""
 
-    def regime(self, partition: Any) -> str:
-        """The regime (``unlearn_core.regime.REGIMES``) the partition found the model in."""
+    def choice(self, partition: Any) -> dict:
+        """What the partition chose from the data: the ``regime`` (``unlearn_core.regime.REGIMES``) it found
+        the model in, and the ``features`` its mixture saw (absent for the loss mixture and baselines)."""
 
     def hold_out(self, partition: Any, round: Round) -> Any:
         """The held-out samples: ``RunOptions.holdout`` of those the partition calls clean."""
@@ -150,13 +185,15 @@ class Steps(Protocol):
 @dataclass
 class Outcome:
     """What ``run_rounds`` hands back: ``model`` (the chosen one: the last round's, or the input's) and its
-    ``chosen`` name (``"input"`` or ``"round{r}"``), the last round's partition, and the held-out record (None
-    when ``holdout`` is 0: then the last round's model is chosen unchecked)."""
+    ``chosen`` name (``"input"`` or ``"round{r}"``), the last round's partition, the held-out record (None
+    when ``holdout`` is 0: then the last round's model is chosen unchecked), and the options the rounds ran
+    with (``RunOptions.resolved`` by round 1's choice)."""
 
     model: Any
     chosen: str
     partition: Any
     no_harm: dict | None
+    options: RunOptions
 
 
 def detect(steps: Steps, round: Round, model: Any) -> Any:
@@ -177,33 +214,35 @@ def run_rounds(steps: Steps, options: RunOptions, noisy: Any) -> Outcome:
     """The rounds of ``plan(options)`` from the ``noisy`` model, then the no-harm choice between the input and
     the last round's model on the held-out samples (``unlearn_core.selection``)."""
     partition = detect(steps, plan(options)[0], noisy)  # round 1 detects alike in every regime
-    regime = steps.regime(partition)
-    rounds = plan(options, regime)
+    choice = steps.choice(partition)
+    rounds, regime, used = plan(options, choice), choice["regime"], options.resolved(choice)
     held = steps.hold_out(partition, rounds[0]) if options.holdout else None
     current = noisy
     for round in rounds:
         if round.number > 1:
             partition = detect(steps, round, current)
         current = clean(steps, round, noisy, partition, held)
-    last = f"round{options.rounds}"
+    last = f"round{len(rounds)}"
     if not options.holdout:
-        return Outcome(current, last, partition, None)
+        return Outcome(current, last, partition, None, used)
     (input_correct, samples), (cleaned_correct, _) = (steps.held_out_correct(model, held) for model in (noisy, current))
     chosen, record = choose(input_correct, last, cleaned_correct, samples, regime)
-    return Outcome(noisy if chosen == INPUT else current, chosen, partition, record)
+    return Outcome(noisy if chosen == INPUT else current, chosen, partition, record, used)
 
 
 @dataclass
 class MemoryPartition:
     """A partition held in memory: ``is_clean`` (N,) bool, ``clean_prob`` (N,) float64 (higher = more likely
     clean), the ``regime`` the model was found in, and the class each sample's scores suggest with its
-    probability (``relabel.suggestion``: ``suggested`` (N,) int64, ``suggested_prob`` (N,) float64)."""
+    probability (``relabel.suggestion``: ``suggested`` (N,) int64, ``suggested_prob`` (N,) float64); the
+    ``features`` the attribution mixture saw (None for other detectors)."""
 
     is_clean: np.ndarray
     clean_prob: np.ndarray
     regime: str
     suggested: np.ndarray
     suggested_prob: np.ndarray
+    features: str | None = None
 
     @classmethod
     def of(cls, is_clean: np.ndarray, clean_prob: np.ndarray, logits: torch.Tensor, labels: torch.Tensor
@@ -240,15 +279,16 @@ class MemorySteps:
     def partition(self, scores: dict[str, np.ndarray], round: Round) -> "MemoryPartition":
         """``partition_scores`` of the scores."""
         options, labels = self.options, self.labels.numpy()
-        prob, choice = partition_scores(scores, labels, features=options.features,
-                                        per_class=options.per_class, dims=options.dims, seed=options.seed,
-                                        orient=options.orient)
+        prob, choice = partition_scores(scores, labels, features=round.features, per_class=options.per_class,
+                                        dims=options.dims, seed=options.seed, orient=options.orient,
+                                        choose_block=round.number == 1)
         return MemoryPartition(prob >= CLEAN_THRESHOLD, prob, choice["regime"],
-                               *suggestion(labels, scores["predicted"], scores["confidence"], scores["margin"]))
+                               *suggestion(labels, scores["predicted"], scores["confidence"], scores["margin"]),
+                               choice.get("features"))
 
-    def regime(self, partition: "MemoryPartition") -> str:
-        """The regime recorded with the partition."""
-        return partition.regime
+    def choice(self, partition: "MemoryPartition") -> dict:
+        """The regime and features recorded with the partition."""
+        return {"regime": partition.regime, "features": partition.features}
 
     def sensitivity(self, model: nn.Module, partition, round: Round) -> dict[str, np.ndarray]:
         """``UnitMoments.solve`` of the units at the layer: ``coefficient`` (U,) and the rest."""

@@ -62,8 +62,8 @@ class PerfConfig:
     train_batch_size: int = RunOptions.batch_size
     train_epochs: int = NOISY_EPOCHS  # standard retraining: the demo's noisy-model recipe
     finetune_epochs: int = RunOptions.epochs
-    round_epochs: int = RunOptions.round_epochs
-    rounds: int = RunOptions.rounds
+    round_epochs: int | None = RunOptions.round_epochs
+    rounds: int | None = RunOptions.rounds
     round_train: str = RunOptions.round_train  # fine-tuning of the rounds before the last, as in denoise run
     prune_ratio: float = RunOptions.prune_ratio
     dtype: str = "float32"

@@ -3,6 +3,7 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from cli import pipeline, stages
@@ -64,8 +65,6 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
 def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     """Two small cases: a model that predicts every given label (memorized: the attribution mixture, shrunk
     fine-tuning) and one that predicts another class for the mislabeled third (generalizing: loss mixture)."""
-    import numpy as np
-
     from unlearn_core.regime import partition_scores
 
     rng = np.random.default_rng(0)
@@ -130,11 +129,9 @@ def test_run_hands_back_the_input_model_when_fine_tuning_hurts(denoise, tmp_path
     assert scores_loads and all("attribution" in (on_disk or ()) for on_disk in scores_loads)
 
 
-def _attribution_fixture(like_true_class: float, jitter: float, seed: int) -> tuple[dict, "np.ndarray"]:
+def _attribution_fixture(like_true_class: float, jitter: float, seed: int) -> tuple[dict, np.ndarray]:
     """Scores of a model that fits every label (3 classes x 80, a third mislabeled): each mislabeled
     sample's attribution pattern is ``like_true_class`` its true class's, the rest its given one's."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(3), 80)
     true = np.where(rng.uniform(size=len(labels)) < 1 / 3, (labels + 1) % 3, labels)
@@ -148,8 +145,6 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
     """Where the split with the attribution block leaves two components far apart in the prototype margin
     the block stays and early rounds are head-only; where they overlap it is left out, for good, and the
     early rounds are more, shorter, all-layer ones. Options given explicitly still win."""
-    import numpy as np
-
     from unlearn_core.regime import SEPARATION, margin_separation, partition_scores
 
     kept = partition_scores(*_attribution_fixture(1.0, 0.3, seed=0))[1]

@@ -32,6 +32,7 @@ from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
 from .files.lock import lock_outputs
 from .output import emit, stderr_log, stdout, to_json
+from .pipeline import ROUND_EPOCHS_HELP, ROUND_TRAIN_HELP, ROUNDS_HELP
 from .pipeline import run as run_pipeline
 from .signals import Interrupted, interruptible
 
@@ -276,7 +277,7 @@ def report_(run_folder: Optional[Path] = typer.Option(None, "--workdir", help="W
 def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         workdir: Path = typer.Option(..., "--workdir", help="Directory for every stage's output (round1/, round2/, ...)."),
         rounds: Optional[int] = typer.Option(RunOptions.rounds, "--rounds", min=1, help="Re-attribute with the fine-tuned model and "
-                                              "partition again (default: 3, or 5 where round 1 leaves the attribution block out)."),
+                                              f"partition again {ROUNDS_HELP}"),
         layer: Optional[str] = Layer, target: str = typer.Option(RunOptions.target, "--target"),
         per_class: bool = typer.Option(RunOptions.per_class, "--per-class/--global"),
         features: str = typer.Option(RunOptions.features, "--features"),
@@ -287,12 +288,10 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         by: str = typer.Option(RunOptions.prune_by, "--by"),
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tuning of the last round: all layers, or the head."),
         round_train: str = typer.Option(RunOptions.round_train, "--round-train", help="Fine-tuning of the rounds before the last: "
-                                        "head (on cached features, cheap), all, or auto (head unless round 1 leaves the "
-                                        "attribution block out)."),
+                                        f"head (on cached features, cheap), all, or {ROUND_TRAIN_HELP}."),
         epochs: int = typer.Option(RunOptions.epochs, "--epochs", min=1, help="Fine-tuning epochs of the last round."),
         round_epochs: Optional[int] = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
-                                                   help="Fine-tuning epochs of each round before the last "
-                                                        "(default: 30, or 10 with all-layer auto rounds)."),
+                                                   help=f"Fine-tuning epochs of each round before the last {ROUND_EPOCHS_HELP}"),
         lr: float = typer.Option(RunOptions.lr, "--lr"),
         shrink: float = typer.Option(RunOptions.shrink, "--shrink",
                                      help="Shrink warm start of the last round's fine-tuning (and of every round "

@@ -44,6 +44,7 @@ from ..device import resolve_device
 from ..errors import UsageError, usage_errors
 from ..files.checkpoint import ModelInfo
 from ..output import stderr_log, to_json
+from ..pipeline import ROUND_EPOCHS_HELP, ROUND_TRAIN_HELP, ROUNDS_HELP
 from ..timing import timed
 from .baselines import (EVAL_BATCH, CleanlabSteps, CrossValidatedSteps, DisagreementSteps, LossSteps,
                         cross_validated_probs)
@@ -186,8 +187,7 @@ def quality_command(
         epochs: int = typer.Option(NOISY_EPOCHS, "--epochs", min=1, help="Epochs of the noisy, retrained, oracle and "
                                                                 "cross-validation models."),
         folds: int = typer.Option(3, "--folds", help="K of cleanlab-cv's K-fold cross-validation."),
-        rounds: Optional[int] = typer.Option(RunOptions.rounds, "--rounds", min=1, help="Detect-and-fine-tune rounds "
-                                              "(default: 3, or 5 where round 1 leaves the attribution block out)."),
+        rounds: Optional[int] = typer.Option(RunOptions.rounds, "--rounds", min=1, help=f"Detect-and-fine-tune rounds {ROUNDS_HELP}"),
         target: str = typer.Option(RunOptions.target, "--target", help="Attribute the label's logit or the top one."),
         features: str = typer.Option(RunOptions.features, "--features", help="auto (by the model's regime) or "
                                                                               "what our mixture sees."),
@@ -198,13 +198,11 @@ def quality_command(
         by: str = typer.Option(RunOptions.prune_by, "--by", help="noisy (signed coefficient) or abs."),
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head (last round)."),
         round_train: str = typer.Option(RunOptions.round_train, "--round-train",
-                                        help="What the rounds before the last fine-tune: head, all, or auto "
-                                             "(head unless round 1 leaves the attribution block out)."),
+                                        help=f"What the rounds before the last fine-tune: head, all, or {ROUND_TRAIN_HELP}."),
         finetune_epochs: int = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1,
                                             help="Fine-tuning epochs of the last round."),
         round_epochs: Optional[int] = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
-                                                   help="Fine-tuning epochs of each round before the last "
-                                                        "(default: 30, or 10 with all-layer auto rounds)."),
+                                                   help=f"Fine-tuning epochs of each round before the last {ROUND_EPOCHS_HELP}"),
         lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
         shrink: float = typer.Option(RunOptions.shrink, "--shrink", help="Shrink warm start of the last fine-tune "
                                                                           "and of all-layer early rounds (1: off)."),

@@ -32,7 +32,7 @@ from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
 from .files.lock import lock_outputs
 from .output import emit, stderr_log, stdout, to_json
-from .pipeline import ROUND_EPOCHS_HELP, ROUND_TRAIN_HELP, ROUNDS_HELP
+from .pipeline import EPOCHS_HELP, ROUND_EPOCHS_HELP, ROUND_TRAIN_HELP, ROUNDS_HELP
 from .pipeline import run as run_pipeline
 from .signals import Interrupted, interruptible
 
@@ -289,7 +289,8 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tuning of the last round: all layers, or the head."),
         round_train: str = typer.Option(RunOptions.round_train, "--round-train", help="Fine-tuning of the rounds before the last: "
                                         f"head (on cached features, cheap), all, or {ROUND_TRAIN_HELP}."),
-        epochs: int = typer.Option(RunOptions.epochs, "--epochs", min=1, help="Fine-tuning epochs of the last round."),
+        epochs: Optional[int] = typer.Option(RunOptions.epochs, "--epochs", min=1,
+                                             help=f"Fine-tuning epochs of the last round {EPOCHS_HELP}"),
         round_epochs: Optional[int] = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
                                                    help=f"Fine-tuning epochs of each round before the last {ROUND_EPOCHS_HELP}"),
         lr: float = typer.Option(RunOptions.lr, "--lr"),

@@ -14,7 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from unlearn_core.rounds import EARLY_ROUNDS, RunOptions, run_rounds
+from unlearn_core.rounds import EARLY_ROUNDS, GENERALIZING_EPOCHS, RunOptions, run_rounds
+from unlearn_core.training import Recipe
 from unlearn_core.selection import INPUT
 
 from .data import read_once
@@ -26,9 +27,11 @@ from .stages import FileSteps
 
 # help texts of the early-round options that round 1 sets from the data when left out (`run`, `bench quality`)
 _HEAD, _ALL = EARLY_ROUNDS[True], EARLY_ROUNDS[False]  # (round_train, rounds, round_epochs) with / without the block
-ROUNDS_HELP = f"(default: {_HEAD[1]}, or {_ALL[1]} where round 1 leaves the attribution block out)."
+ROUNDS_HELP = (f"(default: {_HEAD[1]}, or {_ALL[1]} where round 1 leaves the attribution block out, or 1 where the "
+               "model generalizes).")
 ROUND_TRAIN_HELP = f"auto ({_HEAD[0]} unless round 1 leaves the attribution block out)"
 ROUND_EPOCHS_HELP = f"(default: {_HEAD[2]}, or {_ALL[2]} with {_ALL[0]}-layer auto rounds)."
+EPOCHS_HELP = f"(default: {Recipe.epochs}, or {GENERALIZING_EPOCHS} where the model generalizes: a single round)."
 
 
 def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Path | None = None,

@@ -151,7 +151,7 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
     assert kept["features"] == "prototype,attribution,loss" and kept["separation"] >= SEPARATION
     rounds = plan(RunOptions(), kept)
     assert [(r.finetune.train, r.finetune.epochs, r.features) for r in rounds] == [
-        ("head", 30, "auto"), ("head", 30, "auto"), ("all", RunOptions.epochs, "auto")]
+        ("head", 30, "auto"), ("head", 30, "auto"), ("all", Recipe.epochs, "auto")]
     left_out = partition_scores(*_attribution_fixture(0.3, 2.0, seed=1))[1]
     assert left_out["features"] == "prototype,loss" and left_out["separation"] < SEPARATION
     rounds = plan(RunOptions(), left_out)
@@ -164,3 +164,17 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
         "features"] == "prototype,attribution,loss"
     labels = np.repeat(np.arange(2), 5)
     assert margin_separation(np.arange(10.0), labels, np.ones(10)) is None  # nothing flagged: no evidence
+
+
+def test_a_generalizing_model_gets_one_round_with_a_shorter_fine_tune_unless_options_say_otherwise():
+    """The loss mixture of a model that did not memorize its labels detects in one round: the plan is a
+    single pruning round of GENERALIZING_EPOCHS, unshrunk; explicit --rounds and --epochs still win."""
+    from unlearn_core.regime import GENERALIZING
+    from unlearn_core.rounds import GENERALIZING_EPOCHS
+
+    choice = {"regime": GENERALIZING, "features": None}
+    [only] = plan(RunOptions(), choice)
+    assert (only.last, only.prune, only.finetune.epochs, only.finetune.shrink) == (True, True, GENERALIZING_EPOCHS, 1.0)
+    assert RunOptions().resolved(choice).rounds == 1
+    assert [r.finetune.epochs for r in plan(RunOptions(rounds=2, epochs=7), choice)] == [30, 7]
+    assert plan(RunOptions(), {"regime": "memorized", "features": None})[-1].finetune.epochs == Recipe.epochs

@@ -61,7 +61,7 @@ class PerfConfig:
     repeats: int = 3  # runs of the seven stages at N, in turn; each stage's fastest counts
     train_batch_size: int = RunOptions.batch_size
     train_epochs: int = NOISY_EPOCHS  # standard retraining: the demo's noisy-model recipe
-    finetune_epochs: int = RunOptions.epochs
+    finetune_epochs: int | None = RunOptions.epochs
     round_epochs: int | None = RunOptions.round_epochs
     rounds: int | None = RunOptions.rounds
     round_train: str = RunOptions.round_train  # fine-tuning of the rounds before the last, as in denoise run

@@ -44,7 +44,7 @@ from ..device import resolve_device
 from ..errors import UsageError, usage_errors
 from ..files.checkpoint import ModelInfo
 from ..output import stderr_log, to_json
-from ..pipeline import ROUND_EPOCHS_HELP, ROUND_TRAIN_HELP, ROUNDS_HELP
+from ..pipeline import EPOCHS_HELP, ROUND_EPOCHS_HELP, ROUND_TRAIN_HELP, ROUNDS_HELP
 from ..timing import timed
 from .baselines import (EVAL_BATCH, CleanlabSteps, CrossValidatedSteps, DisagreementSteps, LossSteps,
                         cross_validated_probs)
@@ -199,8 +199,8 @@ def quality_command(
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head (last round)."),
         round_train: str = typer.Option(RunOptions.round_train, "--round-train",
                                         help=f"What the rounds before the last fine-tune: head, all, or {ROUND_TRAIN_HELP}."),
-        finetune_epochs: int = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1,
-                                            help="Fine-tuning epochs of the last round."),
+        finetune_epochs: Optional[int] = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1,
+                                                      help=f"Fine-tuning epochs of the last round {EPOCHS_HELP}"),
         round_epochs: Optional[int] = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
                                                    help=f"Fine-tuning epochs of each round before the last {ROUND_EPOCHS_HELP}"),
         lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),

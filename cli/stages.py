@@ -189,14 +189,15 @@ def _held(path: Path | None, samples: Samples) -> np.ndarray:
     return arrays["is_held"]
 
 
-def held_out_correct(model: Path, data: str, holdout_file: Path, *, noise: Path | None = None, batch_size: int = 256,
-                     device: str = "auto", arch: str | None = None) -> tuple[int, int]:
-    """``(held-out samples the checkpoint classifies as labelled, held-out samples)`` of a holdout file."""
+def held_out_correct(model: Path, data: str, holdout_file: Path | None, *, noise: Path | None = None,
+                     batch_size: int = 256, device: str = "auto", arch: str | None = None) -> tuple[int, int]:
+    """``(held-out samples the checkpoint classifies as labelled, held-out samples)``: those of a holdout file
+    of ``data``'s train split or, without one, every sample of it (validation samples)."""
     dev = resolve_device(device)
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, "train", checkpoint.info, noise)
-    return count_held_out(checkpoint.model, samples.inputs, samples.labels, _held(holdout_file, samples), batch_size,
-                          dev)
+    held = _held(holdout_file, samples) if holdout_file else np.ones(len(samples.labels), dtype=bool)
+    return count_held_out(checkpoint.model, samples.inputs, samples.labels, held, batch_size, dev)
 
 
 def _with_partition(model: Path, data: str, partition_file: Path, noise: Path | None, device: str, arch: str | None):

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from cli.errors import InputError
 from cli.model_commands import train
 from conftest import TINY, cli_process
 from unlearn_core.errors import OptionError
@@ -106,3 +107,33 @@ def test_validation_with_a_holdout_is_a_usage_error(files, tmp_path):
     assert err == "denoise: error: --holdout must be 0 with validation samples (they decide; nothing is held out), " \
                   "got 0.2\n"
     assert not (tmp_path / "work").exists() or not list((tmp_path / "work").glob("round*"))
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL right after a fine-tune wrote its resume state."""
+
+
+def test_a_fine_tune_killed_with_held_out_samples_does_not_resume_on_all_of_them(files, tmp_path, monkeypatch):
+    """A run killed in round 1's fine-tune and run again with --validation: the resume state left the held-out
+    samples out, so it is refused rather than finished on every sample."""
+    from cli import fit, stages
+
+    data, scores, partition = f"npz:{TINY}", tmp_path / "scores.npz", tmp_path / "partition.npz"
+    held = tmp_path / "holdout.npz"
+    stages.attribute(files.model, data, scores, device="cpu")
+    stages.partition(scores, partition)
+    stages.hold_out(partition, held, fraction=0.1)
+    out, save_state = tmp_path / "clean.safetensors", fit._save_state
+
+    def killed(*args):
+        save_state(*args)
+        raise Killed
+
+    monkeypatch.setattr(fit, "_save_state", killed)
+    with pytest.raises(Killed):
+        stages.finetune(files.model, data, partition, out, Recipe(epochs=2), exclude=held, device="cpu")
+    monkeypatch.setattr(fit, "_save_state", save_state)
+    with pytest.raises(InputError, match="other options or input files"):
+        stages.finetune(files.model, data, partition, out, Recipe(epochs=2), resume=True, device="cpu")
+    assert stages.finetune(files.model, data, partition, out, Recipe(epochs=2), exclude=held, resume=True,
+                           device="cpu")["epochs"] == 2

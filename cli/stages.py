@@ -196,7 +196,7 @@ def held_out_correct(model: Path, data: str, holdout_file: Path | None, *, noise
     dev = resolve_device(device)
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, "train", checkpoint.info, noise)
-    held = _held(holdout_file, samples) if holdout_file else np.ones(len(samples.labels), dtype=bool)
+    held = _held(holdout_file, samples) if holdout_file is not None else np.ones(len(samples.labels), dtype=bool)
     return count_held_out(checkpoint.model, samples.inputs, samples.labels, held, batch_size, dev)
 
 

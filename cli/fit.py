@@ -56,7 +56,8 @@ def _load_state(path: Path, model: nn.Module, optimizer, options: dict) -> list[
     except Exception as exc:
         raise InputError(path, f"unreadable resume state ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
     if record["options"] != options:
-        raise InputError(path, "resume state was written with other options; delete it or run without --resume")
+        raise InputError(path, "resume state was written with other options or input files; delete it or run "
+                               "without --resume")
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     slots: dict[int, dict] = {}
     for name, value in tensors.items():

@@ -300,9 +300,15 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                                           "factor in (0, 1]; 1 turns it off."),
         batch_size: int = typer.Option(RunOptions.batch_size, "--batch-size", min=1),
         seed: int = typer.Option(RunOptions.seed, "--seed"),
-        holdout: float = typer.Option(RunOptions.holdout, "--holdout", help="Fraction of the samples round 1 calls "
-                                      "clean that no round fine-tunes on; they decide whether a round's model or the "
-                                      "input model is handed back (first, do no harm). 0 turns the check off."),
+        holdout: Optional[float] = typer.Option(None, "--holdout", help="Fraction of the samples round 1 calls "
+                                                "clean that no round fine-tunes on; they decide whether a round's "
+                                                "model or the input model is handed back (first, do no harm). 0 "
+                                                f"turns the check off. Default: {RunOptions.holdout:g}, 0 with "
+                                                "--validation (a fraction above 0 with it is an error)."),
+        validation: Optional[str] = typer.Option(None, "--validation", help="Data spec (as --data; its train split) "
+                                                 "of samples the model was not trained on, labels possibly noisy: "
+                                                 "they decide the no-harm check instead of held-out samples, and "
+                                                 "every training sample can be fine-tuned on."),
         relabel: bool = Relabel,
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
         report: bool = typer.Option(False, "--report", help="Also write WORKDIR/report.html (`denoise report`)."),
@@ -313,9 +319,10 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
     options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
                          orient=orient, prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train,
                          epochs=epochs, round_epochs=round_epochs, lr=lr, shrink=shrink, batch_size=batch_size,
-                         seed=seed, holdout=holdout, relabel=relabel)
-    result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, device=device, arch=arch,
-                          log=stderr_log(quiet=as_json), warn=stderr_log())
+                         seed=seed, holdout=(0.0 if validation else RunOptions.holdout) if holdout is None else holdout,
+                         relabel=relabel)
+    result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, validation=validation,
+                          device=device, arch=arch, log=stderr_log(quiet=as_json), warn=stderr_log())
     if report and distributed.main_process():  # under torchrun rank 0 alone writes the report
         from .report.build import report_of_run
 

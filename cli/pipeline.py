@@ -11,19 +11,22 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from unlearn_core.rounds import EARLY_ROUNDS, GENERALIZING_EPOCHS, RunOptions, run_rounds
+from unlearn_core.selection import HOLDOUT, INPUT, check_holdout
 from unlearn_core.training import Recipe
-from unlearn_core.selection import INPUT
 
 from .data import read_once
+from .data.samples import check_validation
 from .device import resolve_device
 from .distributed import Ranks, join
 from .errors import usage_errors
+from .files.checkpoint import ModelInfo, read_metadata
 from .files.paths import atomic_write
-from .stages import FileSteps
+from .stages import FileSteps, held_out_correct
 
 # help texts of the early-round options that round 1 sets from the data when left out (`run`, `bench quality`)
 _HEAD, _ALL = EARLY_ROUNDS[True], EARLY_ROUNDS[False]  # (round_train, rounds, round_epochs) with / without the block
@@ -35,19 +38,22 @@ EPOCHS_HELP = f"(default: {Recipe.epochs}, or {GENERALIZING_EPOCHS} where the mo
 
 
 def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Path | None = None,
-        truth: Path | None = None, device: str = "auto", arch: str | None = None,
+        truth: Path | None = None, validation: str | None = None, device: str = "auto", arch: str | None = None,
         log: Callable[[str], None] = lambda _line: None, warn: Callable[[str], None] | None = None) -> dict:
     """Run the rounds of ``options`` from the noisy checkpoint ``model``; returns per-round stage summaries,
     the final model's path and the wall seconds, and writes the same record to ``workdir/run.json``.
 
     ``options.prune_ratio`` None skips sensitivity and pruning (fine-tuning only). ``model`` in the result is
-    the chosen checkpoint: the input itself when no round's model passed the held-out check (``chosen``
-    says which, ``no_harm`` holds the held-out figures; see ``unlearn_core.selection``; ``options_used`` the
-    options with the early rounds round 1 chose, ``RunOptions.resolved``). ``log`` gets progress
-    lines, ``warn`` (default: ``log``) the line saying the input model is handed back.
+    the chosen checkpoint: the input itself when no round's model passed the no-harm check (``chosen``
+    says which, ``no_harm`` holds the figures; see ``unlearn_core.selection``; ``options_used`` the
+    options with the early rounds round 1 chose, ``RunOptions.resolved``). ``validation``: a data spec whose
+    train split the model was not trained on decides that check instead of held-out samples
+    (``options.holdout`` must be 0); checked to fit ``model`` and ``data`` before any stage runs. ``log``
+    gets progress lines, ``warn`` (default: ``log``) the line saying the input model is handed back.
     """
     with usage_errors():
         options.check()
+        check_holdout(options.holdout, validation=validation is not None)
     workdir.mkdir(parents=True, exist_ok=True)
     ranks = join(resolve_device(device))
     if not ranks.main:  # rank 0 reports for all
@@ -57,18 +63,24 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
         steps = RankSteps(ranks, steps)
     started = time.perf_counter()
     with read_once():  # every stage of every round reads the same train split: from disk once
-        outcome = run_rounds(steps, options, model)
+        correct = None
+        if validation is not None:
+            check_validation(validation, data, ModelInfo.from_json(read_metadata(model)))
+            correct = partial(held_out_correct, data=validation, holdout_file=None, device=device, arch=arch)
+        outcome = run_rounds(steps, options, model, correct)
     if outcome.no_harm is not None:
         held, accuracy = outcome.no_harm["held_out"], outcome.no_harm["accuracy"]
         figures = ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items() if value is not None)
+        samples = f"{held} {'held-out' if outcome.no_harm['source'] == HOLDOUT else 'validation'} samples"
         if outcome.chosen == INPUT:
-            (warn or log)(f"the cleaned model is worse than the input on {held} held-out samples ({figures}): handing back "
+            (warn or log)(f"the cleaned model is worse than the input on {samples} ({figures}): handing back "
                 f"the input model unchanged")
         else:
-            log(f"held-out check passed on {held} samples ({figures})")
+            log(f"no-harm check passed on {samples} ({figures})")
     result = {"model": str(outcome.model), "chosen": outcome.chosen, "no_harm": outcome.no_harm,
-              "rounds": list(steps.summaries.values()), "seconds": time.perf_counter() - started,
-              "options": asdict(options), "options_used": asdict(outcome.options)}
+              "validation": validation, "rounds": list(steps.summaries.values()),
+              "seconds": time.perf_counter() - started, "options": asdict(options),
+              "options_used": asdict(outcome.options)}
     record = json.dumps(result, indent=2)
     ranks.main_writes(lambda: atomic_write(workdir / "run.json", lambda tmp: tmp.write_text(record)))
     return result

@@ -189,14 +189,15 @@ def _held(path: Path | None, samples: Samples) -> np.ndarray:
     return arrays["is_held"]
 
 
-def held_out_correct(model: Path, data: str, holdout_file: Path, *, noise: Path | None = None, batch_size: int = 256,
-                     device: str = "auto", arch: str | None = None) -> tuple[int, int]:
-    """``(held-out samples the checkpoint classifies as labelled, held-out samples)`` of a holdout file."""
+def held_out_correct(model: Path, data: str, holdout_file: Path | None, *, noise: Path | None = None,
+                     batch_size: int = 256, device: str = "auto", arch: str | None = None) -> tuple[int, int]:
+    """``(held-out samples the checkpoint classifies as labelled, held-out samples)``: those of a holdout file
+    of ``data``'s train split or, without one, every sample of it (validation samples)."""
     dev = resolve_device(device)
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, "train", checkpoint.info, noise)
-    return count_held_out(checkpoint.model, samples.inputs, samples.labels, _held(holdout_file, samples), batch_size,
-                          dev)
+    held = _held(holdout_file, samples) if holdout_file is not None else np.ones(len(samples.labels), dtype=bool)
+    return count_held_out(checkpoint.model, samples.inputs, samples.labels, held, batch_size, dev)
 
 
 def _with_partition(model: Path, data: str, partition_file: Path, noise: Path | None, device: str, arch: str | None):
@@ -309,11 +310,14 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
         raise InputError(partition_file, "marks no sample as clean (but held-out ones); nothing to fine-tune on")
     rows = torch.as_tensor(rows)
     started = time.perf_counter()
+    made_from = provenance("checkpoint", options, inputs)
+    # a resume state also names the files it fine-tunes from: one of another partition or held-out set is refused
+    hashes = {name: entry["sha256"] for name, entry in made_from["inputs"].items()}
     losses = fit(checkpoint.model, samples.inputs[rows], torch.as_tensor(targets)[rows], recipe, device=dev,
-                 options=options, out=out, resume=resume, description="finetune")
+                 options={**options, "inputs": hashes}, out=out, resume=resume, description="finetune")
     seconds = time.perf_counter() - started
     # the mean loss of every epoch from the first (over every rank's samples): the report's curve
-    meta = provenance("checkpoint", options, inputs, {"losses": losses})
+    meta = {**made_from, "results": {"losses": losses}}
     finish(out, dev, lambda: save_checkpoint(out, checkpoint.model, checkpoint.info, meta))
     return {"out": str(out), "clean_samples": int(rows.sum()) - int(relabeled.sum()), "relabeled": int(relabeled.sum()),
             "epochs": recipe.epochs, "train": recipe.train, "shrink": recipe.shrink, "seconds": seconds}

@@ -13,7 +13,8 @@ removed the wrong units and made the rounds diverge), and fine-tunes from weight
 
 Before round 1 fine-tunes, a fraction of the samples its partition calls clean is held out (``holdout``):
 no round fine-tunes on them, and at the end they decide whether the last round's model or the input model
-is handed back (``unlearn_core.selection``: first, do no harm). With ``relabel`` the last round also
+is handed back (``unlearn_core.selection``: first, do no harm; validation samples the input model was not
+trained on decide instead where the caller has them, and nothing is held out). With ``relabel`` the last round also
 fine-tunes on the flagged samples whose evidence points confidently to another class, with that class as
 their label (``unlearn_core.relabel``); held-out samples stay out. Earlier rounds always drop them: their
 model detects in the next round, and one trained on relabels detected worse (digits, 40 % asymmetric: the
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -197,9 +198,10 @@ class Steps(Protocol):
 @dataclass
 class Outcome:
     """What ``run_rounds`` hands back: ``model`` (the chosen one: the last round's, or the input's) and its
-    ``chosen`` name (``"input"`` or ``"round{r}"``), the last round's partition, the held-out record (None
-    when ``holdout`` is 0: then the last round's model is chosen unchecked), and the options the rounds ran
-    with (``RunOptions.resolved`` by round 1's choice)."""
+    ``chosen`` name (``"input"`` or ``"round{r}"``), the last round's partition, the no-harm record
+    (``selection.choose``; None when ``holdout`` is 0 and no validation samples were given: then the last
+    round's model is chosen unchecked), and the options the rounds ran with (``RunOptions.resolved`` by
+    round 1's choice)."""
 
     model: Any
     chosen: str
@@ -222,9 +224,14 @@ def clean(steps: Steps, round: Round, noisy: Any, partition: Any, held: Any) -> 
     return steps.finetune(start, partition, held, round)
 
 
-def run_rounds(steps: Steps, options: RunOptions, noisy: Any) -> Outcome:
+def run_rounds(steps: Steps, options: RunOptions, noisy: Any,
+               validation: Callable[[Any], tuple[int, int]] | None = None) -> Outcome:
     """The rounds of ``plan(options)`` from the ``noisy`` model, then the no-harm choice between the input and
-    the last round's model on the held-out samples (``unlearn_core.selection``)."""
+    the last round's model (``unlearn_core.selection``) on the held-out samples or, given ``validation``, on
+    samples the input model was not trained on: ``validation(model)`` is ``(those samples model classifies
+    as labelled, those samples)``; then nothing is held out (``options.holdout`` must be 0)."""
+    if validation is not None:
+        check_holdout(options.holdout, validation=True)
     partition = detect(steps, plan(options)[0], noisy)  # round 1 detects alike in every regime
     choice = steps.choice(partition)
     rounds, regime, used = plan(options, choice), choice["regime"], options.resolved(choice)
@@ -235,10 +242,11 @@ def run_rounds(steps: Steps, options: RunOptions, noisy: Any) -> Outcome:
             partition = detect(steps, round, current)
         current = clean(steps, round, noisy, partition, held)
     last = f"round{len(rounds)}"
-    if not options.holdout:
+    if validation is None and not options.holdout:
         return Outcome(current, last, partition, None, used)
-    (input_correct, samples), (cleaned_correct, _) = (steps.held_out_correct(model, held) for model in (noisy, current))
-    chosen, record = choose(input_correct, last, cleaned_correct, samples, regime)
+    correct = validation or (lambda model: steps.held_out_correct(model, held))
+    (input_correct, samples), (cleaned_correct, _) = (correct(model) for model in (noisy, current))
+    chosen, record = choose(input_correct, last, cleaned_correct, samples, regime, trained_on=validation is None)
     return Outcome(noisy if chosen == INPUT else current, chosen, partition, record, used)
 
 

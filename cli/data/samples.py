@@ -67,14 +67,8 @@ def prepare(dataset: Dataset, info: ModelInfo, noise: str | Path | None = None) 
         size = (recorded or {}).get("size")
         hint = f" (its data spec read images with ?size={size})" if size else ""
         raise InputError(dataset.spec, f"samples have shape {shape} but the model expects {info.input_shape}{hint}")
-    if recorded is not None and recorded != dataset.transform:
-        raise InputError(dataset.spec, f"features are {dataset.transform}, but the model was trained on {recorded}")
-    if recorded is not None and list(dataset.classes) != list(info.classes):
-        # a label is a class's position: under other class names (a checkpoint made before `npz:` labels were
-        # renumbered to the values that occur, say) each sample would be scored against another class. A model
-        # imported with --input-shape/--num-classes records no data and only numbers its classes.
-        raise InputError(dataset.spec, f"{_class_difference(dataset.classes, info.classes)}; labels would not mean "
-                                       "the model's classes")
+    if recorded is not None:  # a model imported with --input-shape/--num-classes records no data, only numbers
+        check_alike(dataset, info.classes, recorded, "the model")
     if dataset.labels.numel() and int(dataset.labels.max()) >= len(info.classes):
         raise InputError(dataset.spec, f"labels go up to {int(dataset.labels.max())} but the model has "
                                        f"{len(info.classes)} classes")
@@ -89,13 +83,33 @@ def prepare(dataset: Dataset, info: ModelInfo, noise: str | Path | None = None) 
     return Samples(inputs, labels, np.arange(len(labels), dtype=np.int64), is_noisy)
 
 
-def _class_difference(ours: list[str], model: list[str]) -> str:
-    """Where the data's class names first differ from the model's, for a one-line error."""
-    first = next((k for k, pair in enumerate(zip(ours, model)) if pair[0] != pair[1]), min(len(ours), len(model)))
-    here, there = (repr(names[first]) if first < len(names) else "none" for names in (ours, model))
-    return f"has {len(ours)} classes, the model {len(model)}: label {first} is {here} here but {there} in the model"
+def check_alike(dataset: Dataset, classes: list[str], transform: dict, other: str) -> None:
+    """Raise InputError naming ``dataset``'s spec unless it was read as ``transform`` records and names the
+    ``classes`` of ``other`` (what it must fit, in words: "the model", "--data"), in their order."""
+    if transform != dataset.transform:
+        raise InputError(dataset.spec, f"features are {dataset.transform}, but those of {other} are {transform}")
+    if list(dataset.classes) != list(classes):
+        # a label is a class's position: under other class names (a checkpoint made before `npz:` labels were
+        # renumbered to the values that occur, say) each sample would be scored against another class
+        raise InputError(dataset.spec, f"{_class_difference(dataset.classes, classes, other)}; labels would not "
+                                       f"mean the classes of {other}")
+
+
+def _class_difference(ours: list[str], theirs: list[str], other: str) -> str:
+    """Where the data's class names first differ from ``other``'s, for a one-line error."""
+    first = next((k for k, pair in enumerate(zip(ours, theirs)) if pair[0] != pair[1]), min(len(ours), len(theirs)))
+    here, there = (repr(names[first]) if first < len(names) else "none" for names in (ours, theirs))
+    return f"has {len(ours)} classes, {other} {len(theirs)}: label {first} is {here} here but {there} in {other}"
 
 
 def load_samples(spec: str, split: str, info: ModelInfo, noise: str | Path | None = None) -> Samples:
     """``load_data`` + ``prepare``."""
     return prepare(load_data(spec, split), info, noise)
+
+
+def check_validation(spec: str, data: str, info: ModelInfo) -> None:
+    """Raise InputError naming ``spec`` unless its train split, validation samples for the model ``info``
+    describes, has the class names of ``data``'s train split, was read alike, and fits the model (``prepare``)."""
+    validation, reference = load_data(spec, "train"), load_data(data, "train")
+    check_alike(validation, reference.classes, reference.transform, "--data")
+    prepare(validation, info)

@@ -284,7 +284,8 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         dims: int = typer.Option(RunOptions.dims, "--dims", min=1),
         orient: str = Orient,
         ratio: float = typer.Option(RunOptions.prune_ratio, "--ratio", help="Fraction of units to prune in the last "
-                                    "round; 0 turns pruning off."),
+                                    "round where the model memorized its labels (one that generalizes is not "
+                                    "pruned); 0 turns pruning off."),
         by: str = typer.Option(RunOptions.prune_by, "--by"),
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tuning of the last round: all layers, or the head."),
         round_train: str = typer.Option(RunOptions.round_train, "--round-train", help="Fine-tuning of the rounds before the last: "

@@ -42,12 +42,12 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     data, options = f"npz:{TINY}", RunOptions(rounds=2, epochs=2, round_epochs=1, relabel=True)
     noise, model = tmp_path / "noise.npz", tmp_path / "noisy.safetensors"
     inject_noise(data, "symmetric", 0.4, options.seed, noise)
-    train(data, "mlp", model, Recipe(epochs=2), noise=noise, device="cpu")
+    train(data, "mlp", model, Recipe(epochs=400), noise=noise, device="cpu")  # memorized: the last round prunes
     run_calls, bench_calls = [], []
     monkeypatch.setattr(pipeline, "FileSteps", _recording(stages.FileSteps, run_calls))
     monkeypatch.setattr(quality, "MemorySteps", _recording(MemorySteps, bench_calls))
     pipeline.run(model, data, tmp_path / "work", options, noise=noise, device="cpu")
-    settings = quality.Settings("mlp", 2, 2, options, torch.device("cpu"), relabel=True)
+    settings = quality.Settings("mlp", 400, 2, options, torch.device("cpu"), relabel=True)
     rows = quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test")
     assert [row["method"] for row in rows[3:]] == ["finetune-only", "denoise", "denoise-relabel"]
     assert [name for _, name, _ in run_calls] == [
@@ -168,13 +168,14 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
 
 def test_a_generalizing_model_gets_one_round_with_a_shorter_fine_tune_unless_options_say_otherwise():
     """The loss mixture of a model that did not memorize its labels detects in one round: the plan is a
-    single pruning round of GENERALIZING_EPOCHS, unshrunk; explicit --rounds and --epochs still win."""
+    single round of GENERALIZING_EPOCHS, neither pruned nor shrunk; explicit --rounds and --epochs still win."""
     from unlearn_core.regime import GENERALIZING
     from unlearn_core.rounds import GENERALIZING_EPOCHS
 
     choice = {"regime": GENERALIZING, "features": None}
     [only] = plan(RunOptions(), choice)
-    assert (only.last, only.prune, only.finetune.epochs, only.finetune.shrink) == (True, True, GENERALIZING_EPOCHS, 1.0)
+    assert (only.last, only.prune, only.finetune.epochs, only.finetune.shrink) == (True, False, GENERALIZING_EPOCHS, 1.0)
     assert RunOptions().resolved(choice).rounds == 1
     assert [r.finetune.epochs for r in plan(RunOptions(rounds=2, epochs=7), choice)] == [30, 7]
-    assert plan(RunOptions(), {"regime": "memorized", "features": None})[-1].finetune.epochs == Recipe.epochs
+    memorized = plan(RunOptions(), {"regime": "memorized", "features": None})[-1]
+    assert (memorized.finetune.epochs, memorized.prune) == (Recipe.epochs, True)

@@ -88,6 +88,7 @@ def test_ours_against_the_baselines_shows_the_flagged_share_and_the_best_other_d
 
     rows = [row("none", m, a) for m, a in (("noisy", 0.5), ("retrain", 0.49), ("oracle", 0.9))]
     rows += [row("attribution", m, 0.8, 0.9, 0.41) for m in ("finetune-only", "denoise")]
-    rows += [row(d, m, 0.6, f1, 0.3) for d, f1 in (("loss", 0.7), ("cleanlab", 0.75)) for m in ("finetune-only", "denoise")]
+    rows += [row(d, m, 0.6, f1, 0.3) for d, f1 in (("loss", 0.7), ("cleanlab", 0.75))
+             for m in ("finetune-only", "denoise")]
     table = markdown(rows).split("Ours (")[1]
     assert "| d | symmetric | 0.4 | +30.0 | +31.0 | 75% | 0.410 | 0.900 (cleanlab 0.750) | 100% |" in table

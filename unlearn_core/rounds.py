@@ -128,7 +128,8 @@ class RunOptions:
         last_epochs, prune_ratio = Recipe.epochs, self.prune_ratio
         if (choice or {}).get("regime") == GENERALIZING:
             rounds, last_epochs, prune_ratio = GENERALIZING_ROUNDS, GENERALIZING_EPOCHS, None
-        return replace(self, round_train=train if self.round_train == AUTO else self.round_train, prune_ratio=prune_ratio,
+        return replace(self, round_train=train if self.round_train == AUTO else self.round_train,
+                       prune_ratio=prune_ratio,
                        rounds=rounds if self.rounds is None else self.rounds,
                        round_epochs=epochs if self.round_epochs is None else self.round_epochs,
                        epochs=last_epochs if self.epochs is None else self.epochs)

@@ -194,7 +194,8 @@ def quality_command(
         dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components of the attributions."),
         orient: str = typer.Option(RunOptions.orient, "--orient", help="How our mixture's noisy component is "
                                                                        "chosen: auto, margin, loss or norm."),
-        ratio: float = typer.Option(RunOptions.prune_ratio, "--ratio", help="Fraction of units to prune (memorized models only)."),
+        ratio: float = typer.Option(RunOptions.prune_ratio, "--ratio",
+                                    help="Fraction of units to prune (memorized models only)."),
         by: str = typer.Option(RunOptions.prune_by, "--by", help="noisy (signed coefficient) or abs."),
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head (last round)."),
         round_train: str = typer.Option(RunOptions.round_train, "--round-train",

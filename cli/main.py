@@ -283,9 +283,10 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         features: str = typer.Option(RunOptions.features, "--features"),
         dims: int = typer.Option(RunOptions.dims, "--dims", min=1),
         orient: str = Orient,
-        ratio: float = typer.Option(RunOptions.prune_ratio, "--ratio", help="Fraction of units to prune in the last "
-                                    "round where the model memorized its labels (one that generalizes is not "
-                                    "pruned); 0 turns pruning off."),
+        ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of units to prune in the last round "
+                                              f"(default: {RunOptions.prune_ratio:g} where the model memorized its "
+                                              "labels, none where it generalizes; given, in either); 0 turns "
+                                              "pruning off."),
         by: str = typer.Option(RunOptions.prune_by, "--by"),
         train: str = typer.Option(RunOptions.train, "--train", help="Fine-tuning of the last round: all layers, or the head."),
         round_train: str = typer.Option(RunOptions.round_train, "--round-train", help="Fine-tuning of the rounds before the last: "
@@ -315,10 +316,11 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         report: bool = typer.Option(False, "--report", help="Also write WORKDIR/report.html (`denoise report`)."),
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
     """The five stages in order, in rounds; stages whose outputs are up to date are skipped."""
-    if not 0 <= ratio < 1:
+    if ratio is not None and not 0 <= ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
-                         orient=orient, prune_ratio=ratio or None, prune_by=by, train=train, round_train=round_train,
+                         orient=orient, prune_ratio=RunOptions.prune_ratio if ratio is None else ratio or None,
+                         prune_generalizing=bool(ratio), prune_by=by, train=train, round_train=round_train,
                          epochs=epochs, round_epochs=round_epochs, lr=lr, shrink=shrink, batch_size=batch_size,
                          seed=seed, holdout=(0.0 if validation else RunOptions.holdout) if holdout is None else holdout,
                          relabel=relabel)

@@ -176,6 +176,7 @@ def test_a_generalizing_model_gets_one_round_with_a_shorter_fine_tune_unless_opt
     [only] = plan(RunOptions(), choice)
     assert (only.last, only.prune, only.finetune.shrink) == (True, False, 1.0)
     assert only.finetune.epochs == GENERALIZING_EPOCHS
+    assert plan(RunOptions(prune_generalizing=True), choice)[0].prune  # an explicit --ratio prunes it
     assert RunOptions().resolved(choice).rounds == 1
     assert [r.finetune.epochs for r in plan(RunOptions(rounds=2, epochs=7), choice)] == [30, 7]
     memorized = plan(RunOptions(), {"regime": "memorized", "features": None})[-1]

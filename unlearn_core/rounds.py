@@ -80,6 +80,7 @@ class RunOptions:
     dims: int = 10
     orient: str = "auto"  # how partition picks the noisy component (unlearn_core.partition.ORIENTATIONS)
     prune_ratio: float | None = 0.1  # None: no sensitivity and no pruning (fine-tuning only)
+    prune_generalizing: bool = False  # prune a model that generalizes too (not by default: GENERALIZING_ROUNDS)
     prune_by: str = "noisy"
     train: str = "all"  # fine-tuning of the last round
     round_train: str = AUTO  # fine-tuning of the rounds before the last: head, all, or auto (EARLY_ROUNDS)
@@ -118,7 +119,7 @@ class RunOptions:
         """These options with the round fields left to the data (``rounds``, ``round_epochs``, ``epochs`` None,
         ``round_train`` auto) set by round 1's ``choice`` (its partition's record, ``regime.partition_scores``):
         where the model generalizes ``GENERALIZING_ROUNDS`` and ``GENERALIZING_EPOCHS``, unpruned (``prune_ratio``
-        None), else ``EARLY_ROUNDS`` by its features and ``Recipe.epochs``; without a choice, by the options' own
+        None) unless ``prune_generalizing``, else ``EARLY_ROUNDS`` by its features and ``Recipe.epochs``; without a choice, by the options' own
         ``features`` (auto: as the attribution block joined)."""
         if choice is not None:
             features = choice.get("features")
@@ -127,7 +128,8 @@ class RunOptions:
         train, rounds, epochs = EARLY_ROUNDS[attribution_led(features)]
         last_epochs, prune_ratio = Recipe.epochs, self.prune_ratio
         if (choice or {}).get("regime") == GENERALIZING:
-            rounds, last_epochs, prune_ratio = GENERALIZING_ROUNDS, GENERALIZING_EPOCHS, None
+            rounds, last_epochs = GENERALIZING_ROUNDS, GENERALIZING_EPOCHS
+            prune_ratio = prune_ratio if self.prune_generalizing else None
         return replace(self, round_train=train if self.round_train == AUTO else self.round_train,
                        prune_ratio=prune_ratio,
                        rounds=rounds if self.rounds is None else self.rounds,

@@ -74,8 +74,8 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
         samples = f"{held} {'held-out' if outcome.no_harm['source'] == HOLDOUT else 'validation'} samples"
         if outcome.chosen == INPUT:
             # held-out samples come from the input's training set and favour it: say how to check without that bias
-            hint = "; --validation SPEC checks on samples it never trained on"
-            hint = hint if outcome.no_harm["source"] == HOLDOUT else ""
+            hint = ("; --validation SPEC checks on samples it never trained on"
+                    if outcome.no_harm["source"] == HOLDOUT else "")
             (warn or log)(f"the cleaned model is worse than the input on {samples} ({figures}): handing back "
                 f"the input model unchanged{hint}")
         else:

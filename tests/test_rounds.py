@@ -88,6 +88,29 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     assert [r.finetune.shrink for r in plan(options, {"regime": "generalizing"})] == [1.0, 1.0]
 
 
+def test_corrupted_inputs_of_a_generalizing_model_are_split_by_their_energy_not_by_natural_spread():
+    """Inputs of a natural spread of energy (log-norms of one broad Gaussian) leave every class clean and the loss
+    mixture detects; half of them with noise that raises their energy 1.6 nats are what the partition flags."""
+    from unlearn_core.regime import input_clean_probability, partition_scores
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(4), 150)
+    corrupted = rng.uniform(size=len(labels)) < 0.5
+    natural = rng.normal(3.95, 0.28, len(labels))  # CIFAR-10 images' log-norms: 3.95 +- 0.28
+    assert (input_clean_probability(natural, labels) == 1).all()
+    raised = np.where(corrupted, rng.normal(5.54, 0.02, len(labels)), natural)  # sigma 4.5 Gaussian noise: 5.54
+    assert ((input_clean_probability(raised, labels) < 0.5) == corrupted).all()
+    loss = rng.uniform(0, 3, len(labels))
+    scores = {"attribution": rng.uniform(0, 1, (len(labels), 8)), "loss": loss,
+              "predicted": np.where(rng.uniform(size=len(labels)) < 0.5, labels, (labels + 1) % 4)}
+    prob, record = partition_scores({**scores, "input_log_norm": raised}, labels)
+    assert record["detector"] == "input-energy-mixture" and ((prob < 0.5) == corrupted).all()
+    assert abs(record["corrupted_inputs"] - corrupted.mean()) < 1e-12
+    record = partition_scores({**scores, "input_log_norm": natural}, labels)[1]
+    assert record["detector"] == "loss-mixture" and record["corrupted_inputs"] == 0
+    assert partition_scores(scores, labels)[1]["corrupted_inputs"] is None  # a score file from before the check
+
+
 def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_sampling_error():
     from unlearn_core.selection import choose
 

@@ -54,8 +54,9 @@ def check_outputs(tmp_path, results, layer_kind):
     with np.load(tmp_path / "scores.npz", allow_pickle=False) as scores:
         n, units = scores["attribution"].shape
         assert units == results["scores"]["units"] and (scores["attribution"] >= 0).all()
-        for name in ("loss", "margin", "confidence", "predicted", "label", "index"):
+        for name in ("loss", "margin", "confidence", "predicted", "label", "index", "input_log_norm"):
             assert scores[name].shape == (n,)
+        assert np.isfinite(scores["input_log_norm"]).all()
     with np.load(tmp_path / "partition.npz", allow_pickle=False) as split:
         assert split["clean_prob"].shape == (n,) and ((split["clean_prob"] >= 0) & (split["clean_prob"] <= 1)).all()
     assert set(results["split"]["detection"]) == {"precision", "recall", "f1", "auroc", "flagged"}
@@ -93,6 +94,18 @@ def test_npz_fixture_cnn_at_a_conv_layer(denoise, tmp_path):
     results = five_stages(denoise, tmp_path, f"npz:{TINY}", "cnn", "features.4", arch_kwargs={"width": 8})
     assert results["scores"]["units"] == 16  # one score per channel of the second Conv2d (2 x width)
     check_outputs(tmp_path, results, torch.nn.Conv2d)
+
+
+def test_a_score_file_from_before_input_norms_still_partitions(denoise, tmp_path):
+    """Score files written before ``input_log_norm`` existed lack it: partition reads them, and the record says the
+    corrupted-input check had nothing to go on."""
+    five_stages(denoise, tmp_path, f"npz:{TINY}", "cnn", None, epochs=2, arch_kwargs={"width": 4})
+    with np.load(tmp_path / "scores.npz", allow_pickle=False) as scores:
+        older = {name: scores[name] for name in scores.files if name != "input_log_norm"}
+    np.savez(tmp_path / "older.npz", **older)
+    split = _ok(denoise("partition", "--scores", tmp_path / "older.npz", "--out", tmp_path / "older-split.npz",
+                        "--json"))
+    assert split["regime"] == "generalizing" and split["corrupted_inputs"] is None, split
 
 
 @pytest.mark.slow

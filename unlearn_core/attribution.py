@@ -138,6 +138,12 @@ def sample_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, t
     }
 
 
+def input_log_norm(inputs: torch.Tensor) -> torch.Tensor:
+    """(B,) float32 natural log of each of the ``(B, ...)`` inputs' L2 norm, as the model receives them (after the
+    input transform): the energy that corrupted inputs (additive noise) raise; ``regime.input_clean_probability``."""
+    return inputs.detach().flatten(1).float().norm(dim=1).clamp_min(1e-12).log()
+
+
 def attribute_batches(model: nn.Module, inputs, labels: torch.Tensor, layer: str, *, target: str = "label",
                       batch_size: int = 256, device: torch.device = torch.device("cpu"), precision: str = "fp32"
                       ) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
@@ -145,8 +151,9 @@ def attribute_batches(model: nn.Module, inputs, labels: torch.Tensor, layer: str
 
     target: ``"label"`` attributes each sample's given-label logit, ``"max"`` its top logit.
     Yields ``(slice, scores)`` per batch of ``batch_size`` on ``device`` (autocast in ``precision``):
-    ``attribution`` (B, U) float32 (``gradient_x_activation`` at ``layer``) and the ``sample_statistics``
-    ``loss``, ``confidence``, ``margin`` (B,) float32 and ``predicted`` (B,) int64, all on the CPU.
+    ``attribution`` (B, U) float32 (``gradient_x_activation`` at ``layer``), ``input_log_norm`` (B,) float32
+    (``input_log_norm``) and the ``sample_statistics`` ``loss``, ``confidence``, ``margin`` (B,) float32 and
+    ``predicted`` (B,) int64, all on the CPU.
     The caller keeps or streams each batch: N x U is never held here.
     """
     check_target(target)
@@ -154,5 +161,5 @@ def attribute_batches(model: nn.Module, inputs, labels: torch.Tensor, layer: str
         given = labels[s].to(device, non_blocking=True)
         with autocast(device, precision):
             attribution, logits = gradient_x_activation(model, batch, given if target == "label" else "max", layer)
-        stats = sample_statistics(logits, given)
+        stats = {**sample_statistics(logits, given), "input_log_norm": input_log_norm(batch)}
         yield s, {"attribution": attribution.float().cpu(), **{name: value.cpu() for name, value in stats.items()}}

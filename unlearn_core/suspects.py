@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .partition import CLEAN_THRESHOLD, prototype_margin
-from .regime import LOSS_DETECTOR
+from .regime import INPUT_DETECTOR, LOSS_DETECTOR
 
 
 TIED_BELOW = 1e-6  # clean probabilities are compared to this precision (see suspect_order)
@@ -44,8 +44,11 @@ def swap_counts(given: np.ndarray, suggested: np.ndarray, classes: int) -> np.nd
 
 def separating_score(scores: dict, labels: np.ndarray, detector: str) -> tuple[str, np.ndarray]:
     """``(name, (N,) float64)``: the score the partition's detector splits the samples by, higher = more
-    likely noisy: the loss (nats) for the loss mixture, else the prototype margin of the (N, U) attributions
-    (read one class's rows at a time, so a ``StoredRows`` is never read whole)."""
+    likely noisy: the loss (nats) for the loss mixture, the input's log-norm for the input-energy mixture, else
+    the prototype margin of the (N, U) attributions (read one class's rows at a time, so a ``StoredRows`` is never
+    read whole)."""
     if detector == LOSS_DETECTOR:
         return "loss (nats)", np.asarray(scores["loss"], dtype=np.float64)
+    if detector == INPUT_DETECTOR:
+        return "input log-norm", np.asarray(scores["input_log_norm"], dtype=np.float64)
     return "prototype margin", prototype_margin(scores["attribution"], labels)

@@ -92,7 +92,7 @@ class Report:
         return page.section(
             "mixture", "The mixture",
             page.note(f"Per given class, the {name} (the score the {detector or 'partition'} separates by; higher "
-                      f"= more likely mislabeled) of the samples called clean and of those flagged."),
+                      f"= more likely noisy) of the samples called clean and of those flagged."),
             self._figure("mixture", figures.mixture(score, name, s.given, s.flagged, s.classes), "mixture by class"),
             self._figure("clean-probability", figures.clean_probability(s.clean_prob, CLEAN_THRESHOLD),
                          "clean probability histogram"))

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from unlearn_core.rounds import EARLY_ROUNDS, GENERALIZING_EPOCHS, RunOptions, run_rounds
+from unlearn_core.rounds import CORRUPTED_EPOCHS, EARLY_ROUNDS, GENERALIZING_EPOCHS, RunOptions, run_rounds
 from unlearn_core.selection import HOLDOUT, INPUT, check_holdout
 from unlearn_core.training import Recipe
 
@@ -34,7 +34,8 @@ ROUNDS_HELP = (f"(default: {_HEAD[1]}, or {_ALL[1]} where round 1 leaves the att
                "model generalizes).")
 ROUND_TRAIN_HELP = f"auto ({_HEAD[0]} unless round 1 leaves the attribution block out)"
 ROUND_EPOCHS_HELP = f"(default: {_HEAD[2]}, or {_ALL[2]} with {_ALL[0]}-layer auto rounds)."
-EPOCHS_HELP = f"(default: {Recipe.epochs}, or {GENERALIZING_EPOCHS} where the model generalizes: a single round)."
+EPOCHS_HELP = (f"(default: {Recipe.epochs}, or {GENERALIZING_EPOCHS} where the model generalizes: a single round; "
+               f"{CORRUPTED_EPOCHS} where it also has corrupted inputs).")
 
 
 def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Path | None = None,

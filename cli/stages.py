@@ -381,9 +381,9 @@ class FileSteps:
         return out
 
     def choice(self, partition_file: Path) -> dict:
-        """The regime and features the partition file records."""
+        """The regime, features and detector the partition file records."""
         results = load_npz(partition_file, "partition")[1]["results"]
-        return {"regime": results["regime"], "features": results.get("features")}
+        return {"regime": results["regime"], "features": results.get("features"), "detector": results.get("detector")}
 
     def hold_out(self, partition_file: Path, round: Round) -> Path:
         """round{r}/holdout.npz of the partition (the held-out samples)."""

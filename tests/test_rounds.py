@@ -193,12 +193,15 @@ def test_a_generalizing_model_gets_one_round_with_a_shorter_fine_tune_unless_opt
     """The loss mixture of a model that did not memorize its labels detects in one round: the plan is a
     single round of GENERALIZING_EPOCHS, neither pruned nor shrunk; explicit --rounds and --epochs still win."""
     from unlearn_core.regime import GENERALIZING
-    from unlearn_core.rounds import GENERALIZING_EPOCHS
+    from unlearn_core.rounds import CORRUPTED_EPOCHS, GENERALIZING_EPOCHS
 
     choice = {"regime": GENERALIZING, "features": None}
     [only] = plan(RunOptions(), choice)
     assert (only.last, only.prune, only.finetune.shrink) == (True, False, 1.0)
     assert only.finetune.epochs == GENERALIZING_EPOCHS
+    corrupted = {**choice, "detector": "input-energy-mixture"}  # what the fine-tune learns from takes longer
+    assert plan(RunOptions(), corrupted)[0].finetune.epochs == CORRUPTED_EPOCHS
+    assert plan(RunOptions(epochs=7), corrupted)[0].finetune.epochs == 7
     assert plan(RunOptions(prune_generalizing=True), choice)[0].prune  # an explicit --ratio prunes it
     assert RunOptions().resolved(choice).rounds == 1
     assert [r.finetune.epochs for r in plan(RunOptions(rounds=2, epochs=7), choice)] == [30, 7]

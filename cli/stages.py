@@ -190,9 +190,9 @@ def _held(path: Path | None, samples: Samples) -> np.ndarray:
 
 
 def held_out_correct(model: Path, data: str, holdout_file: Path | None, *, noise: Path | None = None,
-                     batch_size: int = 256, device: str = "auto", arch: str | None = None) -> tuple[int, int]:
-    """``(held-out samples the checkpoint classifies as labelled, held-out samples)``: those of a holdout file
-    of ``data``'s train split or, without one, every sample of it (validation samples)."""
+                     batch_size: int = 256, device: str = "auto", arch: str | None = None) -> np.ndarray:
+    """(M,) bool: whether the checkpoint classifies each held-out sample as labelled: those of a holdout file of
+    ``data``'s train split or, without one, every sample of it (validation samples)."""
     dev = resolve_device(device)
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, "train", checkpoint.info, noise)
@@ -400,6 +400,6 @@ class FileSteps:
                                                  device=self.device, arch=self.arch, reuse=True))
         return out
 
-    def held_out_correct(self, model: Path, held: Path) -> tuple[int, int]:
+    def held_out_correct(self, model: Path, held: Path) -> np.ndarray:
         """``held_out_correct`` of the checkpoint."""
         return held_out_correct(model, self.data, held, noise=self.noise, device=self.device, arch=self.arch)

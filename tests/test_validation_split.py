@@ -68,12 +68,13 @@ def test_validation_hands_back_the_input_when_fine_tuning_hurts(denoise, files, 
 
 def test_on_validation_samples_the_tolerance_is_sampling_error_alone():
     # fsdd's memorized input: 1.0 vs 0.865 on 111 held-out samples; the margin for its fit keeps the cleaned model
-    assert choose(111, "round5", 96, 111, "memorized")[0] == "round5"
-    chosen, record = choose(111, "round5", 96, 111, "memorized", trained_on=False)
-    assert record["tolerance"] == pytest.approx(NO_HARM_Z * math.sqrt(96 / 111 * (1 - 96 / 111) / 111))
+    everything, most = np.ones(111, dtype=bool), np.arange(111) < 96
+    assert choose(everything, "round5", most, "memorized")[0] == "round5"
+    chosen, record = choose(everything, "round5", most, "memorized", trained_on=False)
+    assert record["tolerance"] == pytest.approx(NO_HARM_Z * math.sqrt(111 - 96) / 111)
     assert chosen == "input" and record["source"] == "validation"
-    assert choose(111, "round5", 96, 111, "memorized")[1]["source"] == "holdout"
-    assert choose(0, "round5", 0, 0, trained_on=False)[1]["source"] == "validation"
+    assert choose(everything, "round5", most, "memorized")[1]["source"] == "holdout"
+    assert choose(most[:0], "round5", most[:0], trained_on=False)[1]["source"] == "validation"
     check_holdout(0, validation=True)
     with pytest.raises(OptionError, match="must be 0 with validation samples"):
         check_holdout(0.1, validation=True)

@@ -206,8 +206,8 @@ class Steps(Protocol):
         """``model`` fine-tuned with ``round.finetune`` on the partition's clean samples (and with
         ``round.relabel`` the relabeled flagged ones: ``relabel.fine_tuning_set``), held-out ones excepted."""
 
-    def held_out_correct(self, model: Any, held: Any) -> tuple[int, int]:
-        """``(held-out samples that model classifies as labelled, held-out samples)``."""
+    def held_out_correct(self, model: Any, held: Any) -> np.ndarray:
+        """(M,) bool: whether ``model`` classifies each held-out sample as labelled."""
 
 
 @dataclass
@@ -240,11 +240,11 @@ def clean(steps: Steps, round: Round, noisy: Any, partition: Any, held: Any) -> 
 
 
 def run_rounds(steps: Steps, options: RunOptions, noisy: Any,
-               validation: Callable[[Any], tuple[int, int]] | None = None) -> Outcome:
+               validation: Callable[[Any], np.ndarray] | None = None) -> Outcome:
     """The rounds of ``plan(options)`` from the ``noisy`` model, then the no-harm choice between the input and
     the last round's model (``unlearn_core.selection``) on the held-out samples or, given ``validation``, on
-    samples the input model was not trained on: ``validation(model)`` is ``(those samples model classifies
-    as labelled, those samples)``; then nothing is held out (``options.holdout`` must be 0)."""
+    samples the input model was not trained on: ``validation(model)`` is (M,) bool, whether ``model`` classifies
+    each of those samples as labelled; then nothing is held out (``options.holdout`` must be 0)."""
     if validation is not None:
         check_holdout(options.holdout, validation=True)
     partition = detect(steps, plan(options)[0], noisy)  # round 1 detects alike in every regime
@@ -260,8 +260,7 @@ def run_rounds(steps: Steps, options: RunOptions, noisy: Any,
     if validation is None and not options.holdout:
         return Outcome(current, last, partition, None, used)
     correct = validation or (lambda model: steps.held_out_correct(model, held))
-    (input_correct, samples), (cleaned_correct, _) = (correct(model) for model in (noisy, current))
-    chosen, record = choose(input_correct, last, cleaned_correct, samples, regime, trained_on=validation is None)
+    chosen, record = choose(correct(noisy), last, correct(current), regime, trained_on=validation is None)
     return Outcome(noisy if chosen == INPUT else current, chosen, partition, record, used)
 
 
@@ -352,6 +351,6 @@ class MemorySteps:
         fit(tuned, self.inputs[keep], torch.as_tensor(targets)[keep], round.finetune, device=self.device)
         return tuned
 
-    def held_out_correct(self, model: nn.Module, held: np.ndarray) -> tuple[int, int]:
+    def held_out_correct(self, model: nn.Module, held: np.ndarray) -> np.ndarray:
         """``selection.held_out_correct`` of ``model``."""
         return held_out_correct(model, self.inputs, self.labels, held, self.batch_size, self.device)

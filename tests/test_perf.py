@@ -141,7 +141,8 @@ def test_streamed_stages_float16_and_float32(tmp_path):
         summary = stages.attribute(model, "digits", out, noise=noise, dtype=dtype, device="cpu")
         arrays, meta = load_npz(out, "scores")
         assert arrays["attribution"].dtype == np.dtype(dtype) and summary["units"] == arrays["attribution"].shape[1]
-        assert set(arrays) == {"attribution", "loss", "confidence", "margin", "predicted", "label", "index"}
+        assert set(arrays) == {"attribution", "loss", "confidence", "margin", "predicted", "label", "index",
+                               "input_log_norm"}
     wide, _ = load_npz(tmp_path / "scores-float32.npz", "scores")
     narrow, _ = load_npz(tmp_path / "scores-float16.npz", "scores")
     assert np.allclose(narrow["attribution"], wide["attribution"], rtol=1e-3, atol=1e-4)

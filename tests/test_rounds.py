@@ -92,6 +92,7 @@ def test_corrupted_inputs_of_a_generalizing_model_are_split_by_their_energy_not_
     """Inputs of a natural spread of energy (log-norms of one broad Gaussian) leave every class clean and the loss
     mixture detects; half of them with noise that raises their energy 1.6 nats are what the partition flags."""
     from unlearn_core.regime import input_clean_probability, partition_scores
+    from unlearn_core.suspects import separating_score
 
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(4), 150)
@@ -106,6 +107,8 @@ def test_corrupted_inputs_of_a_generalizing_model_are_split_by_their_energy_not_
     prob, record = partition_scores({**scores, "input_log_norm": raised}, labels)
     assert record["detector"] == "input-energy-mixture" and ((prob < 0.5) == corrupted).all()
     assert abs(record["corrupted_inputs"] - corrupted.mean()) < 1e-12
+    name, score = separating_score({**scores, "input_log_norm": raised}, labels, record["detector"])  # the report's
+    assert name == "input log-norm" and np.array_equal(score, raised)
     record = partition_scores({**scores, "input_log_norm": natural}, labels)[1]
     assert record["detector"] == "loss-mixture" and record["corrupted_inputs"] == 0
     assert partition_scores(scores, labels)[1]["corrupted_inputs"] is None  # a score file from before the check

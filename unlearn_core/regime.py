@@ -133,8 +133,8 @@ def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, featu
     """Probability that each sample's label is clean, by the detector the regime calls for.
 
     scores: arrays over N samples as ``partition.clean_probability`` takes them, plus ``predicted`` (N,) ints
-    and, where the scores have it, ``input_log_norm`` (N,); labels: (N,) given labels. features: ``"auto"`` (the module's rule) or a comma list, which always uses
-    ``clean_probability`` with those features. choose_block: whether ``"auto"`` also chooses the attribution
+    and, where the scores have it, ``input_log_norm`` (N,); labels: (N,) given labels. features: ``"auto"``
+    (the module's rule) or a comma list, which always uses ``clean_probability`` with those features. choose_block: whether ``"auto"`` also chooses the attribution
     block by ``margin_separation`` (round 1; later rounds keep round 1's choice). Returns ``(clean_prob (N,)
     float64 in [0, 1], record)``; the record (JSON-able) holds ``fit``, ``regime``, ``detector``
     (``attribution-mixture``, ``loss-mixture`` or ``input-energy-mixture``), where the model generalizes the
@@ -147,13 +147,12 @@ def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, featu
     regime, fit = regime_of(scores["predicted"], labels)
     record = {"fit": fit, "regime": regime}
     if kinds is None and regime == GENERALIZING:
-        if scores.get("input_log_norm") is None:
-            return loss_clean_probability(scores["loss"], seed), {**record, "detector": LOSS_DETECTOR,
-                                                                  "corrupted_inputs": None}
-        inputs_clean = input_clean_probability(scores["input_log_norm"], labels, seed)
-        corrupted = float(np.mean(inputs_clean < CLEAN_THRESHOLD))
-        if corrupted > 0:
-            return inputs_clean, {**record, "detector": INPUT_DETECTOR, "corrupted_inputs": corrupted}
+        corrupted = None  # score files from before input norms were recorded
+        if scores.get("input_log_norm") is not None:
+            inputs_clean = input_clean_probability(scores["input_log_norm"], labels, seed)
+            corrupted = float(np.mean(inputs_clean < CLEAN_THRESHOLD))
+            if corrupted > 0:
+                return inputs_clean, {**record, "detector": INPUT_DETECTOR, "corrupted_inputs": corrupted}
         return loss_clean_probability(scores["loss"], seed), {**record, "detector": LOSS_DETECTOR,
                                                               "corrupted_inputs": corrupted}
     mixture = {"per_class": per_class, "dims": dims, "seed": seed, "orient": orient}

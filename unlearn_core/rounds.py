@@ -125,9 +125,9 @@ class RunOptions:
         """These options with the round fields left to the data (``rounds``, ``round_epochs``, ``epochs`` None,
         ``round_train`` auto) set by round 1's ``choice`` (its partition's record, ``regime.partition_scores``):
         where the model generalizes ``GENERALIZING_ROUNDS`` and ``GENERALIZING_EPOCHS`` (``CORRUPTED_EPOCHS`` where
-        its ``detector`` found corrupted inputs), unpruned (``prune_ratio``
-        None) unless ``prune_generalizing``, else ``EARLY_ROUNDS`` by its features and ``Recipe.epochs``; without
-        a choice, by the options' own ``features`` (auto: as the attribution block joined)."""
+        its ``detector`` found corrupted inputs), unpruned (``prune_ratio`` None) unless ``prune_generalizing``,
+        else ``EARLY_ROUNDS`` by its features and ``Recipe.epochs``; without a choice, by the options' own
+        ``features`` (auto: as the attribution block joined)."""
         if choice is not None:
             features = choice.get("features")
         else:

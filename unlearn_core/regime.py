@@ -35,7 +35,7 @@ energy does: where the model generalizes, a per-class mixture over each input's 
 (``input_clean_probability``) is fitted first, and a class whose two components stand at least
 ``INPUT_SEPARATION`` apart (Ashman's D) has its high-energy component called corrupted; then that split
 is the partition (``input-energy-mixture``), else the loss mixture is. Round 1 of CIFAR-10 validation cells
-(cnn on 8,000 images, seed 0; docs/quality.md): D per class 4.70-6.73 with half the inputs corrupted, at most
+(cnn on 8,000 images, seed 0; docs/quality.md): D per class 7.12-10.58 with half the inputs corrupted, at most
 1.67 (no noise), 1.51 (10 % symmetric labels), 1.63 (40 %), 1.87 (40 % instance) without; so the bound sits
 between, well away from both. With corrupted inputs the split alone (F1 1.000) fine-tuned to 0.421 on the
 validation split's clean images, the union with the loss mixture (F1 0.915) to 0.391, the input 0.376.

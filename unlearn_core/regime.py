@@ -134,13 +134,13 @@ def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, featu
 
     scores: arrays over N samples as ``partition.clean_probability`` takes them, plus ``predicted`` (N,) ints
     and, where the scores have it, ``input_log_norm`` (N,); labels: (N,) given labels. features: ``"auto"``
-    (the module's rule) or a comma list, which always uses ``clean_probability`` with those features. choose_block: whether ``"auto"`` also chooses the attribution
-    block by ``margin_separation`` (round 1; later rounds keep round 1's choice). Returns ``(clean_prob (N,)
-    float64 in [0, 1], record)``; the record (JSON-able) holds ``fit``, ``regime``, ``detector``
-    (``attribution-mixture``, ``loss-mixture`` or ``input-energy-mixture``), where the model generalizes the
-    share of ``corrupted_inputs`` (None: the scores lack input norms), the attribution mixture's ``features``
-    and, where the block was chosen, the ``separation`` of the split with it (None: nothing flagged, the block
-    stays).
+    (the module's rule) or a comma list, which always uses ``clean_probability`` with those features.
+    choose_block: whether ``"auto"`` also chooses the attribution block by ``margin_separation`` (round 1; later
+    rounds keep round 1's choice). Returns ``(clean_prob (N,) float64 in [0, 1], record)``; the record
+    (JSON-able) holds ``fit``, ``regime``, ``detector`` (``attribution-mixture``, ``loss-mixture`` or
+    ``input-energy-mixture``), where the model generalizes the share of ``corrupted_inputs`` (None: the scores
+    lack input norms), the attribution mixture's ``features`` and, where the block was chosen, the
+    ``separation`` of the split with it (None: nothing flagged, the block stays).
     """
     kinds = check_features(features)
     labels = np.asarray(labels)

@@ -19,11 +19,11 @@ from unlearn_core.batches import check_precision
 from unlearn_core.layers import LayerError, apply_unit_masks, default_layer, resolve_layer
 from unlearn_core.metrics import detection_metrics
 from unlearn_core.partition import CLEAN_THRESHOLD, check_orientation
-from unlearn_core.regime import AUTO, check_features, partition_scores
+from unlearn_core.regime import AUTO, INPUT_DETECTOR, check_features, partition_scores
 from unlearn_core.pruning import check_amount, prune_mask
 from unlearn_core.relabel import fine_tuning_set, suggestion
 from unlearn_core.rounds import Round
-from unlearn_core.selection import held_out_correct as count_held_out
+from unlearn_core.selection import held_out_correct as correct_of_held_out
 from unlearn_core.selection import holdout_mask
 from unlearn_core.sensitivity import layer_moments
 from unlearn_core.shards import shard_rows
@@ -197,7 +197,7 @@ def held_out_correct(model: Path, data: str, holdout_file: Path | None, *, noise
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, "train", checkpoint.info, noise)
     held = _held(holdout_file, samples) if holdout_file is not None else np.ones(len(samples.labels), dtype=bool)
-    return count_held_out(checkpoint.model, samples.inputs, samples.labels, held, batch_size, dev)
+    return correct_of_held_out(checkpoint.model, samples.inputs, samples.labels, held, batch_size, dev)
 
 
 def _with_partition(model: Path, data: str, partition_file: Path, noise: Path | None, device: str, arch: str | None):
@@ -381,8 +381,13 @@ class FileSteps:
         return out
 
     def choice(self, partition_file: Path) -> dict:
-        """The regime, features and detector the partition file records."""
-        results = load_npz(partition_file, "partition")[1]["results"]
+        """The regime, features and detector the partition file records (round 1's, which set the rounds: said
+        on the log)."""
+        arrays, meta = load_npz(partition_file, "partition")
+        results = meta["results"]
+        corrupted = " (corrupted inputs)" if results.get("detector") == INPUT_DETECTOR else ""
+        self.log(f"round 1: the model fits {results['fit']:.1%} of its labels ({results['regime']}); the "
+                 f"{results['detector']} flags {np.mean(~arrays['is_clean']):.1%} of the samples{corrupted}")
         return {"regime": results["regime"], "features": results.get("features"), "detector": results.get("detector")}
 
     def hold_out(self, partition_file: Path, round: Round) -> Path:

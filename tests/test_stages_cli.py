@@ -1,6 +1,7 @@
 """Every stage alone, from the files another stage wrote, through the `denoise` command line."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -307,6 +308,9 @@ def test_run_finds_corrupted_inputs_of_a_model_that_generalizes_and_fine_tunes_l
     assert first["regime"] == "generalizing" and first["detector"] == "input-energy-mixture", first
     assert abs(first["corrupted_inputs"] - 0.5) < 0.05 and first["detection"]["f1"] > 0.95
     assert (used["rounds"], used["epochs"], used["prune_ratio"]) == (1, CORRUPTED_EPOCHS, None)
+    said = denoise("run", "--model", model, "--data", f"npz:{TINY}", "--noise", noise, "--workdir", tmp_path / "work")
+    assert re.search(r"round 1: the model fits \d+\.\d% of its labels \(generalizing\); the input-energy-mixture "
+                     r"flags \d+\.\d% of the samples \(corrupted inputs\)", said.err), said.err
 
 
 def test_run_records_round_ones_choice_of_features_and_early_rounds(denoise, tmp_path):

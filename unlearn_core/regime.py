@@ -123,7 +123,8 @@ def margin_separation(margin: np.ndarray, labels: np.ndarray, clean_prob: np.nda
             mean = (weight * x).sum() / weight.sum()
             moments.append((mean, (weight * (x - mean) ** 2).sum() / weight.sum()))
         if len(moments) == 2:
-            values.append(ashman_d(*zip(*moments)))
+            (m1, v1), (m0, v0) = moments
+            values.append(ashman_d((m1, m0), (v1, v0)))
     return float(np.mean(values)) if values else None
 
 

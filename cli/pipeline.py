@@ -17,7 +17,6 @@ from typing import Callable
 
 from unlearn_core.rounds import CORRUPTED_EPOCHS, GENERALIZING_EPOCHS, MEMORIZED_ROUNDS, RunOptions, run_rounds
 from unlearn_core.selection import HOLDOUT, INPUT, check_holdout
-from unlearn_core.training import Recipe
 
 from .data import read_once
 from .data.samples import check_validation

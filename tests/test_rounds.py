@@ -192,9 +192,9 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
     left_out = partition_scores(*_attribution_fixture(0.3, 2.0, seed=1))[1]
     assert left_out["features"] == "prototype,loss" and left_out["separation"] < SEPARATION
     rounds = plan(RunOptions(), left_out)
-    assert [(r.finetune.train, r.finetune.epochs, r.finetune.shrink) for r in rounds[:-1]] == [("all", 8, 0.5)] * 4
+    assert [(r.finetune.train, r.finetune.epochs, r.finetune.shrink) for r in rounds[:-1]] == [("all", 10, 0.5)] * 3
     assert rounds[-1].finetune.epochs == 15 < Recipe.epochs  # all-layer rounds forgot the noise: a shorter last fine-tune
-    assert [r.features for r in rounds] == ["auto"] + ["prototype,loss"] * 4 and rounds[-1].prune
+    assert [r.features for r in rounds] == ["auto"] + ["prototype,loss"] * 3 and rounds[-1].prune
     assert [r.finetune.train for r in plan(RunOptions(rounds=2, round_train="head"), left_out)] == ["head", "all"]
     # later rounds (choose_block False) and explicit features do not choose
     assert "separation" not in partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), choose_block=False)[1]

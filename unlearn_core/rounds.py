@@ -49,7 +49,7 @@ from .training import Recipe, fit
 
 
 # A memorized model's rounds (round_train, rounds, round_epochs, last round's epochs) by whether the attribution
-# block joined round 1's features. Without it (fsdd), 4 all-layer rounds of 10 epochs and a last fine-tune of 15
+# block joined round 1's features. Without it (fsdd), 4 all-layer rounds, 10 epochs each but the last's 15,
 # took 14 % of the noisy model's training time on average and at most 22 %, against 22 % and 34 % for the
 # 5 x 10 and 30 epochs before, and scored higher: +5.7 points over the input on average against +2.8, and no
 # split collapsed to a wrong component beyond 6 points below the input (5 rounds: 26 points at asymmetric 40 %;

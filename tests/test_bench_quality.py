@@ -49,6 +49,31 @@ def test_quick_table_shape_and_finite_figures(denoise, tmp_path):
     assert "nan" not in table.read_text()
 
 
+
+@pytest.mark.slow
+def test_resume_runs_only_the_rows_an_interrupted_run_left_out_on_the_noisy_model_it_kept(denoise, tmp_path):
+    """An interrupted cell resumes at its first missing row, a detector added later runs alone, both clean the
+    noisy model the first run kept (not a new one), and every row is what one uninterrupted run gives."""
+    _blobs(tmp_path / "blobs.npz")
+    common = ("bench", "quality", "--data", f"npz:{tmp_path / 'blobs.npz'}", "--quick", "--epochs", 15,
+              "--finetune-epochs", 3, "--rounds", 2, "--json")
+    whole = denoise(*common, "--detectors", "attribution,loss", "--out", tmp_path / "whole.csv")
+    assert whole.code == 0, whole.err
+    out = tmp_path / "parts.csv"
+    first = denoise(*common, "--detectors", "attribution", "--out", out)
+    assert first.code == 0, first.err
+    assert len(list((tmp_path / "parts.csv.models").glob("noisy-symmetric-0.4-0-*.safetensors"))) == 1
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:-1]) + "\n")  # as if killed before the cell's last row was written
+    resumed = denoise(*common, "--detectors", "attribution,loss", "--out", out, "--resume")
+    assert resumed.code == 0, resumed.err
+    assert "noisy model read from" in resumed.err and resumed.err.count(" accuracy ") == 3  # denoise, loss x2
+    columns = ("detector", "method", "test_accuracy", "f1", "flagged", "chosen")
+    assert [[r[k] for k in columns] for r in resumed.json] == [[r[k] for k in columns] for r in whole.json]
+    assert [r["seconds"] for r in resumed.json[:3]] == [r["seconds"] for r in first.json[:3]]  # not trained again
+    again = denoise(*common, "--detectors", "attribution,loss", "--out", out, "--resume")
+    assert again.code == 0 and again.json == resumed.json and " accuracy " not in again.err
+
 def test_markdown_leaves_cells_blank_for_detectors_not_run_there():
     from cli.bench.quality_tables import markdown
 

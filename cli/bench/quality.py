@@ -16,20 +16,27 @@ Timings are wall seconds of each method alone, the noisy model's training exclud
 every method), cleanlab-cv's K trainings included. Every accuracy is on the untouched test split, or
 with ``--eval-on validation`` on a held-out part of the noisy train split, scored against its noisy
 labels, for choosing settings without the test split.
+
+With ``--out`` every row is written as it comes, and each cell's noisy model is kept beside the file
+(``OUT.models/``), so ``--resume`` runs only the rows the file lacks, on the same noisy model: a cell cut
+off mid-way (a session's end, a lent GPU's time limit) or a detector added later costs no retraining.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 import typer
 from threadpoolctl import threadpool_limits
+from torch import nn
 
 from unlearn_core.metrics import classification_metrics, detection_metrics
 from unlearn_core.noise import NOISE_KINDS
@@ -42,7 +49,7 @@ from ..data.samples import Samples, prepare
 from ..demo import NOISY_EPOCHS
 from ..device import resolve_device
 from ..errors import UsageError, usage_errors
-from ..files.checkpoint import ModelInfo
+from ..files.checkpoint import ModelInfo, load_checkpoint, read_metadata, save_checkpoint
 from ..output import stderr_log, to_json
 from ..pipeline import EPOCHS_HELP, ROUND_EPOCHS_HELP, ROUND_TRAIN_HELP, ROUNDS_HELP
 from ..timing import timed
@@ -108,49 +115,113 @@ def detector_steps(detector: str, cell: Cell, settings: Settings, options: RunOp
     return steps(samples.inputs, samples.labels, replace(options, per_class=detector != "attribution-global"), device)
 
 
+def _methods(settings: Settings) -> list[tuple[str, bool, bool]]:
+    """Each detector's methods: (name, pruned, relabeled)."""
+    return [("finetune-only", False, False), ("denoise", True, False)] + \
+        ([("denoise-relabel", True, True)] if settings.relabel else [])
+
+
+@dataclass
+class Store:
+    """The rows run so far and where they are kept (``--out``, rewritten after every row), and beside them the
+    cells' noisy models (``OUT.models/``), so that ``--resume`` re-runs only the rows an interrupted run left
+    out, and a detector added later does not retrain the model it cleans."""
+
+    rows: list[dict]
+    out: Path | None
+    resume: bool = False  # read the noisy models kept by an earlier run (else train them again)
+
+    def has(self, cell: tuple, detector: str, method: str) -> bool:
+        """Whether the row of (data, kind, rate, seed) ``cell``, ``detector`` and ``method`` is kept."""
+        return any((r["data"], r["kind"], r["rate"], r["seed"], r["detector"], r["method"]) == (*cell, detector, method)
+                   for r in self.rows)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.out is not None:
+            write_rows(self.out, self.rows)
+
+    def missing(self, cell: tuple, detectors: list[str], settings: Settings) -> list[str]:
+        """The detectors with a row of ``cell`` still to run."""
+        return [d for d in detectors if not all(self.has(cell, d, m) for m, _, _ in _methods(settings))]
+
+    def model_path(self, cell: tuple, settings: Settings, eval_on: str) -> Path | None:
+        """The noisy model's file of ``cell`` trained with ``settings`` (None without ``--out``)."""
+        if self.out is None:
+            return None
+        data, kind, rate, seed = cell
+        recipe = json.dumps([data, kind, rate, seed, settings.arch, settings.epochs, eval_on])
+        digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]  # the data spec may hold any character
+        return self.out.with_name(self.out.name + ".models") / f"noisy-{kind}-{rate:g}-{seed}-{digest}.safetensors"
+
+
 def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str], settings: Settings, scratch: Path,
-             eval_on: str) -> list[dict]:
-    """Every method of one cell; returns rows with ``COLUMNS`` (detection columns None without a detector)."""
+             eval_on: str, store: Store) -> None:
+    """Every method of one cell that ``store`` lacks; adds rows with ``COLUMNS`` (detection columns None without
+    a detector) to it."""
+    key = (data, kind, rate, seed)
+    left = store.missing(key, detectors, settings)
+    if not left and all(store.has(key, "none", m) for m in ("noisy", "retrain", "oracle")):
+        return
     cell = make_cell(data, kind, rate, seed, settings, scratch, eval_on)
     samples, device, options = cell.train, settings.device, replace(settings.method, seed=seed)
-    rows = []
 
     def add(detector: str, method: str, model, seconds: float, detection: dict | None = None,
             chosen: str | None = None) -> None:
         detection = detection or dict.fromkeys(("precision", "recall", "f1", "auroc", "flagged"))
-        rows.append({"data": data, "kind": kind, "rate": rate, "seed": seed, "detector": detector, "method": method,
-                     "test_accuracy": accuracy(model, cell.eval_inputs, cell.eval_labels, device), **detection,
-                     "seconds": seconds, "chosen": chosen})
-        log(f"{kind} {rate:g} seed {seed}: {detector:>18} {method:<13} accuracy {rows[-1]['test_accuracy']:.3f}  "
+        store.add({"data": data, "kind": kind, "rate": rate, "seed": seed, "detector": detector, "method": method,
+                   "test_accuracy": accuracy(model, cell.eval_inputs, cell.eval_labels, device), **detection,
+                   "seconds": seconds, "chosen": chosen})
+        log(f"{kind} {rate:g} seed {seed}: {detector:>18} {method:<13} accuracy {store.rows[-1]['test_accuracy']:.3f}  "
             f"f1 {detection['f1'] if detection['f1'] is not None else float('nan'):.3f}  {seconds:6.1f} s")
 
     def trained(inputs, labels, model_seed):
         return train_model(cell.info, inputs, labels, Recipe(epochs=settings.epochs, seed=model_seed), device)
 
-    noisy, seconds = timed(lambda: trained(samples.inputs, samples.labels, seed))
-    fitted = accuracy(noisy, samples.inputs, samples.labels, device)
-    log(f"{kind} {rate:g} seed {seed}: noisy model fits {fitted:.1%} of its noisy train labels")
-    add("none", "noisy", noisy, seconds)
-    add("none", "retrain", *timed(lambda: trained(samples.inputs, samples.labels, seed + 1)))
+    if left or not store.has(key, "none", "noisy"):
+        path = store.model_path(key, settings, eval_on)
+        noisy, seconds, fits = noisy_model(path, store.resume, cell, settings,
+                                           lambda: trained(samples.inputs, samples.labels, seed))
+        log(f"{kind} {rate:g} seed {seed}: noisy model fits {fits:.1%} of its noisy train labels")
+        if not store.has(key, "none", "noisy"):
+            add("none", "noisy", noisy, seconds)
+    if not store.has(key, "none", "retrain"):
+        add("none", "retrain", *timed(lambda: trained(samples.inputs, samples.labels, seed + 1)))
     clean_rows = torch.as_tensor(~samples.is_noisy)
-    add("none", "oracle", *timed(lambda: trained(samples.inputs[clean_rows], samples.labels[clean_rows], seed + 2)))
-    for detector in detectors:
+    if not store.has(key, "none", "oracle"):
+        add("none", "oracle", *timed(lambda: trained(samples.inputs[clean_rows], samples.labels[clean_rows], seed + 2)))
+    for detector in left:
         probs, before = None, 0.0  # cleanlab-cv's K trainings, counted in both of its methods' time
         if detector == "cleanlab-cv":
             recipe = Recipe(epochs=settings.epochs, seed=seed)
             probs, before = timed(lambda: cross_validated_probs(cell.info, samples.inputs, samples.labels, recipe,
                                                                 settings.folds, seed, device))
-        methods = [("finetune-only", None, False), ("denoise", options.prune_ratio, False)]
-        methods += [("denoise-relabel", options.prune_ratio, True)] if settings.relabel else []
-        for method, ratio, relabel in methods:
-            variant = replace(options, prune_ratio=ratio, relabel=relabel,
+        for method, pruned, relabel in _methods(settings):
+            if store.has(key, detector, method):
+                continue
+            variant = replace(options, prune_ratio=options.prune_ratio if pruned else None, relabel=relabel,
                               rounds=1 if detector == "cleanlab-cv" else options.rounds)
             steps = detector_steps(detector, cell, settings, variant, probs)
             outcome, seconds = timed(lambda: run_rounds(steps, variant, noisy))
             add(detector, method, outcome.model, seconds + before,
                 detection_metrics(samples.is_noisy, outcome.partition.is_clean, outcome.partition.clean_prob),
                 outcome.chosen)
-    return rows
+
+
+def noisy_model(path: Path | None, reuse: bool, cell: Cell, settings: Settings,
+                train: Callable[[], nn.Module]) -> tuple[nn.Module, float, float]:
+    """The cell's noisy model, the seconds its training took and the share of the noisy train labels it fits:
+    with ``reuse``, read from ``path`` where an earlier run kept it, else trained by ``train()`` and kept there."""
+    if reuse and path is not None and path.is_file():
+        log(f"noisy model read from {path}")
+        kept = read_metadata(path)["provenance"]
+        return load_checkpoint(path, settings.device).model, float(kept["seconds"]), float(kept["fits"])
+    model, seconds = timed(train)
+    fits = accuracy(model, cell.train.inputs, cell.train.labels, settings.device)
+    if path is not None:
+        path.parent.mkdir(exist_ok=True)
+        save_checkpoint(path, model, cell.info, {"seconds": seconds, "epochs": settings.epochs, "fits": fits})
+    return model, seconds, fits
 
 
 def _list(text: str, convert, flag: str) -> list:
@@ -214,8 +285,9 @@ def quality_command(
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch and BLAS (1 keeps "
                                                                 "shared-machine timings steady)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        out: Optional[Path] = typer.Option(None, "--out", help="CSV of every row, rewritten after each cell."),
-        resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and skip their cells."),
+        out: Optional[Path] = typer.Option(None, "--out", help="CSV of every row, rewritten after each row; the noisy models are kept in OUT.models/ for --resume."),
+        resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and run only the missing ones, reading the noisy models kept in "
+                                                     "OUT.models/."),
         markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Also write the markdown tables here."),
         as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list instead of the tables."),
 ) -> None:
@@ -235,22 +307,17 @@ def quality_command(
         raise UsageError("--resume needs --out")
     torch.set_num_threads(threads)
     settings = Settings(arch or default_arch(data), epochs, folds, options, resolve_device(device), relabel)
-    rows = read_rows(out) if resume and out.is_file() else []
-    done = {(r["data"], r["kind"], r["rate"], r["seed"]) for r in rows}
+    store = Store(read_rows(out) if resume and out.is_file() else [], out, resume)
     # BLAS/OpenMP threads of the mixtures too: oversubscribed, they run ten times slower on a loaded machine
     with tempfile.TemporaryDirectory(prefix="denoise-bench-") as scratch, threadpool_limits(threads):
         for kind in kinds:
             for rate in rate_list:
                 for seed in seed_list:
-                    if (data, kind, rate, seed) in done:
-                        continue
-                    rows += run_cell(data, kind, rate, seed, names, settings, Path(scratch), eval_on)
-                    if out is not None:
-                        write_rows(out, rows)
-    table = markdown(rows)
+                    run_cell(data, kind, rate, seed, names, settings, Path(scratch), eval_on, store)
+    table = markdown(store.rows)
     if markdown_out is not None:
         markdown_out.write_text(table)
     if as_json:
-        print(to_json(rows))
+        print(to_json(store.rows))
     else:
         sys.stdout.write(table)

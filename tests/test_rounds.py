@@ -48,8 +48,9 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     monkeypatch.setattr(quality, "MemorySteps", _recording(MemorySteps, bench_calls))
     pipeline.run(model, data, tmp_path / "work", options, noise=noise, device="cpu")
     settings = quality.Settings("mlp", 400, 2, options, torch.device("cpu"), relabel=True)
-    rows = quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test")
-    assert [row["method"] for row in rows[3:]] == ["finetune-only", "denoise", "denoise-relabel"]
+    store = quality.Store([], None)
+    quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test", store)
+    assert [row["method"] for row in store.rows[3:]] == ["finetune-only", "denoise", "denoise-relabel"]
     assert [name for _, name, _ in run_calls] == [
         "attribute", "partition", "choice", "hold_out", "finetune", "attribute", "partition", "sensitivity", "prune",
         "finetune", "held_out_correct", "held_out_correct"]  # the input model's, then the last round's

@@ -49,7 +49,6 @@ def test_quick_table_shape_and_finite_figures(denoise, tmp_path):
     assert "nan" not in table.read_text()
 
 
-
 @pytest.mark.slow
 def test_resume_runs_only_the_rows_an_interrupted_run_left_out_on_the_noisy_model_it_kept(denoise, tmp_path):
     """An interrupted cell resumes at its first missing row, a detector added later runs alone, both clean the
@@ -73,6 +72,7 @@ def test_resume_runs_only_the_rows_an_interrupted_run_left_out_on_the_noisy_mode
     assert [r["seconds"] for r in resumed.json[:3]] == [r["seconds"] for r in first.json[:3]]  # not trained again
     again = denoise(*common, "--detectors", "attribution,loss", "--out", out, "--resume")
     assert again.code == 0 and again.json == resumed.json and " accuracy " not in again.err
+
 
 def test_markdown_leaves_cells_blank_for_detectors_not_run_there():
     from cli.bench.quality_tables import markdown

@@ -133,8 +133,8 @@ class Store:
 
     def has(self, cell: tuple, detector: str, method: str) -> bool:
         """Whether the row of (data, kind, rate, seed) ``cell``, ``detector`` and ``method`` is kept."""
-        return any((r["data"], r["kind"], r["rate"], r["seed"], r["detector"], r["method"]) == (*cell, detector, method)
-                   for r in self.rows)
+        return any((r["data"], r["kind"], r["rate"], r["seed"], r["detector"], r["method"]) ==
+                   (*cell, detector, method) for r in self.rows)
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -172,7 +172,8 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
         store.add({"data": data, "kind": kind, "rate": rate, "seed": seed, "detector": detector, "method": method,
                    "test_accuracy": accuracy(model, cell.eval_inputs, cell.eval_labels, device), **detection,
                    "seconds": seconds, "chosen": chosen})
-        log(f"{kind} {rate:g} seed {seed}: {detector:>18} {method:<13} accuracy {store.rows[-1]['test_accuracy']:.3f}  "
+        log(f"{kind} {rate:g} seed {seed}: {detector:>18} {method:<13} "
+            f"accuracy {store.rows[-1]['test_accuracy']:.3f}  "
             f"f1 {detection['f1'] if detection['f1'] is not None else float('nan'):.3f}  {seconds:6.1f} s")
 
     def trained(inputs, labels, model_seed):
@@ -285,9 +286,10 @@ def quality_command(
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch and BLAS (1 keeps "
                                                                 "shared-machine timings steady)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        out: Optional[Path] = typer.Option(None, "--out", help="CSV of every row, rewritten after each row; the noisy models are kept in OUT.models/ for --resume."),
-        resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and run only the missing ones, reading the noisy models kept in "
-                                                     "OUT.models/."),
+        out: Optional[Path] = typer.Option(None, "--out", help="CSV of every row, rewritten after each row; each "
+                                                               "cell's noisy model is kept in OUT.models/."),
+        resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and run only the missing "
+                                                            "ones, on the noisy models kept in OUT.models/."),
         markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Also write the markdown tables here."),
         as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list instead of the tables."),
 ) -> None:

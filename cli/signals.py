@@ -4,7 +4,8 @@ The handler raises ``Interrupted``, a BaseException, so no ``except Exception`` 
 another error, while every ``finally`` runs: temporary files are removed (``atomic_write``, ``NpzStream``),
 locks released, and the last resume state of ``train``/``finetune`` stays as it was written. A second
 signal while that unwinding runs ends the process at once; nothing half-written is left either way, since
-outputs only appear by an atomic rename.
+outputs only appear by an atomic rename. Cleanup that runs after a finished write (``NpzStream`` removing its
+parts) is ``deferred``: a signal that lands in it waits until it is done, so it can't leave its files behind.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from typing import Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []  # the signal that interrupts the command ``interruptible`` runs
+_deferring = [0]  # depth of ``deferred`` blocks
 
 
 class Interrupted(BaseException):
@@ -50,13 +53,15 @@ def interruptible() -> Iterator[None]:
     Python code called from native code (safetensors reading a tensor, say) may reach us converted into that
     library's own error, or be swallowed there.
     """
-    received: list[int] = []
+    received = _received
+    received.clear()
 
     def handle(signum: int, _frame) -> None:
         if received:  # a second signal does not wait for the cleanup of the first
             os._exit(128 + signum)
         received.append(signum)
-        raise Interrupted(signum)
+        if not _deferring[0]:
+            raise Interrupted(signum)
 
     previous = {signum: signal.signal(signum, handle) for signum in HANDLED}
     try:
@@ -71,3 +76,18 @@ def interruptible() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block a SIGINT or SIGTERM that ``interruptible`` handles waits: its ``Interrupted`` is raised
+    when the block ends, so cleanup in it runs whole. (Masking the signals would not do: another thread, say
+    one of torch's, can take the signal, and Python still runs the handler in the main thread.)"""
+    came = len(_received)
+    _deferring[0] += 1
+    try:
+        yield
+    finally:
+        _deferring[0] -= 1
+    if not _deferring[0] and len(_received) > came:
+        raise Interrupted(_received[0])

@@ -241,6 +241,21 @@ def test_a_signal_ends_a_stage_with_one_line_and_no_output(noisy_digits, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("defer", [True, False])
+def test_a_signal_in_deferred_cleanup_waits_until_the_cleanup_is_done(defer):
+    """What made an interrupted run leave a stream's parts behind: the signal landed in their removal."""
+    from contextlib import nullcontext
+
+    from cli.signals import Interrupted, deferred, interruptible
+
+    done = []
+    with pytest.raises(Interrupted) as caught, interruptible(), (deferred() if defer else nullcontext()):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler runs here
+        done.append("cleanup")
+    assert done == (["cleanup"] if defer else []) and caught.value.exit_code == 128 + signal.SIGTERM
+
+
 @pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)
 def test_a_signal_while_python_still_imports_ends_with_the_same_line(signum, code):
     process = cli_process("attribute", "--help")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..signals import deferred
 from .paths import atomic_write
 
 
@@ -101,9 +102,10 @@ class NpzStream:
         return self
 
     def __exit__(self, *_exc) -> None:
-        for entry in self._arrays.values():
-            entry["handle"].close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        with deferred():  # a signal just after ``finish`` renamed the file must not cut this short
+            for entry in self._arrays.values():
+                entry["handle"].close()
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def write(self, name: str, start: int, block: np.ndarray) -> None:
         """Store ``block`` (B, ...) as rows ``start:start+B`` of the (rows, ...) array ``name``.

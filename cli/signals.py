@@ -53,13 +53,12 @@ def interruptible() -> Iterator[None]:
     Python code called from native code (safetensors reading a tensor, say) may reach us converted into that
     library's own error, or be swallowed there.
     """
-    received = _received
-    received.clear()
+    _received.clear()
 
     def handle(signum: int, _frame) -> None:
-        if received:  # a second signal does not wait for the cleanup of the first
+        if _received:  # a second signal does not wait for the cleanup of the first
             os._exit(128 + signum)
-        received.append(signum)
+        _received.append(signum)
         if not _deferring[0]:
             raise Interrupted(signum)
 
@@ -67,12 +66,12 @@ def interruptible() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if received:
-            raise Interrupted(received[0]) from None
+        if _received:
+            raise Interrupted(_received[0]) from None
         raise
     else:
-        if received:
-            raise Interrupted(received[0])
+        if _received:
+            raise Interrupted(_received[0])
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from unlearn_core.regime import MEMORIZED
 from unlearn_core.rounds import CORRUPTED_EPOCHS, GENERALIZING_EPOCHS, MEMORIZED_ROUNDS, RunOptions, run_rounds
 from unlearn_core.selection import HOLDOUT, INPUT, check_holdout
 
@@ -50,7 +51,8 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     options with the early rounds round 1 chose, ``RunOptions.resolved``). ``validation``: a data spec whose
     train split the model was not trained on decides that check instead of held-out samples
     (``options.holdout`` must be 0); checked to fit ``model`` and ``data`` before any stage runs. ``log``
-    gets progress lines, ``warn`` (default: ``log``) the line saying the input model is handed back.
+    gets progress lines, ``warn`` (default: ``log``) the lines saying the input model is handed back, or that
+    the check could not see small harm (``_say_no_harm``).
     """
     with usage_errors():
         options.check()
@@ -70,17 +72,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
             correct = partial(held_out_correct, data=validation, holdout_file=None, device=device, arch=arch)
         outcome = run_rounds(steps, options, model, correct)
     if outcome.no_harm is not None:
-        held, accuracy = outcome.no_harm["held_out"], outcome.no_harm["accuracy"]
-        figures = ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items() if value is not None)
-        samples = f"{held} {'held-out' if outcome.no_harm['source'] == HOLDOUT else 'validation'} samples"
-        if outcome.chosen == INPUT:
-            # held-out samples come from the input's training set and favour it: say how to check without that bias
-            hint = ("; --validation SPEC checks on samples it never trained on"
-                    if outcome.no_harm["source"] == HOLDOUT else "")
-            (warn or log)(f"the cleaned model is worse than the input on {samples} ({figures}): handing back "
-                f"the input model unchanged{hint}")
-        else:
-            log(f"no-harm check passed on {samples} ({figures})")
+        _say_no_harm(outcome.no_harm, outcome.chosen, log, warn or log)
     result = {"model": str(outcome.model), "chosen": outcome.chosen, "no_harm": outcome.no_harm,
               "validation": validation, "rounds": list(steps.summaries.values()),
               "seconds": time.perf_counter() - started, "options": asdict(options),
@@ -88,6 +80,25 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     record = json.dumps(result, indent=2)
     ranks.main_writes(lambda: atomic_write(workdir / "run.json", lambda tmp: tmp.write_text(record)))
     return result
+
+
+def _say_no_harm(record: dict, chosen: str, log: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    """The no-harm check's outcome (``selection.choose``'s ``record``) for the user: ``warn`` where the input is
+    handed back, or where held-out samples passed a memorized input's cleaning and so could not see small harm."""
+    held, accuracy, holdout = record["held_out"], record["accuracy"], record["source"] == HOLDOUT
+    figures = ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items() if value is not None)
+    samples = f"{held} {'held-out' if holdout else 'validation'} samples"
+    # held-out samples come from the input's training set and favour it: say how to check without that bias
+    hint = "; --validation SPEC checks on samples it never trained on" if holdout else ""
+    if chosen == INPUT:
+        warn(f"the cleaned model is worse than the input on {samples} ({figures}): handing back the input model "
+             f"unchanged{hint}")
+        return
+    log(f"no-harm check passed on {samples} ({figures})")
+    if holdout and held and record["regime"] == MEMORIZED:
+        warn(f"the input model memorized the labels of its training set, these {held} samples included, and every "
+             f"round starts from its weights: so this check sees only a loss of more than {record['tolerance']:.2f} "
+             f"in accuracy{hint}")
 
 
 class RankSteps:

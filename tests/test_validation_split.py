@@ -38,10 +38,15 @@ def test_validation_decides_and_nothing_is_held_out_of_fine_tuning(denoise, file
     held = denoise(*_run(files.model, work), "--json")
     assert held.code == 0, held.err
     assert held.json["no_harm"]["source"] == "holdout" and held.json["validation"] is None
+    # the input fits its labels and trained on the held-out samples: a pass there can't see small harm, and says so
+    assert held.json["no_harm"]["regime"] == "memorized" and held.json["chosen"] == "round1"
+    blind = f"sees only a loss of more than {held.json['no_harm']['tolerance']:.2f} in accuracy"
+    assert blind in held.err and "--validation SPEC" in held.err
     validated = denoise(*_run(files.model, work), "--validation", f"npz:{files.validation}", "--json")
     assert validated.code == 0, validated.err
     record = validated.json
     assert record["no_harm"]["source"] == "validation" and record["no_harm"]["held_out"] == 30
+    assert record["chosen"] == "round1" and "sees only a loss" not in validated.err  # samples it never trained on
     assert record["no_harm"]["tolerance"] is not None and record["validation"] == f"npz:{files.validation}"
     assert record["options"]["holdout"] == 0 and "holdout" not in record["rounds"][0]
     finetune = record["rounds"][0]["finetune"]

@@ -145,8 +145,8 @@ def test_run_chains_the_stages_in_rounds(denoise, tmp_path):
                 "--json"))
     result = _ok(denoise("run", "--model", model, "--data", f"npz:{TINY}", "--noise", noise, "--truth", noise,
                          "--workdir", tmp_path / "work", "--rounds", 2, "--epochs", 3, "--round-epochs", 2,
-                         "--round-train", "head", "--ratio", 0.1, "--json"))  # given: pruned in either regime
-    assert [r["round"] for r in result["rounds"]] == [1, 2]
+                         "--round-train", "head", "--ratio", 0.1, "--holdout", 0, "--json"))  # given: pruned in
+    assert [r["round"] for r in result["rounds"]] == [1, 2]  # either regime; no held-out choice: the last round's
     for r in (1, 2):
         for name in ("scores.npz", "partition.npz", "clean.safetensors"):
             assert (tmp_path / "work" / f"round{r}" / name).is_file()

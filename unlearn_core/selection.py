@@ -29,9 +29,8 @@ instance 40 % cell hands back the input), and the test split's asymmetric 40 %, 
 prompted it), where the paired error let through a cleaned model 1.7 points below the input, is handed back.
 Measured with memorized inputs (held-out accuracy, input vs cleaned, and test accuracy): digits 1.000 vs
 0.976 (test 0.64 -> 0.93), fsdd 1.000 vs 0.865 on 111 samples (test 0.71 -> 0.89); a fine-tune wrecked by a
-learning rate of 30 scores about a third. Where the input model generalizes (CIFAR-10 CNN) the tolerance is
-sampling error alone, and so it is on validation samples: the input never saw them. The held-out samples
-still favour a generalizing input, since round 1 calls clean the samples it fits (CIFAR-10: input 0.686 and
+learning rate of 30 scores about a third. On validation samples the tolerance is sampling error alone: the
+input never saw them. The held-out samples still favour a generalizing input, since round 1 calls clean the samples it fits (CIFAR-10: input 0.686 and
 cleaned 0.624 on them, 0.328 and 0.3245 on a split neither trained on). Otherwise the input model is kept,
 and the caller says so. It catches a cleaning that lost what the input model knew; it can't see harm
 smaller than its tolerance. Where the input memorized its labels no candidate escapes that bias either: each

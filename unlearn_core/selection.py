@@ -34,8 +34,8 @@ input never saw them. The held-out samples still favour a generalizing input, si
 cleaned 0.624 on them, 0.328 and 0.3245 on a split neither trained on). Otherwise the input model is kept,
 and the caller says so. It catches a cleaning that lost what the input model knew; it can't see harm
 smaller than its tolerance. Where the input memorized its labels no candidate escapes that bias either: each
-starts from the input's (shrunk) weights, and a control fine-tuned on every other sample scores 1.000 on the
-held-out ones too (docs/quality.md, *Harm the held-out check cannot see*). There the held-out accuracy did not
+starts from the input's (shrunk) weights, and a control fine-tuned on every other sample scores 0.99-1.00 on
+the held-out ones too (docs/quality.md, *Harm the held-out check cannot see*). There the held-out accuracy did not
 tell harm from gain (fsdd validation cells, 2026-11-27: cleaned 0.960 and 0.938 where it lost 1.5 and 3.0 points
 on true labels, 0.953 and 0.978 where it gained 11.5 and 9.8), so such a pass only rules out a wreck, and the
 caller says that too.

@@ -107,8 +107,10 @@ def choose(input_correct: np.ndarray, cleaned: str, cleaned_correct: np.ndarray,
               "tolerance": None, "source": HOLDOUT if trained_on else VALIDATION}
     if samples == 0:  # no evidence either way: the method's own output
         return cleaned, {**record, "chosen": cleaned}
-    tolerance = NO_HARM_Z * math.sqrt(sum(only_right.values())) / samples
-    if trained_on:  # held-out samples: the input's fit where it memorized them, no slack where it generalizes
-        tolerance = tolerance + MEMORIZED_MARGIN if regime == MEMORIZED else 0.0
+    if trained_on and regime != MEMORIZED:  # held-out samples of a generalizing input: no slack
+        tolerance = 0.0
+    else:  # paired sampling error, plus the input's fit where it memorized the held-out samples
+        tolerance = NO_HARM_Z * math.sqrt(sum(only_right.values())) / samples
+        tolerance += MEMORIZED_MARGIN if trained_on else 0.0
     chosen = cleaned if accuracy[cleaned] >= accuracy[INPUT] - tolerance else INPUT
     return chosen, {**record, "tolerance": tolerance, "chosen": chosen}

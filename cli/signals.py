@@ -5,7 +5,8 @@ another error, while every ``finally`` runs: temporary files are removed (``atom
 locks released, and the last resume state of ``train``/``finetune`` stays as it was written. A second
 signal while that unwinding runs ends the process at once; nothing half-written is left either way, since
 outputs only appear by an atomic rename. Cleanup that runs after a finished write (``NpzStream`` removing its
-parts) is ``deferred``: a signal that lands in it waits until it is done, so it can't leave its files behind.
+parts), and taking and releasing a lock (``cli.files.lock.hold``), are ``deferred``: a signal that lands in them
+waits until they are done, so they can't leave their files behind.
 """
 
 from __future__ import annotations

@@ -256,6 +256,35 @@ def test_a_signal_in_deferred_cleanup_waits_until_the_cleanup_is_done(defer):
     assert done == (["cleanup"] if defer else []) and caught.value.exit_code == 128 + signal.SIGTERM
 
 
+def test_a_signal_while_a_lock_is_taken_waits_until_it_is_recorded_then_releases_it(tmp_path, monkeypatch):
+    """The signal comes from another process while another thread runs (as torch's do), so the kernel may hand it
+    to that thread: masking it in the main thread, as ``hold`` once did, left the lock file behind."""
+    import threading
+
+    from cli.files import lock
+    from cli.signals import Interrupted, interruptible
+
+    acquire, taken = lock._acquire, []
+
+    def acquire_then_signal(path, lock_file):
+        taken.append(acquire(path, lock_file))
+        subprocess.run(["kill", "-TERM", str(os.getpid())], check=True)
+        time.sleep(0.2)  # the handler runs here
+        return taken[-1]
+
+    other = threading.Event()
+    waiter = threading.Thread(target=other.wait, daemon=True)
+    waiter.start()
+    monkeypatch.setattr(lock, "_acquire", acquire_then_signal)
+    out, ran = tmp_path / "partition.npz", []
+    try:
+        with pytest.raises(Interrupted), interruptible(), lock.hold(out, directory=False, command="denoise partition"):
+            ran.append("command")
+    finally:
+        other.set()
+    assert taken and ran == [] and list(tmp_path.iterdir()) == [], "the lock file stayed"
+
+
 @pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)
 def test_a_signal_while_python_still_imports_ends_with_the_same_line(signum, code):
     process = cli_process("attribute", "--help")

@@ -15,14 +15,13 @@ import functools
 import json
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 from typing import Iterator
 
 from ..distributed import main_process
 from ..errors import BusyError
-from ..signals import HANDLED as SIGNALS
+from ..signals import deferred
 
 LOCK_NAME = ".denoise.lock"
 LOCKED_OPTIONS = {"workdir": True, "out": False}  # option name -> is a directory
@@ -46,23 +45,20 @@ def hold(path: str | Path, *, directory: bool, command: str) -> Iterator[None]:
         yield
         return
     lock, descriptor = lock_path(path, directory), None
-    # SIGINT/SIGTERM wait until the lock is taken and recorded: a lock file is never left without its holder
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
-        descriptor = _acquire(path, lock)
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, json.dumps({"pid": os.getpid(), "command": command}).encode())
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        with deferred():  # a signal waits until the lock is taken and recorded: no lock file without its holder
+            descriptor = _acquire(path, lock)
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, json.dumps({"pid": os.getpid(), "command": command}).encode())
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # and until it is released and its file removed
-        if descriptor is not None:
-            lock.unlink(missing_ok=True)  # before the flock is dropped: a waiting process then locks a new file
-            os.close(descriptor)
-        if created:
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        with deferred():  # and until it is released and its file removed
+            if descriptor is not None:
+                lock.unlink(missing_ok=True)  # before the flock is dropped: a waiting process then locks a new file
+                os.close(descriptor)
+            if created:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
 
 def _acquire(path: Path, lock: Path) -> int:

@@ -89,6 +89,28 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     assert [r.finetune.shrink for r in plan(options, {"regime": "generalizing"})] == [1.0, 1.0]
 
 
+def test_where_the_model_generalizes_a_flagged_sample_it_predicts_as_labeled_is_called_clean():
+    """Hard clean samples (high loss, yet predicted as their label) join the loss mixture's noisy component; a model
+    that did not memorize its labels and still predicts the given one clears them. A memorizing model's
+    predictions clear nothing."""
+    from unlearn_core.regime import partition_scores
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(3), 100)
+    noisy = rng.uniform(size=len(labels)) < 0.2
+    hard = ~noisy & (rng.uniform(size=len(labels)) < 0.2)
+    predicted = np.where(noisy, (labels + 1) % 3, labels)
+    loss = np.where(noisy | hard, rng.uniform(2, 4, len(labels)), rng.uniform(0, 0.5, len(labels)))
+    scores = {"attribution": rng.uniform(0, 1, (len(labels), 8)), "loss": loss, "predicted": predicted}
+    prob, record = partition_scores(scores, labels)
+    assert record["regime"] == "generalizing" and record["detector"] == "loss-mixture"
+    assert np.array_equal(prob < 0.5, noisy) and (prob[hard] == 1).all()
+    assert record["cleared_by_prediction"] == hard.mean() > 0.1
+    prob, record = partition_scores({**scores, "predicted": labels, "loss": loss * 1e-4}, labels, features="loss")
+    assert record["regime"] == "memorized" and record["cleared_by_prediction"] is None
+    assert (prob[noisy | hard] < 0.5).mean() > 0.9  # the mixture's own split, with no prediction to clear it
+
+
 def test_corrupted_inputs_of_a_generalizing_model_are_split_by_their_energy_not_by_natural_spread():
     """Inputs of a natural spread of energy (log-norms of one broad Gaussian) leave every class clean and the loss
     mixture detects; half of them with noise that raises their energy 1.6 nats are what the partition flags."""

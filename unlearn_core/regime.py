@@ -37,9 +37,9 @@ part only, their models fit under 90 % of the labels, and what they predict carr
 splits (33 cells, 0-40 % noise and corrupted inputs, seeds 0-2; true labels of the split; docs/quality.md,
 *Cleared by prediction*) the last round's model scored 1.4 points higher on average (better in 18 cells, worse in
 4), the share flagged at 10 % noise fell from 16-19 % to 11-17 %, and the cells more than 0.5 below the input went
-from 10 to 3. On fsdd's test split (3 seeds) it gained less: the
-average over the input went from +4.4 to +4.7 points, and instance 60 % seed 0 now loses 2.0. On digits (every round memorizes) nothing changes; on CIFAR-10 the loss
-mixture's flagged samples are almost all predicted as another class (0-0.2 % cleared).
+from 10 to 3. On fsdd's test split (3 seeds) it gained less: the average over the input went from +4.4 to +4.7
+points, and instance 60 % seed 0 now loses 2.0. On digits (every round memorizes) nothing changes; on CIFAR-10 the
+loss mixture's flagged samples are almost all predicted as another class (0-0.2 % cleared).
 
 Corrupted inputs, not labels, are the other noise a generalizing model shows, and the loss does not find
 them (CIFAR-10 cnn, half the images with Gaussian noise of sigma 4.5, the paper's setting: loss mixture F1

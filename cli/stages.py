@@ -386,8 +386,8 @@ class FileSteps:
         arrays, meta = load_npz(partition_file, "partition")
         results = meta["results"]
         corrupted = " (corrupted inputs)" if results.get("detector") == INPUT_DETECTOR else ""
-        cleared = results.get("cleared_by_prediction")
-        cleared = f", after clearing {cleared:.1%} it predicts as labeled" if cleared else ""
+        share = results.get("cleared_by_prediction")
+        cleared = f", after clearing {share:.1%} it predicts as labeled" if share else ""
         self.log(f"round 1: the model fits {results['fit']:.1%} of its labels ({results['regime']}); the "
                  f"{results['detector']} flags {np.mean(~arrays['is_clean']):.1%} of the samples{corrupted}{cleared}")
         return {"regime": results["regime"], "features": results.get("features"), "detector": results.get("detector")}

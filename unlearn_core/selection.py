@@ -27,18 +27,18 @@ there. Fine-tuning such a model on a label-noise split gained nothing on the val
 is more likely worse than better; on the six validation cells above this makes the right call in all six (the
 instance 40 % cell hands back the input), and the test split's asymmetric 40 %, seed 2 (2026-11-27, which
 prompted it), where the paired error let through a cleaned model 1.7 points below the input, is handed back.
-Measured with memorized inputs (held-out accuracy, input vs cleaned, and test accuracy): digits 1.000 vs
-0.976 (test 0.64 -> 0.93), fsdd 1.000 vs 0.865 on 111 samples (test 0.71 -> 0.89); a fine-tune wrecked by a
-learning rate of 30 scores about a third. On validation samples the tolerance is sampling error alone: the
-input never saw them. The held-out samples still favour a generalizing input, since round 1 calls clean the samples it fits (CIFAR-10: input 0.686 and
-cleaned 0.624 on them, 0.328 and 0.3245 on a split neither trained on). Otherwise the input model is kept,
-and the caller says so. It catches a cleaning that lost what the input model knew; it can't see harm
-smaller than its tolerance. Where the input memorized its labels no candidate escapes that bias either: each
-starts from the input's (shrunk) weights, and a control fine-tuned on every other sample scores 0.99-1.00 on
-the held-out ones too (docs/quality.md, *Harm the held-out check cannot see*). There the held-out accuracy did not
-tell harm from gain (fsdd validation cells, 2026-11-27: cleaned 0.960 and 0.938 where it lost 1.5 and 3.0 points
-on true labels, 0.953 and 0.978 where it gained 11.5 and 9.8), so such a pass only rules out a wreck, and the
-caller says that too.
+Measured with memorized inputs (held-out accuracy, input vs cleaned, and test accuracy): digits 1.000 vs 0.976
+(test 0.64 -> 0.93), fsdd 1.000 vs 0.865 on 111 samples (test 0.71 -> 0.89); a fine-tune wrecked by a learning
+rate of 30 scores about a third. On validation samples the tolerance is sampling error alone: the input never
+saw them. The held-out samples still favour a generalizing input, since round 1 calls clean the samples it fits
+(CIFAR-10: input 0.686 and cleaned 0.624 on them, 0.328 and 0.3245 on a split neither trained on). Otherwise
+the input model is kept, and the caller says so. It catches a cleaning that lost what the input model knew; it
+can't see harm smaller than its tolerance. Where the input memorized its labels no candidate escapes that bias
+either: each starts from the input's (shrunk) weights, and a control fine-tuned on every other sample scores
+0.99-1.00 on the held-out ones too (docs/quality.md, *Harm the held-out check cannot see*). There the held-out
+accuracy did not tell harm from gain (fsdd validation cells, 2026-11-27: cleaned 0.960 and 0.938 where it lost
+1.5 and 3.0 points on true labels, 0.953 and 0.978 where it gained 11.5 and 9.8), so such a pass only rules out
+a wreck, and the caller says that too.
 """
 
 from __future__ import annotations

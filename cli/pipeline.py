@@ -29,14 +29,12 @@ from .files.paths import atomic_write
 from .stages import FileSteps, held_out_correct
 
 # help texts of the early-round options that round 1 sets from the data when left out (`run`, `bench quality`)
-_HEAD, _ALL = MEMORIZED_ROUNDS[True], MEMORIZED_ROUNDS[False]  # (round_train, rounds, round_epochs, last epochs)
-ROUNDS_HELP = (f"(default: {_HEAD[1]}, or {_ALL[1]} where round 1 leaves the attribution block out, or 1 where the "
-               "model generalizes).")
-ROUND_TRAIN_HELP = f"auto ({_HEAD[0]} unless round 1 leaves the attribution block out)"
-ROUND_EPOCHS_HELP = f"(default: {_HEAD[2]}, or {_ALL[2]} with {_ALL[0]}-layer auto rounds)."
-EPOCHS_HELP = (f"(default: {_HEAD[3]}, or {_ALL[3]} where round 1 leaves the attribution block out, or "
-               f"{GENERALIZING_EPOCHS} where the model generalizes: a single round; {CORRUPTED_EPOCHS} where it also has "
-               "corrupted inputs).")
+_TRAIN, _ROUNDS, _ROUND_EPOCHS, _LAST_EPOCHS = MEMORIZED_ROUNDS
+ROUNDS_HELP = f"(default: {_ROUNDS}, or 1 where the model generalizes)."
+ROUND_TRAIN_HELP = f"auto ({_TRAIN})"
+ROUND_EPOCHS_HELP = f"(default: {_ROUND_EPOCHS})."
+EPOCHS_HELP = (f"(default: {_LAST_EPOCHS}, or {GENERALIZING_EPOCHS} where the model generalizes: a single round; "
+               f"{CORRUPTED_EPOCHS} where it also has corrupted inputs).")
 
 
 def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Path | None = None,

@@ -20,7 +20,7 @@ def test_demo_json_has_the_documented_shape(denoise, tmp_path):
     accuracy = {row["name"]: row["test_accuracy"] for row in report["rows"]}
     assert report["noisy_fit"] > 0.95, "the noisy model should fit the noisy labels"
     assert accuracy["denoise"] > accuracy["noisy"], "cleaning made the model worse"
-    assert (tmp_path / "denoise" / "round3" / "clean.safetensors").is_file()
+    assert (tmp_path / "denoise" / "round4" / "clean.safetensors").is_file()
 
 
 def test_demo_table_without_json(denoise, tmp_path):

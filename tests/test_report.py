@@ -119,12 +119,12 @@ def read_csv(text):
 @pytest.mark.slow
 def test_demo_writes_its_report(demo_run):
     check_page((demo_run / "report.html").read_text(), speech=False)
-    assert all((demo_run / "denoise" / f"round{r}" / "evaluate-test.json").is_file() for r in (1, 2, 3))
+    assert all((demo_run / "denoise" / f"round{r}" / "evaluate-test.json").is_file() for r in (1, 2, 3, 4))
 
 
 @pytest.mark.slow
 def test_issues_on_the_demo_run(denoise, demo_run):
-    last = demo_run / "denoise" / "round3"
+    last = demo_run / "denoise" / "round4"
     split, _ = load_npz(last / "partition.npz", "partition")
     noise, _ = load_npz(demo_run / "noise.npz", "noise")
     args = ("issues", "--scores", last / "scores.npz", "--partition", last / "partition.npz", "--data", "digits",
@@ -156,15 +156,15 @@ def test_issues_on_the_demo_run(denoise, demo_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("build, mention", [
     (lambda d, tmp: ("report", "--workdir", tmp, "--out", tmp / "r.html"), "holds no denoise run"),
-    (lambda d, tmp: ("report", "--scores", d / "denoise/round3/scores.npz", "--partition",
+    (lambda d, tmp: ("report", "--scores", d / "denoise/round4/scores.npz", "--partition",
                      d / "denoise/round2/partition.npz", "--out", tmp / "r.html"), "round2/partition.npz"),
     (lambda d, tmp: ("issues", "--scores", d / "denoise/round2/scores.npz", "--partition",
-                     d / "denoise/round3/partition.npz"), "round3/partition.npz"),
-    (lambda d, tmp: ("report", "--scores", d / "denoise/round3/scores.npz", "--partition",
-                     d / "denoise/round3/partition.npz", "--sensitivity", d / "finetune-only/round1/partition.npz",
+                     d / "denoise/round4/partition.npz"), "round4/partition.npz"),
+    (lambda d, tmp: ("report", "--scores", d / "denoise/round4/scores.npz", "--partition",
+                     d / "denoise/round4/partition.npz", "--sensitivity", d / "finetune-only/round1/partition.npz",
                      "--out", tmp / "r.html"), "not a sensitivity file"),
-    (lambda d, tmp: ("report", "--scores", d / "denoise/round3/scores.npz", "--partition",
-                     d / "denoise/round3/partition.npz", "--truth", tmp / "other-noise.npz", "--out", tmp / "r.html"),
+    (lambda d, tmp: ("report", "--scores", d / "denoise/round4/scores.npz", "--partition",
+                     d / "denoise/round4/partition.npz", "--truth", tmp / "other-noise.npz", "--out", tmp / "r.html"),
      "other-noise.npz"),
 ])
 def test_bad_report_input_is_one_line(denoise, demo_run, tmp_path, build, mention):

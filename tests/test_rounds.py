@@ -33,7 +33,9 @@ def test_plan_prunes_in_the_last_round_only_and_fine_tuning_only_differs_there()
     rounds = plan(options)
     assert [r.prune for r in rounds] == [False, False, True] and rounds[-1].last
     assert [(r.finetune.train, r.finetune.shrink, r.finetune.seed) for r in rounds] == [
-        ("head", 1.0, 1), ("head", 1.0, 2), ("all", 0.5, 3)]
+        ("all", 0.5, 1), ("all", 0.5, 2), ("all", 0.5, 3)]
+    head = plan(RunOptions(rounds=3, round_train="head"))  # shrinking head-only rounds hurt detection
+    assert [(r.finetune.train, r.finetune.shrink) for r in head] == [("head", 1.0), ("head", 1.0), ("all", 0.5)]
     unpruned = plan(RunOptions(rounds=3, prune_ratio=None))
     assert unpruned[:-1] == rounds[:-1] and not unpruned[-1].prune
 
@@ -85,7 +87,7 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     assert ((prob < 0.5) == noisy).mean() > 0.95
     assert partition_scores(generalizing, labels, features="prototype")[1]["detector"] == "attribution-mixture"
     options = RunOptions(rounds=2)
-    assert [r.finetune.shrink for r in plan(options, {"regime": "memorized"})] == [1.0, 0.5]
+    assert [r.finetune.shrink for r in plan(options, {"regime": "memorized"})] == [0.5, 0.5]
     assert [r.finetune.shrink for r in plan(options, {"regime": "generalizing"})] == [1.0, 1.0]
 
 
@@ -214,22 +216,24 @@ def _attribution_fixture(like_true_class: float, jitter: float, seed: int) -> tu
 
 def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_the_margin():
     """Where the split with the attribution block leaves two components far apart in the prototype margin
-    the block stays and early rounds are head-only; where they overlap it is left out, for good, and the
-    early rounds are more, shorter, all-layer ones. Options given explicitly still win."""
+    the block stays; where they overlap it is left out. Later rounds see round 1's choice; the rounds are
+    the same all-layer ones either way. Options given explicitly still win."""
     from unlearn_core.regime import SEPARATION, margin_separation, partition_scores
 
     kept = partition_scores(*_attribution_fixture(1.0, 0.3, seed=0))[1]
     assert kept["features"] == "prototype,attribution,loss" and kept["separation"] >= SEPARATION
-    rounds = plan(RunOptions(), kept)
-    assert [(r.finetune.train, r.finetune.epochs, r.features) for r in rounds] == [
-        ("head", 30, "auto"), ("head", 30, "auto"), ("all", Recipe.epochs, "auto")]
     left_out = partition_scores(*_attribution_fixture(0.3, 2.0, seed=1))[1]
     assert left_out["features"] == "prototype,loss" and left_out["separation"] < SEPARATION
-    rounds = plan(RunOptions(), left_out)
-    assert [(r.finetune.train, r.finetune.epochs, r.finetune.shrink) for r in rounds[:-1]] == [("all", 10, 0.5)] * 3
-    assert rounds[-1].finetune.epochs == 15 < Recipe.epochs  # all-layer rounds forgot the noise: a shorter last fine-tune
-    assert [r.features for r in rounds] == ["auto"] + ["prototype,loss"] * 3 and rounds[-1].prune
+    for choice in (kept, left_out):
+        rounds = plan(RunOptions(), choice)
+        assert [(r.finetune.train, r.finetune.epochs, r.finetune.shrink) for r in rounds[:-1]] == [("all", 10, 0.5)] * 3
+        assert rounds[-1].finetune.epochs == 15 < Recipe.epochs  # all-layer rounds forgot the noise: a shorter last fine-tune
+        assert [r.features for r in rounds] == ["auto"] + [choice["features"]] * 3 and rounds[-1].prune
     assert [r.finetune.train for r in plan(RunOptions(rounds=2, round_train="head"), left_out)] == ["head", "all"]
+    explicit = plan(RunOptions(features="prototype,attribution,loss"), left_out)
+    assert {r.features for r in explicit} == {"prototype,attribution,loss"}
+    loss = plan(RunOptions(rounds=2), {"regime": "generalizing", "detector": "loss-mixture"})
+    assert [r.features for r in loss] == ["auto", "auto"]  # no features recorded: later rounds choose again
     # later rounds (choose_block False) and explicit features do not choose
     assert "separation" not in partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), choose_block=False)[1]
     assert partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), features="prototype,attribution,loss")[1][
@@ -253,6 +257,6 @@ def test_a_generalizing_model_gets_one_round_with_a_shorter_fine_tune_unless_opt
     assert plan(RunOptions(epochs=7), corrupted)[0].finetune.epochs == 7
     assert plan(RunOptions(prune_generalizing=True), choice)[0].prune  # an explicit --ratio prunes it
     assert RunOptions().resolved(choice).rounds == 1
-    assert [r.finetune.epochs for r in plan(RunOptions(rounds=2, epochs=7), choice)] == [30, 7]
+    assert [r.finetune.epochs for r in plan(RunOptions(rounds=2, epochs=7), choice)] == [10, 7]
     memorized = plan(RunOptions(), {"regime": "memorized", "features": None})[-1]
-    assert (memorized.finetune.epochs, memorized.prune) == (Recipe.epochs, True)
+    assert (memorized.finetune.epochs, memorized.prune) == (15, True)

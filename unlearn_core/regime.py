@@ -19,7 +19,7 @@ two components far apart in the prototype margin; where the vectors' largest var
 (fsdd: the speaker) the split with the block follows it, and its components overlap in the margin. So the
 block stays only where the split with it separates the margin clearly (``margin_separation``, Ashman's D
 per class, at least ``SEPARATION``, the usual bound for two well-separated components); else the margin
-and loss alone split, and the early rounds are all-layer ones (``rounds.MEMORIZED_ROUNDS``). Round 1, seed 0,
+and loss alone split, in round 1 and the rounds after it (``rounds.plan``). Round 1, seed 0,
 validation cells of 2026-11-26: D 2.50-3.36 on digits (symmetric 40 %, 60 %, asymmetric 40 %), 1.21 and
 1.73 on fsdd (symmetric, instance 40 %); docs/quality.md, *One set of defaults*.
 

@@ -1,16 +1,14 @@
 """The round plan of the method, and the one walk of it that ``denoise run`` and ``bench quality`` share.
 
 Round r attributes with the model fine-tuned in round r-1 (the noisy model in round 1), partitions, and
-fine-tunes the *noisy* model on the clean part. Where the attribution block joins round 1's features
-(``unlearn_core.regime`` chooses it from the data), rounds before the last fine-tune only the head
-(``round_train``; cheap, on cached features): their model only has to forget enough of the noise to
-separate it better in the next round. Where it does not (the prototype margin leads, as on fsdd),
-head-only rounds left the memorizing backbone as it was and detection flat, so the early rounds are more,
-shorter, all-layer ones, and so is the last round's fine-tune (``MEMORIZED_ROUNDS``; measured in
-docs/quality.md). The last round, whose partition is the cleanest, also measures sensitivity on the noisy
-model and prunes it before fine-tuning (pruning on an early, rougher partition removed the wrong units and
-made the rounds diverge), and fine-tunes from weights shrunk toward zero (``shrink``), which forgets the
-memorized noise faster; so do all-layer early rounds.
+fine-tunes the *noisy* model on the clean part. Where the model memorized its labels, every round fine-tunes
+all layers from weights shrunk toward zero (``shrink``), which forgets the memorized noise: the early rounds'
+models then fit under 90 % of the labels, so what they predict joins the next round's evidence
+(``regime``: cleared by prediction), and later rounds see the features round 1 chose
+(``unlearn_core.regime``: with or without the attribution block). The rounds are more, short ones, and so is
+the last round's fine-tune (``MEMORIZED_ROUNDS``; measured in docs/quality.md). The last round, whose
+partition is the cleanest, also measures sensitivity on the noisy model and prunes it before fine-tuning
+(pruning on an early, rougher partition removed the wrong units and made the rounds diverge).
 
 Before round 1 fine-tunes, a fraction of the samples its partition calls clean is held out (``holdout``):
 no round fine-tunes on them, and at the end they decide whether the last round's model or the input model
@@ -48,13 +46,17 @@ from .sensitivity import layer_moments
 from .training import Recipe, fit
 
 
-# A memorized model's rounds (round_train, rounds, round_epochs, last round's epochs) by whether the attribution
-# block joined round 1's features. Without it (fsdd), 4 all-layer rounds, 10 epochs each but the last's 15,
-# took 14 % of the noisy model's training time on average and at most 22 %, against 22 % and 34 % for the
-# 5 x 10 and 30 epochs before, and scored higher: +5.7 points over the input on average against +2.8, and no
-# split collapsed to a wrong component beyond 6 points below the input (5 rounds: 26 points at asymmetric 40 %;
-# true labels of the validation split; fsdd, 20 cells of 10-40 % noise; docs/quality.md, *Shorter rounds*).
-MEMORIZED_ROUNDS = {True: ("head", 3, 30, Recipe.epochs), False: ("all", 4, 10, 15)}
+# A memorized model's rounds: (round_train, rounds, round_epochs, last round's epochs). 4 all-layer rounds, 10
+# epochs each but the last's 15, took 14 % of the noisy model's training time on average on fsdd and at most 22 %,
+# against 22 % and 34 % for 5 x 10 and 30 epochs, and scored higher: +5.7 points over the input on average against
+# +2.8 (fsdd, 20 validation cells of 10-40 % noise; true labels of the validation split; docs/quality.md, *Shorter
+# rounds*). Where the attribution block joined round 1's features (every digits cell), the early rounds used to
+# fine-tune the head only (3 x 30, on cached features): their models kept memorizing, so nothing was cleared by
+# prediction, and at 10-20 % noise round 3 still flagged twice the noisy share. All-layer rounds there scored +0.8
+# points over them on average on digits (30 validation cells of 0-40 % noise, seeds 0-2; +2.0 at 10-20 %, -1.5 at
+# instance 40 %, where the head-only rounds flagged nothing) and +4.1 on the 5 fsdd cells whose round 1 kept the
+# block (docs/quality.md, *All-layer rounds everywhere*).
+MEMORIZED_ROUNDS = ("all", 4, 10, 15)
 # Where the model generalizes (``regime``: the loss mixture detects) one round, and a shorter last fine-tune.
 # The input model's own loss already shows its noise, and early rounds dulled it: on a CIFAR-10 validation
 # cell (cnn, 8,000 samples, 40 % symmetric, seed 0; docs/quality.md) round 1 flagged 41.9 % with F1 0.773,
@@ -72,12 +74,6 @@ GENERALIZING_ROUNDS, GENERALIZING_EPOCHS = 1, 10
 # 0.419 (seeds 1, 2), 20 epochs 0.454 and 0.452, 30 epochs 0.476 and 0.493. 20 keeps the run within a quarter
 # of retraining's time (it fine-tunes on the clean half, for a third of the input's 60 epochs).
 CORRUPTED_EPOCHS = 20
-
-
-def attribution_led(features: str | None) -> bool:
-    """Whether a partition's ``features`` (a comma list, as ``regime.partition_scores`` records them) include
-    the attribution block; True without features (the loss mixture, baselines)."""
-    return not features or "attribution" in features.split(",")
 
 
 @dataclass
@@ -132,13 +128,8 @@ class RunOptions:
         ``round_train`` auto) set by round 1's ``choice`` (its partition's record, ``regime.partition_scores``):
         where the model generalizes ``GENERALIZING_ROUNDS`` and ``GENERALIZING_EPOCHS`` (``CORRUPTED_EPOCHS`` where
         its ``detector`` found corrupted inputs), unpruned (``prune_ratio`` None) unless ``prune_generalizing``,
-        else ``MEMORIZED_ROUNDS`` by its features; without a choice, by the options' own
-        ``features`` (auto: as the attribution block joined)."""
-        if choice is not None:
-            features = choice.get("features")
-        else:
-            features = None if self.features == AUTO else ",".join(check_features(self.features))
-        train, rounds, epochs, last_epochs = MEMORIZED_ROUNDS[attribution_led(features)]
+        else (or without a choice) ``MEMORIZED_ROUNDS``."""
+        train, rounds, epochs, last_epochs = MEMORIZED_ROUNDS
         prune_ratio = self.prune_ratio
         if (choice or {}).get("regime") == GENERALIZING:
             rounds = GENERALIZING_ROUNDS
@@ -175,11 +166,11 @@ class Round:
 
 def plan(options: RunOptions, choice: dict | None = None) -> list[Round]:
     """The rounds of ``denoise run`` for ``options``, in order, after round 1's partition made ``choice`` (its
-    record: the model's ``regime`` sets the fine-tuning recipes, its ``features`` the early rounds and, where
-    ``options.features`` is auto and the attribution block was left out, what later rounds' partitions see)."""
+    record: the model's ``regime`` sets the fine-tuning recipes and, where ``options.features`` is auto, its
+    ``features`` what later rounds' partitions see; the loss mixture records none, and later rounds choose again)."""
     resolved, recorded = options.resolved(choice), choice or {}
     regime, chosen = recorded.get("regime", MEMORIZED), recorded.get("features")
-    later = chosen if options.features == AUTO and not attribution_led(chosen) else options.features
+    later = chosen if options.features == AUTO and chosen else options.features
     last = resolved.rounds
     return [Round(r, r == last, bool(resolved.prune_ratio) and r == last, resolved.recipe(r, r == last, regime),
                   options.relabel and r == last, options.features if r == 1 else later)

@@ -52,10 +52,10 @@ from .training import Recipe, fit
 # +2.8 (fsdd, 20 validation cells of 10-40 % noise; true labels of the validation split; docs/quality.md, *Shorter
 # rounds*). Where the attribution block joined round 1's features (every digits cell), the early rounds used to
 # fine-tune the head only (3 x 30, on cached features): their models kept memorizing, so nothing was cleared by
-# prediction, and at 10-20 % noise round 3 still flagged twice the noisy share. All-layer rounds there scored +0.8
-# points over them on average on digits (30 validation cells of 0-40 % noise, seeds 0-2; +2.0 at 10-20 %, -1.5 at
-# instance 40 %, where the head-only rounds flagged nothing) and +4.1 on the 5 fsdd cells whose round 1 kept the
-# block (docs/quality.md, *All-layer rounds everywhere*).
+# prediction, and at 10 % noise round 3 still flagged 19-25 % of the samples. All-layer rounds there scored +0.8
+# points over them on average on digits (30 validation cells of 0-40 % noise, seeds 0-2; +1.7 at 10-20 %, -1.5 at
+# instance 40 %, where the head-only rounds flagged nothing, -1.3 at asymmetric 40 %) and +4.2 on the 5 fsdd cells
+# whose round 1 kept the block (docs/quality.md, *All-layer rounds everywhere*).
 MEMORIZED_ROUNDS = ("all", 4, 10, 15)
 # Where the model generalizes (``regime``: the loss mixture detects) one round, and a shorter last fine-tune.
 # The input model's own loss already shows its noise, and early rounds dulled it: on a CIFAR-10 validation
@@ -80,7 +80,7 @@ CORRUPTED_EPOCHS = 20
 class RunOptions:
     """The options of ``denoise run`` that shape its rounds; every default of the method is written here."""
 
-    rounds: int | None = None  # None: by round 1's regime and features (MEMORIZED_ROUNDS, GENERALIZING_ROUNDS)
+    rounds: int | None = None  # None: by round 1's regime (MEMORIZED_ROUNDS, GENERALIZING_ROUNDS)
     layer: str | None = None  # attribution and pruning layer (default: the classifier's input)
     target: str = "label"
     per_class: bool = True

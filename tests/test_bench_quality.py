@@ -74,6 +74,20 @@ def test_resume_runs_only_the_rows_an_interrupted_run_left_out_on_the_noisy_mode
     assert again.code == 0 and again.json == resumed.json and " accuracy " not in again.err
 
 
+@pytest.mark.slow
+def test_methods_runs_only_the_methods_named(denoise, tmp_path):
+    """``--methods denoise`` skips finetune-only (a short GPU lease's cell), and its table has no nan."""
+    _blobs(tmp_path / "blobs.npz")
+    common = ("bench", "quality", "--data", f"npz:{tmp_path / 'blobs.npz'}", "--quick", "--epochs", 15,
+              "--finetune-epochs", 3, "--rounds", 2, "--detectors", "attribution,loss")
+    result = denoise(*common, "--methods", "denoise", "--markdown", tmp_path / "table.md", "--json")
+    assert result.code == 0, result.err
+    assert [(r["detector"], r["method"]) for r in result.json][3:] == [("attribution", "denoise"), ("loss", "denoise")]
+    assert "nan" not in (tmp_path / "table.md").read_text()
+    wrong = denoise(*common, "--methods", "denoise,retrain")
+    assert wrong.code != 0 and "--methods must be a comma list of finetune-only, denoise" in wrong.err
+
+
 def test_markdown_leaves_cells_blank_for_detectors_not_run_there():
     from cli.bench.quality_tables import markdown
 

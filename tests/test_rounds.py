@@ -49,7 +49,7 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     monkeypatch.setattr(pipeline, "FileSteps", _recording(stages.FileSteps, run_calls))
     monkeypatch.setattr(quality, "MemorySteps", _recording(MemorySteps, bench_calls))
     pipeline.run(model, data, tmp_path / "work", options, noise=noise, device="cpu")
-    settings = quality.Settings("mlp", 400, 2, options, torch.device("cpu"), relabel=True)
+    settings = quality.Settings("mlp", 400, 2, options, torch.device("cpu"), tuple(quality.METHODS))
     store = quality.Store([], None)
     quality.run_cell(data, "symmetric", 0.4, options.seed, ["attribution"], settings, tmp_path, "test", store)
     assert [row["method"] for row in store.rows[3:]] == ["finetune-only", "denoise", "denoise-relabel"]

@@ -59,6 +59,9 @@ from .quality_tables import DETECTORS, markdown, read_rows, write_rows
 from .training import train_model
 
 VALIDATION_FRACTION = 0.2
+# Each method a detector's split is cleaned with: (pruned, fine-tuned on relabeled flagged samples too).
+METHODS = {"finetune-only": (False, False), "denoise": (True, False), "denoise-relabel": (True, True)}
+DEFAULT_METHODS = ("finetune-only", "denoise")
 log = stderr_log()
 
 
@@ -81,7 +84,7 @@ class Settings:
     folds: int
     method: RunOptions
     device: torch.device
-    relabel: bool = False  # also run denoise-relabel beside denoise
+    methods: tuple[str, ...] = DEFAULT_METHODS  # run with each detector, of METHODS
 
 
 def accuracy(model, inputs: torch.Tensor, labels: torch.Tensor, device) -> float:
@@ -117,8 +120,7 @@ def detector_steps(detector: str, cell: Cell, settings: Settings, options: RunOp
 
 def _methods(settings: Settings) -> list[tuple[str, bool, bool]]:
     """Each detector's methods: (name, pruned, relabeled)."""
-    return [("finetune-only", False, False), ("denoise", True, False)] + \
-        ([("denoise-relabel", True, True)] if settings.relabel else [])
+    return [(name, *METHODS[name]) for name in settings.methods]
 
 
 @dataclass
@@ -232,13 +234,16 @@ def _list(text: str, convert, flag: str) -> list:
         raise UsageError(f"{flag}: cannot read {text!r} as a comma list") from None
 
 
-def _check(kinds: list[str], rates: list[float], detectors: list[str], options: RunOptions, folds: int) -> None:
+def _check(kinds: list[str], rates: list[float], detectors: list[str], methods: list[str], options: RunOptions,
+           folds: int) -> None:
     if not kinds or any(k not in NOISE_KINDS for k in kinds):
         raise UsageError(f"--noise-kinds must be a comma list of {', '.join(NOISE_KINDS)}")
     if not rates or any(not 0 <= r < 1 for r in rates):
         raise UsageError("--rates must be a comma list of fractions in [0, 1) (0: no noise at all)")
     if any(d not in DETECTORS for d in detectors):
         raise UsageError(f"--detectors must be a comma list of {', '.join(DETECTORS)}")
+    if not methods or any(m not in METHODS for m in methods):
+        raise UsageError(f"--methods must be a comma list of {', '.join(METHODS)}")
     if not options.prune_ratio or folds < 2:
         raise UsageError("--ratio must be in (0, 1) (the benchmark compares pruning), --folds at least 2")
     with usage_errors({"epochs": "--finetune-epochs"}):
@@ -279,6 +284,9 @@ def quality_command(
         lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
         shrink: float = typer.Option(RunOptions.shrink, "--shrink", help="Shrink warm start of the last fine-tune "
                                                                           "and of all-layer early rounds (1: off)."),
+        methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods",
+                                    help=f"Comma list of the methods run with each detector: {', '.join(METHODS)} "
+                                         "(a short GPU lease can run denoise alone)."),
         relabel: bool = typer.Option(False, "--relabel", help="Also run each detector's denoise with relabeling "
                                      "(method denoise-relabel) beside the one that drops the flagged samples."),
         eval_on: str = typer.Option("test", "--eval-on", help="test, or validation: a held-out 20% of the noisy "
@@ -299,16 +307,18 @@ def quality_command(
     if quick:
         kinds, rate_list, seed_list = ["symmetric"], [0.4], seed_list[:1]
     names = _list(detectors, str, "--detectors")
+    method_list = _list(methods, str, "--methods") + (["denoise-relabel"] if relabel else [])
     options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, orient=orient, prune_ratio=ratio,
                          prune_by=by, train=train, round_train=round_train, epochs=finetune_epochs,
                          round_epochs=round_epochs, lr=lr, shrink=shrink)
-    _check(kinds, rate_list, names, options, folds)
+    _check(kinds, rate_list, names, method_list, options, folds)
     if eval_on not in ("test", "validation"):
         raise UsageError("--eval-on must be test or validation")
     if resume and out is None:
         raise UsageError("--resume needs --out")
     torch.set_num_threads(threads)
-    settings = Settings(arch or default_arch(data), epochs, folds, options, resolve_device(device), relabel)
+    settings = Settings(arch or default_arch(data), epochs, folds, options, resolve_device(device),
+                        tuple(dict.fromkeys(method_list)))
     store = Store(read_rows(out) if resume and out.is_file() else [], out, resume)
     # BLAS/OpenMP threads of the mixtures too: oversubscribed, they run ten times slower on a loaded machine
     with tempfile.TemporaryDirectory(prefix="denoise-bench-") as scratch, threadpool_limits(threads):

@@ -30,11 +30,11 @@ from .stages import FileSteps, held_out_correct
 
 # help texts of the early-round options that round 1 sets from the data when left out (`run`, `bench quality`)
 _TRAIN, _ROUNDS, _ROUND_EPOCHS, _LAST_EPOCHS = MEMORIZED_ROUNDS
-ROUNDS_HELP = f"(default: {_ROUNDS}, or 1 where the model generalizes)."
+ROUNDS_HELP = f"(default: {_ROUNDS}, or 1 where the model generalizes or the inputs are corrupted)."
 ROUND_TRAIN_HELP = f"auto ({_TRAIN})"
 ROUND_EPOCHS_HELP = f"(default: {_ROUND_EPOCHS})."
 EPOCHS_HELP = (f"(default: {_LAST_EPOCHS}, or {GENERALIZING_EPOCHS} where the model generalizes: a single round; "
-               f"{CORRUPTED_EPOCHS} where it also has corrupted inputs).")
+               f"{CORRUPTED_EPOCHS} where the inputs are corrupted: a single round).")
 
 
 def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Path | None = None,

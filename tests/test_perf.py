@@ -142,7 +142,7 @@ def test_streamed_stages_float16_and_float32(tmp_path):
         arrays, meta = load_npz(out, "scores")
         assert arrays["attribution"].dtype == np.dtype(dtype) and summary["units"] == arrays["attribution"].shape[1]
         assert set(arrays) == {"attribution", "loss", "confidence", "margin", "predicted", "label", "index",
-                               "input_log_norm"}
+                               "input_high_pass"}
     wide, _ = load_npz(tmp_path / "scores-float32.npz", "scores")
     narrow, _ = load_npz(tmp_path / "scores-float16.npz", "scores")
     assert np.allclose(narrow["attribution"], wide["attribution"], rtol=1e-3, atol=1e-4)

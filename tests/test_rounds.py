@@ -113,29 +113,36 @@ def test_where_the_model_generalizes_a_flagged_sample_it_predicts_as_labeled_is_
     assert (prob[noisy | hard] < 0.5).mean() > 0.9  # the mixture's own split, with no prediction to clear it
 
 
-def test_corrupted_inputs_of_a_generalizing_model_are_split_by_their_energy_not_by_natural_spread():
-    """Inputs of a natural spread of energy (log-norms of one broad Gaussian) leave every class clean and the loss
-    mixture detects; half of them with noise that raises their energy 1.6 nats are what the partition flags."""
+def test_corrupted_inputs_are_split_by_their_high_pass_energy_in_either_regime_not_by_natural_spread():
+    """Inputs of a natural spread of high-pass energy (one broad Gaussian) leave every class clean and the regime's
+    label mixture detects; half of them with noise that raises it 5.9 nats are what the partition flags, whether
+    the model generalizes or memorized its labels, and the plan is then one round of CORRUPTED_EPOCHS."""
     from unlearn_core.regime import input_clean_probability, partition_scores
+    from unlearn_core.rounds import CORRUPTED_EPOCHS
     from unlearn_core.suspects import separating_score
 
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(4), 150)
     corrupted = rng.uniform(size=len(labels)) < 0.5
-    natural = rng.normal(3.95, 0.28, len(labels))  # CIFAR-10 images' log-norms: 3.95 +- 0.28
+    natural = rng.normal(-2.22, 0.69, len(labels))  # CIFAR-10 images' high-pass energies: -2.22 +- 0.69
     assert (input_clean_probability(natural, labels) == 1).all()
-    raised = np.where(corrupted, rng.normal(5.54, 0.02, len(labels)), natural)  # sigma 4.5 Gaussian noise: 5.54
+    raised = np.where(corrupted, rng.normal(3.70, 0.03, len(labels)), natural)  # sigma 4.5 Gaussian noise: 3.70
     assert ((input_clean_probability(raised, labels) < 0.5) == corrupted).all()
     loss = rng.uniform(0, 3, len(labels))
     scores = {"attribution": rng.uniform(0, 1, (len(labels), 8)), "loss": loss,
               "predicted": np.where(rng.uniform(size=len(labels)) < 0.5, labels, (labels + 1) % 4)}
-    prob, record = partition_scores({**scores, "input_log_norm": raised}, labels)
-    assert record["detector"] == "input-energy-mixture" and ((prob < 0.5) == corrupted).all()
-    assert abs(record["corrupted_inputs"] - corrupted.mean()) < 1e-12
-    name, score = separating_score({**scores, "input_log_norm": raised}, labels, record["detector"])  # the report's
-    assert name == "input log-norm" and np.array_equal(score, raised)
-    record = partition_scores({**scores, "input_log_norm": natural}, labels)[1]
+    for regime, predicted in (("generalizing", scores["predicted"]), ("memorized", labels)):
+        prob, record = partition_scores({**scores, "predicted": predicted, "input_high_pass": raised}, labels)
+        assert record["regime"] == regime and record["detector"] == "input-energy-mixture"
+        assert ((prob < 0.5) == corrupted).all() and abs(record["corrupted_inputs"] - corrupted.mean()) < 1e-12
+        [only] = plan(RunOptions(), record)
+        assert (only.finetune.epochs, only.prune) == (CORRUPTED_EPOCHS, regime == "memorized")
+    name, score = separating_score({**scores, "input_high_pass": raised}, labels, record["detector"])  # the report's
+    assert name == "input high-pass energy (log)" and np.array_equal(score, raised)
+    record = partition_scores({**scores, "input_high_pass": natural}, labels)[1]
     assert record["detector"] == "loss-mixture" and record["corrupted_inputs"] == 0
+    record = partition_scores({**scores, "predicted": labels, "input_high_pass": natural}, labels)[1]
+    assert record["detector"] == "attribution-mixture" and record["corrupted_inputs"] == 0
     assert partition_scores(scores, labels)[1]["corrupted_inputs"] is None  # a score file from before the check
 
 

@@ -55,9 +55,9 @@ def check_outputs(tmp_path, results, layer_kind):
     with np.load(tmp_path / "scores.npz", allow_pickle=False) as scores:
         n, units = scores["attribution"].shape
         assert units == results["scores"]["units"] and (scores["attribution"] >= 0).all()
-        for name in ("loss", "margin", "confidence", "predicted", "label", "index", "input_log_norm"):
+        for name in ("loss", "margin", "confidence", "predicted", "label", "index", "input_high_pass"):
             assert scores[name].shape == (n,)
-        assert np.isfinite(scores["input_log_norm"]).all()
+        assert np.isfinite(scores["input_high_pass"]).all()
     with np.load(tmp_path / "partition.npz", allow_pickle=False) as split:
         assert split["clean_prob"].shape == (n,) and ((split["clean_prob"] >= 0) & (split["clean_prob"] <= 1)).all()
     assert set(results["split"]["detection"]) == {"precision", "recall", "f1", "auroc", "flagged"}
@@ -97,12 +97,12 @@ def test_npz_fixture_cnn_at_a_conv_layer(denoise, tmp_path):
     check_outputs(tmp_path, results, torch.nn.Conv2d)
 
 
-def test_a_score_file_from_before_input_norms_still_partitions(denoise, tmp_path):
-    """Score files written before ``input_log_norm`` existed lack it: partition reads them, and the record says the
+def test_a_score_file_without_the_inputs_high_pass_energy_still_partitions(denoise, tmp_path):
+    """Score files written before ``input_high_pass`` existed lack it: partition reads them, and the record says the
     corrupted-input check had nothing to go on."""
     five_stages(denoise, tmp_path, f"npz:{TINY}", "cnn", None, epochs=2, arch_kwargs={"width": 4})
     with np.load(tmp_path / "scores.npz", allow_pickle=False) as scores:
-        older = {name: scores[name] for name in scores.files if name != "input_log_norm"}
+        older = {name: scores[name] for name in scores.files if name != "input_high_pass"}
     np.savez(tmp_path / "older.npz", **older)
     split = _ok(denoise("partition", "--scores", tmp_path / "older.npz", "--out", tmp_path / "older-split.npz",
                         "--json"))

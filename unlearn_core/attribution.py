@@ -138,10 +138,17 @@ def sample_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, t
     }
 
 
-def input_log_norm(inputs: torch.Tensor) -> torch.Tensor:
-    """(B,) float32 natural log of each of the ``(B, ...)`` inputs' L2 norm, as the model receives them (after the
-    input transform): the energy that corrupted inputs (additive noise) raise; ``regime.input_clean_probability``."""
-    return inputs.detach().flatten(1).float().norm(dim=1).clamp_min(1e-12).log()
+def input_high_pass(inputs: torch.Tensor) -> torch.Tensor:
+    """(B,) float32 natural log of the mean squared difference of neighbouring values along the last axis of each
+    of the ``(B, ..., L)`` inputs, as the model receives them (after the input transform): their high-pass energy.
+
+    Natural signals (images, spectrograms) vary smoothly, so little of their energy is in this band, and their
+    loudness or contrast moves it no more than their whole energy; additive noise spreads its energy over every
+    band and dominates this one (``regime.input_clean_probability``). Inputs of one value have no neighbours:
+    their energy stands in."""
+    x = inputs.detach().float()
+    detail = x[..., 1:] - x[..., :-1] if x.shape[-1] > 1 else x
+    return detail.flatten(1).pow(2).mean(1).clamp_min(1e-24).log()
 
 
 def attribute_batches(model: nn.Module, inputs, labels: torch.Tensor, layer: str, *, target: str = "label",
@@ -151,8 +158,8 @@ def attribute_batches(model: nn.Module, inputs, labels: torch.Tensor, layer: str
 
     target: ``"label"`` attributes each sample's given-label logit, ``"max"`` its top logit.
     Yields ``(slice, scores)`` per batch of ``batch_size`` on ``device`` (autocast in ``precision``):
-    ``attribution`` (B, U) float32 (``gradient_x_activation`` at ``layer``), ``input_log_norm`` (B,) float32
-    (``input_log_norm``) and the ``sample_statistics`` ``loss``, ``confidence``, ``margin`` (B,) float32 and
+    ``attribution`` (B, U) float32 (``gradient_x_activation`` at ``layer``), ``input_high_pass`` (B,) float32
+    (``input_high_pass``) and the ``sample_statistics`` ``loss``, ``confidence``, ``margin`` (B,) float32 and
     ``predicted`` (B,) int64, all on the CPU.
     The caller keeps or streams each batch: N x U is never held here.
     """
@@ -161,5 +168,5 @@ def attribute_batches(model: nn.Module, inputs, labels: torch.Tensor, layer: str
         given = labels[s].to(device, non_blocking=True)
         with autocast(device, precision):
             attribution, logits = gradient_x_activation(model, batch, given if target == "label" else "max", layer)
-        stats = {**sample_statistics(logits, given), "input_log_norm": input_log_norm(batch)}
+        stats = {**sample_statistics(logits, given), "input_high_pass": input_high_pass(batch)}
         yield s, {"attribution": attribution.float().cpu(), **{name: value.cpu() for name, value in stats.items()}}

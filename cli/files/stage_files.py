@@ -24,7 +24,7 @@ from .streaming import StoredRows, read_npy_header
 # their first one (samples, or units for a sensitivity file).
 SCHEMAS: dict[str, dict[str, tuple[int, str]]] = {
     "scores": {"attribution": (2, "f"), "loss": (1, "f"), "margin": (1, "f"), "confidence": (1, "f"),
-               "predicted": (1, "iu"), "label": (1, "iu"), "index": (1, "iu"), "input_log_norm": (1, "f")},
+               "predicted": (1, "iu"), "label": (1, "iu"), "index": (1, "iu"), "input_high_pass": (1, "f")},
     "partition": {"clean_prob": (1, "f"), "is_clean": (1, "b"), "label": (1, "iu"), "index": (1, "iu"),
                   "suggested": (1, "iu"), "suggested_prob": (1, "f")},  # the scores' evidence, for finetune --relabel
     "sensitivity": {"coefficient": (1, "f"), "rank": (1, "iu"), "rank_noisy": (1, "iu"), "r2": (0, "f"),
@@ -33,7 +33,7 @@ SCHEMAS: dict[str, dict[str, tuple[int, str]]] = {
 }
 # arrays a file of that kind may lack: partition files written before relabeling existed still serve every
 # reader but finetune --relabel; score files written before the corrupted-input check are partitioned without it
-OPTIONAL_ARRAYS: dict[str, set[str]] = {"partition": {"suggested", "suggested_prob"}, "scores": {"input_log_norm"}}
+OPTIONAL_ARRAYS: dict[str, set[str]] = {"partition": {"suggested", "suggested_prob"}, "scores": {"input_high_pass"}}
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write ``arrays`` and ``meta`` (JSON) atomically as an uncompressed .npz at ``path``."""

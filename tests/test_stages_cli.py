@@ -290,26 +290,29 @@ def test_json_is_strict_where_a_figure_is_undefined(denoise, tmp_path):
     assert record["detection"]["auroc"] is None and record["regime"] in ("memorized", "generalizing")
 
 
-def test_run_finds_corrupted_inputs_of_a_model_that_generalizes_and_fine_tunes_longer(denoise, tmp_path):
+@pytest.mark.parametrize("epochs, regime, prune_ratio", [(3, "generalizing", None), (400, "memorized", 0.1)])
+def test_run_finds_corrupted_inputs_in_either_regime_and_fine_tunes_longer(denoise, tmp_path, epochs, regime,
+                                                                          prune_ratio):
     """Half the inputs with Gaussian noise (sigma 4.5) and a short-trained model (it fits under 90 % of its
-    labels): round 1's partition file records the input-energy split, which the run's rounds follow
-    (one round of CORRUPTED_EPOCHS) and which finds the corrupted inputs."""
+    labels) or a long-trained one (it memorized them): round 1's partition file records the input-energy split,
+    which the run's rounds follow (one round of CORRUPTED_EPOCHS, pruned where the model memorized) and which
+    finds the corrupted inputs."""
     from unlearn_core.rounds import CORRUPTED_EPOCHS
 
     noise, model = tmp_path / "noise.npz", tmp_path / "noisy.safetensors"
     _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "input-gaussian", "--rate", 0.5, "--out", noise,
                 "--json"))
-    _ok(denoise("train", "--data", f"npz:{TINY}", "--noise", noise, "--arch", "mlp", "--epochs", 3, "--out", model,
-                "--json"))
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--noise", noise, "--arch", "mlp", "--epochs", epochs,
+                "--out", model, "--json"))
     result = _ok(denoise("run", "--model", model, "--data", f"npz:{TINY}", "--noise", noise, "--truth", noise,
                          "--workdir", tmp_path / "work", "--json"))
     [only] = result["rounds"]
     first, used = only["partition"], result["options_used"]
-    assert first["regime"] == "generalizing" and first["detector"] == "input-energy-mixture", first
+    assert first["regime"] == regime and first["detector"] == "input-energy-mixture", first
     assert abs(first["corrupted_inputs"] - 0.5) < 0.05 and first["detection"]["f1"] > 0.95
-    assert (used["rounds"], used["epochs"], used["prune_ratio"]) == (1, CORRUPTED_EPOCHS, None)
+    assert (used["rounds"], used["epochs"], used["prune_ratio"]) == (1, CORRUPTED_EPOCHS, prune_ratio)
     said = denoise("run", "--model", model, "--data", f"npz:{TINY}", "--noise", noise, "--workdir", tmp_path / "work")
-    assert re.search(r"round 1: the model fits \d+\.\d% of its labels \(generalizing\); the input-energy-mixture "
+    assert re.search(rf"round 1: the model fits \d+\.\d% of its labels \({regime}\); the input-energy-mixture "
                      r"flags \d+\.\d% of the samples \(corrupted inputs\)", said.err), said.err
 
 

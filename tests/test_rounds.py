@@ -146,6 +146,25 @@ def test_corrupted_inputs_are_split_by_their_high_pass_energy_in_either_regime_n
     assert partition_scores(scores, labels)[1]["corrupted_inputs"] is None  # a score file from before the check
 
 
+def test_a_few_outliers_or_one_odd_class_are_not_corrupted_inputs():
+    """A class's split counts only where its smaller component holds INPUT_MIN_SHARE of it (two far outliers do
+    not), and the inputs count as corrupted only where at least half the classes split (one class of four with a
+    distinct high-energy half does not; two do)."""
+    from unlearn_core.regime import input_clean_probability
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 150)
+    natural = rng.normal(-2.22, 0.69, len(labels))
+    outliers = natural.copy()
+    outliers[:2] = 6.0  # two samples of class 0, far above the rest: Ashman's D far beyond the bound
+    assert (input_clean_probability(outliers, labels) == 1).all()
+    half = np.arange(len(labels)) % 2 == 1
+    odd = np.where(half & (labels == 0), rng.normal(3.70, 0.03, len(labels)), natural)
+    assert (input_clean_probability(odd, labels) == 1).all()
+    two = np.where(half & (labels < 2), rng.normal(3.70, 0.03, len(labels)), natural)
+    assert ((input_clean_probability(two, labels) < 0.5) == (half & (labels < 2))).all()
+
+
 def right(count: int, samples: int, first: int = 0) -> np.ndarray:
     """(samples,) bool: ``count`` samples classified right, from row ``first`` on (wrapping round)."""
     return np.roll(np.arange(samples) < count, first)

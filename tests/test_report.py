@@ -3,6 +3,7 @@
 import base64
 import csv
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import soundfile
 from PIL import Image
 
+from cli.files.paths import file_sha256
 from cli.files.stage_files import load_npz
 from cli.report.build import SECTIONS
 from unlearn_core.suspects import TIED_BELOW, suspect_order, swap_counts
@@ -249,3 +251,26 @@ def test_issues_names_classes_and_refuses_a_model_without_data(denoise, tmp_path
     assert {row["given_label"] for row in numbered} <= {"0", "1", "2"}
     refused = denoise(*args, "--model", model)
     assert refused.code == 1 and "--model needs --data" in refused.err
+
+
+@pytest.mark.slow
+def test_a_score_file_without_the_input_check_of_an_input_energy_split_is_one_line(denoise, tmp_path):
+    """A run whose partition split corrupted inputs, reported from a score file without ``input_high_pass`` (as an
+    older denoise wrote it): one line naming the file, exit 2, no report."""
+    noise, model, work = tmp_path / "noise.npz", tmp_path / "noisy.safetensors", tmp_path / "work"
+    _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "input-gaussian", "--rate", 0.5, "--out", noise))
+    _ok(denoise("train", "--data", f"npz:{TINY}", "--noise", noise, "--arch", "mlp", "--epochs", 3, "--out", model))
+    _ok(denoise("run", "--model", model, "--data", f"npz:{TINY}", "--noise", noise, "--workdir", work))
+    with np.load(work / "round1" / "scores.npz", allow_pickle=False) as arrays:
+        older = {name: arrays[name] for name in arrays.files if name != "input_high_pass"}
+    older_scores, older_partition = tmp_path / "older-scores.npz", tmp_path / "older-partition.npz"
+    np.savez(older_scores, **older)
+    with np.load(work / "round1" / "partition.npz", allow_pickle=False) as arrays:  # made from the older scores
+        partition = {name: arrays[name] for name in arrays.files}
+    meta = json.loads(str(partition["meta"]))
+    meta["inputs"]["scores"] = {"path": str(older_scores), "sha256": file_sha256(older_scores)}
+    np.savez(older_partition, **{**partition, "meta": np.array(json.dumps(meta))})
+    result = denoise("report", "--scores", older_scores, "--partition", older_partition, "--out", tmp_path / "r.html")
+    assert result.code == 2, result.err
+    assert "older-scores.npz: has no input_high_pass" in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()

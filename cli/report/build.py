@@ -15,9 +15,11 @@ import numpy as np
 
 from unlearn_core.metrics import detection_curves, detection_metrics
 from unlearn_core.partition import CLEAN_THRESHOLD
+from unlearn_core.regime import INPUT_DETECTOR
 from unlearn_core.suspects import borderline_rows, separating_score, swap_counts
 
 from ..data import load_data, read_once
+from ..errors import InputError
 from ..files.checkpoint import read_metadata
 from ..files.paths import atomic_write
 from ..files.stage_files import load_npz
@@ -88,6 +90,9 @@ class Report:
         s = self.suspects
         detector = self.partition_meta.get("results", {}).get("detector", "")
         scores = load_npz(self.files.last.scores, "scores", on_disk=("attribution",))[0]
+        if detector == INPUT_DETECTOR and "input_high_pass" not in scores:  # an older version's input check
+            raise InputError(self.files.last.scores, "has no input_high_pass for its partition's input-energy "
+                                                     "split (written by an older denoise): run the rounds again")
         name, score = separating_score(scores, s.given, detector)
         return page.section(
             "mixture", "The mixture",

@@ -41,25 +41,24 @@ from 10 to 3. On fsdd's test split (3 seeds) it gained less: the average over th
 points, and instance 60 % seed 0 now loses 2.0. On digits (every round memorizes) nothing changes; on CIFAR-10 the
 loss mixture's flagged samples are almost all predicted as another class (0-0.2 % cleared).
 
-Corrupted inputs, not labels, are the other noise, and neither the loss finds them (CIFAR-10 cnn, half the
-images with Gaussian noise of sigma 4.5, the paper's setting: loss mixture F1 0.35) nor, in every model,
-the attributions (ResNet-18 on all of CIFAR-10, which fits 93 % of its labels: attribution mixture F1 0.50 on
-a lent H200; docs/quality.md, *Corrupted inputs in every regime*). Their high-pass energy does, whatever the model
-(``attribution.input_high_pass``): in every regime a per-class mixture over it (``input_clean_probability``)
-is fitted first; a class splits where its two components stand at least ``INPUT_SEPARATION`` apart (Ashman's
-D) and the smaller holds at least ``INPUT_MIN_SHARE`` of it, and where at least half the classes split, their
-high-energy components are called corrupted and that split is the partition (``input-energy-mixture``); else
-the regime's label mixture is. The share and the majority keep outliers and one odd class out: on scikit-learn's
-bundled tables, standardized per feature, one class of iris (4 features) reached D 8.44 with one sample
-against 49, and one of digits 14.90 with a handful; neither flags anything now, while half the rows of wine and
-breast_cancer with sigma 4.5 noise are found (D 6.41-7.07 and 6.42-6.49). D per class on the validation cells' train inputs (2026-11-27; seeds
-0-2 on digits and fsdd, seeds 0-1 on a CIFAR-10 subset of 300 images a class): without corrupted inputs at
-most 2.66 (digits), 3.26 (fsdd), 1.82 (CIFAR-10); with half or a fifth of them corrupted at least 16.0,
-25.2, 10.9. The bound sits between, a factor of about 1.8 from each. The inputs' whole energy (their
-log-norm, used before) separated less: without corruption up to 6.25 on fsdd, whose speakers record at
-different loudness, with it from 7.35 (CIFAR-10). With corrupted inputs the split alone (F1 1.000) fine-tuned
-the CIFAR-10 cnn to 0.421 on the validation split's clean images, the union with the loss mixture (F1 0.915)
-to 0.391, the input 0.376.
+Corrupted inputs, not labels, are the other noise. The loss does not find them (CIFAR-10 cnn, half the images with
+Gaussian noise of sigma 4.5, the paper's setting: loss mixture F1 0.35), nor do the attributions in every model
+(ResNet-18 on all of CIFAR-10, which fits 93 % of its labels: attribution mixture F1 0.50 on a lent H200;
+docs/quality.md, *Corrupted inputs in every regime*). Their high-pass energy does, whatever the model
+(``attribution.input_high_pass``): in every regime a per-class mixture over it (``input_clean_probability``) is
+fitted first; a class splits where its two components stand at least ``INPUT_SEPARATION`` apart (Ashman's D) and
+the smaller holds at least ``INPUT_MIN_SHARE`` of it, and where at least half the classes split, their high-energy
+components are called corrupted and that split is the partition (``input-energy-mixture``); else the regime's label
+mixture is. D per class on the validation cells' train inputs (2026-11-27; seeds 0-2 on digits and fsdd, seeds 0-1
+on a CIFAR-10 subset of 300 images a class): without corrupted inputs at most 2.66 (digits), 3.26 (fsdd), 1.82
+(CIFAR-10); with half or a fifth of them corrupted at least 16.0, 25.2, 10.9. The bound sits between, a factor of
+about 1.8 from each. The inputs' whole energy (their log-norm, used before) separated less: without corruption up
+to 6.25 on fsdd, whose speakers record at different loudness, with it from 7.35 (CIFAR-10). The share and the
+majority keep outliers and one odd class out: on scikit-learn's bundled tables, standardized per feature, one class
+of iris (4 features) reached D 8.44 with one sample against 49, and one of digits 14.90 with a handful; neither
+flags anything now, while half the rows of wine and breast_cancer with sigma 4.5 noise are found (D 6.41-7.07 and
+6.42-6.49). With corrupted inputs the split alone (F1 1.000) fine-tuned the CIFAR-10 cnn to 0.421 on the validation
+split's clean images, the union with the loss mixture (F1 0.915) to 0.391, the input 0.376.
 """
 
 from __future__ import annotations

@@ -44,9 +44,9 @@ def swap_counts(given: np.ndarray, suggested: np.ndarray, classes: int) -> np.nd
 
 def separating_score(scores: dict, labels: np.ndarray, detector: str) -> tuple[str, np.ndarray]:
     """``(name, (N,) float64)``: the score the partition's detector splits the samples by, higher = more
-    likely noisy: the loss (nats) for the loss mixture, the input's high-pass energy (log) for the input-energy mixture, else
-    the prototype margin of the (N, U) attributions (read one class's rows at a time, so a ``StoredRows`` is never
-    read whole)."""
+    likely noisy: the loss (nats) for the loss mixture, the input's high-pass energy (log) for the input-energy
+    mixture, else the prototype margin of the (N, U) attributions (read one class's rows at a time, so a
+    ``StoredRows`` is never read whole)."""
     if detector == LOSS_DETECTOR:
         return "loss (nats)", np.asarray(scores["loss"], dtype=np.float64)
     if detector == INPUT_DETECTOR:

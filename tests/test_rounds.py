@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from cli import pipeline, stages
@@ -89,6 +90,31 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     options = RunOptions(rounds=2)
     assert [r.finetune.shrink for r in plan(options, {"regime": "memorized"})] == [0.5, 0.5]
     assert [r.finetune.shrink for r in plan(options, {"regime": "generalizing"})] == [1.0, 1.0]
+
+
+def test_the_partition_does_not_depend_on_the_names_of_the_classes():
+    """Renaming every class c as c + 1 (given labels and predictions alike) leaves each sample's clean probability
+    and the record as they were, in both regimes. docs/quality.md rests on this (*Asymmetric 60 % cannot hold beside
+    asymmetric 40 %*): so renamed, 60 % forward pair flips are 40 % backward ones, and the method treats them alike."""
+    from unlearn_core.regime import partition_scores
+
+    rng = np.random.default_rng(3)
+    classes = 4
+    labels = np.repeat(np.arange(classes), 80)
+    noisy = rng.uniform(size=len(labels)) < 0.3
+    true = np.where(noisy, (labels + 1) % classes, labels)
+    patterns = rng.uniform(0, 3, (classes, 16)) * (rng.uniform(size=(classes, 16)) < 0.4)
+    scores = {"attribution": patterns[true] + rng.uniform(0, 2.0, (len(labels), 16)),
+              "loss": np.where(noisy, rng.uniform(1, 4, len(labels)), rng.uniform(0, 1, len(labels))),
+              "input_high_pass": rng.normal(-2.2, 0.7, len(labels))}
+    for predicted in (labels, np.where(rng.uniform(size=len(labels)) < 0.4, true, labels)):  # memorized, not
+        prob, record = partition_scores({**scores, "predicted": predicted}, labels)
+        renamed = partition_scores({**scores, "predicted": (predicted + 1) % classes}, (labels + 1) % classes)
+        assert 0 < (prob < 0.5).mean() < 1
+        np.testing.assert_allclose(renamed[0], prob, atol=1e-9)
+        assert renamed[1].keys() == record.keys()
+        for key, value in record.items():
+            assert renamed[1][key] == (pytest.approx(value) if isinstance(value, float) else value)
 
 
 def test_where_the_model_generalizes_a_flagged_sample_it_predicts_as_labeled_is_called_clean():

@@ -66,17 +66,24 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     assert [name for name, _ in finetune_only] == [name for name, _ in denoise if name not in ("sensitivity", "prune")]
 
 
+def _pair_flipped(rng, classes: int, per_class: int, share: float, spread: float):
+    """Labels of which a random ``share`` were flipped from c + 1 to c, and attribution vectors that follow each
+    sample's true class (a sparse pattern per class plus uniform noise of width ``spread``, 16 units):
+    ``(labels, noisy, true, attribution)``."""
+    labels = np.repeat(np.arange(classes), per_class)
+    noisy = rng.uniform(size=len(labels)) < share
+    patterns = rng.uniform(0, 3, (classes, 16)) * (rng.uniform(size=(classes, 16)) < 0.4)
+    true = np.where(noisy, (labels + 1) % classes, labels)
+    return labels, noisy, true, patterns[true] + rng.uniform(0, spread, (len(labels), 16))
+
+
 def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     """Two small cases: a model that predicts every given label (memorized: the attribution mixture, shrunk
     fine-tuning) and one that predicts another class for the mislabeled third (generalizing: loss mixture)."""
     from unlearn_core.regime import partition_scores
 
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 60)
-    noisy = rng.uniform(size=len(labels)) < 1 / 3
-    patterns = rng.uniform(0, 3, (3, 16)) * (rng.uniform(size=(3, 16)) < 0.4)
-    true = np.where(noisy, (labels + 1) % 3, labels)
-    attribution = patterns[true] + rng.uniform(0, 0.3, (len(labels), 16))
+    labels, noisy, true, attribution = _pair_flipped(rng, 3, 60, 1 / 3, spread=0.3)
     memorized = {"attribution": attribution, "loss": rng.uniform(0, 1e-3, len(labels)), "predicted": labels}
     prob, record = partition_scores(memorized, labels)
     assert record["regime"] == "memorized" and record["detector"] == "attribution-mixture" and record["fit"] == 1.0
@@ -100,11 +107,8 @@ def test_the_partition_does_not_depend_on_the_names_of_the_classes():
 
     rng = np.random.default_rng(3)
     classes = 4
-    labels = np.repeat(np.arange(classes), 80)
-    noisy = rng.uniform(size=len(labels)) < 0.3
-    true = np.where(noisy, (labels + 1) % classes, labels)
-    patterns = rng.uniform(0, 3, (classes, 16)) * (rng.uniform(size=(classes, 16)) < 0.4)
-    scores = {"attribution": patterns[true] + rng.uniform(0, 2.0, (len(labels), 16)),
+    labels, noisy, true, attribution = _pair_flipped(rng, classes, 80, 0.3, spread=2.0)
+    scores = {"attribution": attribution,
               "loss": np.where(noisy, rng.uniform(1, 4, len(labels)), rng.uniform(0, 1, len(labels))),
               "input_high_pass": rng.normal(-2.2, 0.7, len(labels))}
     generalizing = np.where(noisy & (rng.uniform(size=len(labels)) < 0.5), true, labels)  # fits about 85 %

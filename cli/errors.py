@@ -38,6 +38,9 @@ class InputError(DenoiseError):
         super().__init__(f"{source}: {problem}")
         self.source, self.problem = str(source), problem
 
+    def __reduce__(self):  # pickled whole from a loader process (unlearn_core.batches)
+        return type(self), (self.source, self.problem)
+
 
 class BusyError(InputError):
     """A work directory or output file locked by another live denoise process."""

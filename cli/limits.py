@@ -19,6 +19,7 @@ LIMITS = {
     "DENOISE_MAX_PIXELS": 1 << 24,  # 4096 x 4096
     "DENOISE_MAX_SAMPLE_RATE": 384_000,
     "DENOISE_MAX_CHANNELS": 64,
+    "DENOISE_CACHE_MB": 512,  # decoded samples kept in memory (cli.data.source.cached); larger sets stream
 }
 DEFLATE_RATIO = 1032  # the most bytes deflate can unpack from one compressed byte (zlib's technical note)
 

@@ -216,8 +216,12 @@ def test_noise_kinds_flip_exactly_the_rate():
     assert flipped.sum() == 60 and not np.array_equal(noisy, symmetric_noise(labels, 4, 0.3, 0)[0])
     x = torch.zeros(5, 3)
     mask = np.array([True, False, True, False, False])
-    once, twice = gaussian_input_noise(x, mask, 4.5, 1), gaussian_input_noise(x, mask, 4.5, 1)
+    keys = np.arange(5)
+    once, twice = gaussian_input_noise(x, keys, mask, 4.5, 1), gaussian_input_noise(x, keys, mask, 4.5, 1)
     assert torch.equal(once, twice) and (once[~mask] == 0).all() and (once[mask] != 0).all()
+    # a sample's noise is its own: read alone, in another order or batch, it is the same
+    alone = gaussian_input_noise(x[[2]], keys[[2]], mask, 4.5, 1)
+    assert torch.equal(alone[0], once[2]) and not torch.equal(once[0], once[2])
 
 
 def test_epoch_order_and_metrics():

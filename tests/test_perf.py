@@ -165,7 +165,7 @@ def test_sensitivity_stage_matches_the_in_memory_regression(tmp_path):
 
     checkpoint = load_checkpoint(model)
     samples = load_samples("digits", "train", checkpoint.info, noise)
-    units, _ = attr.layer_activations(checkpoint.model, samples.inputs, "head:input")
+    units, _ = attr.layer_activations(checkpoint.model, samples.inputs[:], "head:input")
     whole = unit_sensitivity(units.numpy(), ~load_npz(split, "partition")[0]["is_clean"])
     assert np.allclose(streamed["coefficient"], whole["coefficient"], atol=1e-8)
 

@@ -1,14 +1,15 @@
 """Batches of a tensor on the compute device, and the precision of forward passes.
 
-On CPU batches are sliced in-process. On CUDA, worker processes slice (or generate) each batch into
-pinned memory and the copy to the GPU is non-blocking, so data preparation overlaps with compute.
+Every batch goes through one DataLoader path (``loaded``): in-memory data is sliced in this process on
+CPU; a lazy view of files is read by loader processes ahead of use; on CUDA batches land in pinned memory
+and the copy to the GPU is non-blocking, so data preparation overlaps with compute.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -23,34 +24,61 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
     return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
-class _Blocks(Dataset):
-    """Batch i of ``inputs`` as one item (the loader does no batching of its own)."""
+class _Failed:
+    """An exception raised while making a batch, carried back whole from a loader process (the loader's own
+    re-raise rebuilds it from its text, losing its type's fields)."""
 
-    def __init__(self, inputs, slices: list[slice]):
-        self.inputs, self.slices = inputs, slices
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class _Blocks(Dataset):
+    """Item i is ``make(i)``: batch i, read (and transformed) by whichever loader process serves it."""
+
+    def __init__(self, count: int, make: Callable[[int], object]):
+        self.count, self.make = count, make
 
     def __len__(self) -> int:
-        return len(self.slices)
+        return self.count
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.inputs[self.slices[i]]
+    def __getitem__(self, i: int):
+        try:
+            return self.make(i)
+        except Exception as error:
+            return _Failed(error)
+
+
+def loader_workers(inputs, device: torch.device) -> int:
+    """Loader processes for ``inputs``: its own ``workers`` attribute when it has one that is set (a lazy
+    view of files, see ``cli.data.source``), else none on CPU (slicing memory costs nothing) and up to 4 on
+    CUDA (slicing into pinned memory overlaps with the GPU's work)."""
+    workers = getattr(inputs, "workers", None)
+    if workers is not None:
+        return workers
+    return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
+def loaded(count: int, make: Callable[[int], object], device: torch.device, workers: int) -> Iterator:
+    """``make(0)``, ..., ``make(count - 1)`` in that order, made by ``workers`` loader processes (0: this one)
+    ahead of use, into pinned memory on CUDA. The order, and so every result, is the same for any ``workers``."""
+    loader = DataLoader(_Blocks(count, make), batch_size=None, num_workers=workers,
+                        pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
+    for item in loader:
+        if isinstance(item, _Failed):
+            raise item.error
+        yield item
 
 
 def device_batches(inputs, batch_size: int, device: torch.device, workers: int | None = None
                    ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield ``(slice, batch)`` in order over ``inputs`` with each ``(B, ...)`` batch on ``device``.
 
-    inputs: anything of length N whose slices are ``(B, ...)`` float tensors (a tensor, or a lazy source
-    of synthetic images). workers: loader processes on CUDA (default: up to 4).
+    inputs: anything of length N whose slices are ``(B, ...)`` float tensors (a tensor, or a lazy view of
+    files or of synthetic images). workers: loader processes (default: ``loader_workers``).
     """
     slices = batch_slices(len(inputs), batch_size)
-    if device.type != "cuda":
-        for s in slices:
-            yield s, inputs[s].to(device)
-        return
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
-    loader = DataLoader(_Blocks(inputs, slices), batch_size=None, num_workers=workers, pin_memory=True)
-    for s, batch in zip(slices, loader):
+    workers = loader_workers(inputs, device) if workers is None else workers
+    for s, batch in zip(slices, loaded(len(slices), lambda i: inputs[slices[i]], device, workers)):
         yield s, batch.to(device, non_blocking=True)
 
 

@@ -13,11 +13,25 @@ IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  
 IDENTITY_STATS = {"mean": [0.0], "std": [1.0]}  # inputs as read
 
 
-def normalization_stats(inputs: torch.Tensor) -> dict[str, list[float]]:
+def normalization_stats(inputs, batch_size: int = 1024) -> dict[str, list[float]]:
     """Mean and std of (N, *shape) inputs: per channel (dim 1) for images/spectrograms (N, C, ...),
-    per feature for flat (N, D) inputs. Returns ``{"mean": [...], "std": [...]}``, std floored at 1e-6."""
-    flat = inputs.float().transpose(0, 1).reshape(inputs.shape[1], -1) if inputs.dim() > 2 else inputs.float().T
-    return {"mean": flat.mean(1).tolist(), "std": flat.std(1).clamp_min(1e-6).tolist()}
+    per feature for flat (N, D) inputs. Returns ``{"mean": [...], "std": [...]}``, std floored at 1e-6.
+
+    inputs: a tensor, or a lazy view of files (``cli.data.source.Inputs``), whose moments are summed in
+    float64 over batches of ``batch_size`` read in order (so never held whole)."""
+    if torch.is_tensor(inputs):
+        flat = inputs.float().transpose(0, 1).reshape(inputs.shape[1], -1) if inputs.dim() > 2 else inputs.float().T
+        return {"mean": flat.mean(1).tolist(), "std": flat.std(1).clamp_min(1e-6).tolist()}
+    from .batches import device_batches
+
+    channels = inputs.shape[1]
+    total, squares, count = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
+    for _, batch in device_batches(inputs, batch_size, torch.device("cpu")):
+        flat = batch.double().transpose(0, 1).reshape(channels, -1)
+        total, squares, count = total + flat.sum(1), squares + flat.pow(2).sum(1), count + flat.shape[1]
+    mean = total / count
+    variance = (squares - count * mean.pow(2)).clamp_min(0) / max(count - 1, 1)
+    return {"mean": mean.tolist(), "std": variance.sqrt().clamp_min(1e-6).tolist()}
 
 
 def normalize(inputs: torch.Tensor, stats: dict[str, list[float]]) -> torch.Tensor:

@@ -75,14 +75,18 @@ def input_noise_mask(n: int, rate: float, seed: int) -> np.ndarray:
     return mask
 
 
-def gaussian_input_noise(inputs: torch.Tensor, is_noisy: np.ndarray, sigma: float, seed: int) -> torch.Tensor:
-    """Add N(0, sigma^2) noise to the (normalized) inputs of the noisy samples; same noise on every call.
+def gaussian_input_noise(inputs: torch.Tensor, keys: np.ndarray, is_noisy: np.ndarray, sigma: float,
+                         seed: int) -> torch.Tensor:
+    """Add N(0, sigma^2) noise to those of the (B, ...) normalized ``inputs`` whose key (B,) ``is_noisy`` (N,)
+    marks; a sample's noise is drawn from a generator seeded by (seed, key) alone, so it is the same in any
+    batch, subset or order the sample is read in.
 
-    inputs: (N, ...) float tensor, the whole split in sample-index order; is_noisy: (N,) bool.
+    keys: (B,) int64 each sample's position in its split; is_noisy: (N,) bool over the split.
     """
-    rows = torch.as_tensor(np.flatnonzero(is_noisy))
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn((len(rows), *inputs.shape[1:]), generator=generator) * sigma
     corrupted = inputs.clone()
-    corrupted[rows] += noise.to(inputs.dtype)
+    generator = torch.Generator()
+    for row, key in enumerate(np.asarray(keys).tolist()):
+        if is_noisy[key]:
+            generator.manual_seed(seed * 1_000_003 + key)
+            corrupted[row] += (torch.randn(inputs.shape[1:], generator=generator) * sigma).to(inputs.dtype)
     return corrupted

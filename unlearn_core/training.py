@@ -1,4 +1,4 @@
-"""Training, fine-tuning and evaluation loops over in-memory batches.
+"""Training, fine-tuning and evaluation loops over batches of a tensor or of a lazy view of files.
 
 Each epoch's sample order and dropout randomness come from ``(seed, epoch)`` alone, so a run resumed
 from the state saved at the end of an epoch continues exactly as the uninterrupted run would.
@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attribution import layer_activations
-from .batches import batch_slices, device_batches
+from .augment import augmenter, batch_seed, check_augment
+from .batches import batch_slices, device_batches, loaded, loader_workers
 from .errors import OptionError
 from .layers import classifier_name
 from .shards import batch_share
@@ -40,9 +41,11 @@ class Recipe:
     train: str = "all"
     shrink: float = 1.0
     seed: int = 0
+    augment: str = "none"  # unlearn_core.augment.AUGMENTATIONS; the head-only path trains on fixed features
 
     def check(self) -> None:
         """Raise OptionError for the first field out of range."""
+        check_augment(self.augment)
         if self.epochs < 1:
             raise OptionError("epochs", "must be at least 1")
         if self.train not in TRAINABLE:
@@ -182,12 +185,20 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, recipe: Re
         inputs = classifier_inputs(model, head, (batch for _, batch in device_batches(inputs, recipe.batch_size, device)))
     if wrap is not None:
         learner = wrap(learner)
+    augment = augmenter(recipe.augment, tuple(inputs.shape[1:])) if head is None else None
+    workers = loader_workers(inputs, device)
     losses = []
     for epoch in range(start, recipe.epochs):
         order = epoch_order(len(labels), recipe.seed, epoch)
-        shares = (batch_share(order[s], rank, world) for s in batch_slices(len(labels), recipe.batch_size))
-        batches = ((inputs[mine].to(device, non_blocking=True), labels[mine].to(device, non_blocking=True), factor)
-                   for mine, factor in shares)
+        shares = [batch_share(order[s], rank, world) for s in batch_slices(len(labels), recipe.batch_size)]
+
+        def make(i: int, shares=shares, epoch=epoch):  # batch i of the epoch, read by a loader process
+            mine, factor = shares[i]
+            batch = inputs[mine]
+            return (augment(batch, batch_seed(recipe.seed, epoch, i)) if augment else batch), labels[mine], factor
+
+        batches = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True), factor)
+                   for x, y, factor in loaded(len(shares), make, device, workers))
         losses.append(train_epoch(learner, optimizer, batches, seed=recipe.seed, epoch=epoch,
                                   frozen_batchnorm=recipe.train == "head", on_batch=on_batch,
                                   sum_across=sum_across))

@@ -9,12 +9,13 @@ import numpy as np
 from ..errors import InputError
 from ..files.stage_files import read_npz_arrays
 from ..limits import over_limit
-from .registry import data_spec
+from .registry import Origin, data_spec
 
 
 @data_spec("digits", arch="mlp")
 def _digits(_path, split):
-    """scikit-learn's bundled 8x8 digits, fixed stratified 80/20 split (1,437 / 360)."""
+    """scikit-learn's bundled 8x8 digits, fixed stratified 80/20 split (1,437 / 360): (N, 1, 8, 8) float32
+    pixels x/16 in [0, 1]; a sample's row is its position in ``sklearn.datasets.load_digits()``."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -23,7 +24,8 @@ def _digits(_path, split):
     train, test = train_test_split(order, test_size=0.2, stratify=digits.target, random_state=0)
     chosen = np.sort(train if split == "train" else test)
     inputs = (digits.data[chosen] / 16.0).reshape(-1, 1, 8, 8)
-    return inputs, digits.target[chosen], [str(c) for c in range(10)], {"source": "digits", "scale": "x/16"}
+    return (inputs, digits.target[chosen], [str(c) for c in range(10)], {"source": "digits", "scale": "x/16"},
+            Origin(chosen.astype(np.int64)))
 
 @data_spec("npz:FILE", arch="mlp")
 def _npz(path: Path, split):
@@ -55,10 +57,11 @@ def _npz(path: Path, split):
     problem = over_limit("DENOISE_MAX_CLASSES", len(classes))
     if problem:
         raise InputError(path, f"has {len(classes):,} classes, {problem}")
+    rows = np.arange(len(y), dtype=np.int64)
     if "split" in arrays:
         split_names = arrays["split"].astype(str)
         if split_names.shape != y.shape:
             raise InputError(path, f"split has shape {split_names.shape} but y has {y.shape}")
         chosen = split_names == split
-        x, y = x[chosen], y[chosen]
-    return x.astype(np.float32), y.astype(np.int64), classes, {"source": "npz"}
+        x, y, rows = x[chosen], y[chosen], rows[chosen]
+    return x.astype(np.float32), y.astype(np.int64), classes, {"source": "npz"}, Origin(rows)

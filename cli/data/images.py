@@ -6,8 +6,10 @@ size the model was trained at; the size is part of the transform record a checkp
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
+import os
 import pickle
 import zlib
 from pathlib import Path
@@ -17,7 +19,8 @@ import torch
 
 from ..errors import InputError
 from ..limits import DEFLATE_RATIO, limit, over_limit
-from .registry import WholeNumber, data_spec
+from .registry import Origin, WholeNumber, data_spec
+from .source import FileSource, Inputs
 
 SIZE_OPTION = {"size": WholeNumber(8, 1024)}  # ?size=N: resize to N x N
 
@@ -75,7 +78,7 @@ def _mnist(path: Path, split, size: int | None = None):
         raise InputError(path, f"{prefix} images {images.shape} and labels {labels.shape} do not match")
     inputs, transform = _at_size(images[:, None].astype(np.float32) / 255.0, {"source": "mnist", "scale": "x/255"},
                                  size)
-    return inputs, labels.astype(np.int64), [str(d) for d in range(10)], transform
+    return inputs, labels.astype(np.int64), [str(d) for d in range(10)], transform, Origin(np.arange(len(labels)))
 
 class _BatchUnpickler(pickle.Unpickler):
     """Reads CIFAR python batches: plain containers and numpy arrays only, nothing executable."""
@@ -122,35 +125,88 @@ def _cifar10(path: Path, split, size: int | None = None):
     if labels.min() < 0 or labels.max() >= len(classes):
         raise InputError(path, "labels out of range for CIFAR-10's 10 classes")
     inputs, transform = _at_size(inputs, {"source": "cifar10", "scale": "x/255"}, size)
-    return inputs, labels, classes, transform
+    return inputs, labels, classes, transform, Origin(np.arange(len(labels)))
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _JPEG_SCALES = (2, 4, 8)  # the reduced sizes a JPEG decoder can decode at directly
+_TAIL = 65_536  # bytes at a file's end that must hold its end marker (JPEG EOI, PNG IEND)
 
 
-def _decode_bounded(file: Path) -> torch.Tensor:
-    """(3, H, W) uint8 RGB of an image file, its size read from the header first: at most DENOISE_MAX_PIXELS
-    are decoded. A larger JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale that fits; any other larger
-    image is refused (a few kilobytes of PNG can claim gigapixels)."""
+def _header(file: str) -> str | None:  # FileSource.check of image files
+    """Why ``file`` cannot be decoded, from what is cheap to read (None: it looks whole): its header (the
+    format and size Pillow reads without decoding) and its end (a JPEG's end-of-image marker, a PNG's IEND
+    chunk; a file cut short lacks it). A file whose end looks wrong is decoded in full to be sure."""
     from PIL import Image
-    from torchvision.io import ImageReadMode, decode_image
+
+    Image.MAX_IMAGE_PIXELS = None  # our bound is DENOISE_MAX_PIXELS, checked when decoding
+    try:
+        with Image.open(file) as image:
+            kind = image.format
+            _scale_within_bound(Path(file), *image.size, kind == "JPEG")
+        with open(file, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(file) - _TAIL))
+            tail = handle.read()
+        if (kind == "JPEG" and b"\xff\xd9" in tail) or (kind == "PNG" and b"IEND" in tail[-16:]):
+            return None
+        _decode_bounded(Path(file))
+        return None
+    except InputError as exc:
+        return exc.problem
+    except Exception as exc:
+        return f"is not a readable image ({type(exc).__name__})"
+
+
+def _decode_bounded(file: Path, size: int | None = None) -> torch.Tensor:
+    """(3, H, W) uint8 RGB of an image file, its size read from the header first: at most DENOISE_MAX_PIXELS
+    are decoded. A JPEG is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) where that still leaves both
+    sides at least ``size`` (faster, and what a resize to ``size`` would average away), or where its full
+    size is over the bound; any other image over the bound is refused (a few kilobytes of PNG can claim
+    gigapixels)."""
+    from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb guard would refuse before naming our bound; ours is below
     try:
         with Image.open(file) as image:  # reads the header only
             (width, height), jpeg = image.size, image.format == "JPEG"
-            problem = over_limit("DENOISE_MAX_PIXELS", width * height)
-            if problem is None:
-                return decode_image(str(file), mode=ImageReadMode.RGB)
-            scale = next((k for k in _JPEG_SCALES if (width // k) * (height // k) <= limit("DENOISE_MAX_PIXELS")), None)
-            if not jpeg or scale is None:
-                raise InputError(file, f"is {width:,} x {height:,} pixels, {problem}")
-            image.draft("RGB", (width // scale, height // scale))
+            fits = _scale_within_bound(file, width, height, jpeg)
+            if jpeg:
+                scale = max([fits] + [k for k in _JPEG_SCALES if size and min(width, height) // k >= size])
+                if scale > 1:
+                    image.draft("RGB", (width // scale, height // scale))
             return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
     except InputError:
         raise
     except Exception as exc:
         raise InputError(file, f"is not a readable image ({type(exc).__name__})") from None
+
+
+def _scale_within_bound(file: Path, width: int, height: int, jpeg: bool) -> int:
+    """The smallest decoding scale (1, or a JPEG's 2, 4, 8) that keeps an image within DENOISE_MAX_PIXELS;
+    InputError naming ``file`` when there is none."""
+    fits = next((k for k in (1, *(_JPEG_SCALES if jpeg else ())) if (width // k) * (height // k) <=
+                 limit("DENOISE_MAX_PIXELS")), None)
+    if fits is None:
+        raise InputError(file, f"is {width:,} x {height:,} pixels, {over_limit('DENOISE_MAX_PIXELS', width * height)}")
+    return fits
+
+
+def decode_image(file: str, size: int) -> torch.Tensor:
+    """(3, size, size) uint8 RGB of an image file: decoded (``_decode_bounded``), then resized (bilinear,
+    antialiased, as torchvision's ``Resize``) unless it is that size already."""
+    from torchvision.transforms.v2 import functional
+
+    image = _decode_bounded(Path(file), size)
+    if tuple(image.shape[1:]) == (size, size):
+        return image
+    return functional.resize(image, [size, size], antialias=True)
+
+
+def image_inputs(root: Path, files: list[str], size: int) -> Inputs:
+    """The images ``files`` (relative to ``root``) as a lazy view of (3, size, size) uint8 pixels (checked,
+    then cached or streamed, by ``load_data``)."""
+    return Inputs.of(FileSource([str(root / f) for f in files], functools.partial(decode_image, size=size),
+                                (3, size, size), check=_header))
+
 
 @data_spec("imagefolder:DIR", arch="cnn", options=SIZE_OPTION)
 def _imagefolder(path: Path, split, size: int = 32):
@@ -159,14 +215,14 @@ def _imagefolder(path: Path, split, size: int = 32):
         raise InputError(path, "is not a directory (imagefolder: needs DIR/CLASS/*.png)")
     root = path / split if (path / "train").is_dir() and (path / "test").is_dir() else path
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    images, labels = [], []
+    files, labels = [], []
     for label, name in enumerate(classes):
         for file in sorted((root / name).iterdir()):
-            if file.suffix.lower() not in _IMAGE_SUFFIXES:
-                continue
-            image = _decode_bounded(file).float().unsqueeze(0) / 255.0
-            images.append(_resized(image, size)[0])
-            labels.append(label)
-    if not images:
+            if file.suffix.lower() in _IMAGE_SUFFIXES:
+                files.append(f"{name}/{file.name}")
+                labels.append(label)
+    if not files:
         raise InputError(root, "holds no images in class folders")
-    return torch.stack(images), np.array(labels), classes, {"source": "imagefolder", "size": size}
+    prefix = f"{split}/" if root != path else ""
+    origin = Origin(np.arange(len(files), dtype=np.int64), [prefix + f for f in files])
+    return image_inputs(root, files, size), np.array(labels), classes, {"source": "imagefolder", "size": size}, origin

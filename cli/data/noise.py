@@ -28,7 +28,7 @@ def inject_noise(data: str, kind: str, rate: float, seed: int, out: Path, sigma:
     elif kind == "asymmetric":
         noisy, is_noisy = noise_lib.asymmetric_noise(labels, classes, rate, seed)
     elif kind == "instance":
-        noisy, is_noisy = noise_lib.instance_noise(labels, dataset.inputs.numpy(), classes, rate, seed)
+        noisy, is_noisy = noise_lib.instance_noise(labels, dataset.inputs[:].numpy(), classes, rate, seed)
     else:
         noisy, is_noisy = labels.copy(), noise_lib.input_noise_mask(len(labels), rate, seed)
     options = {"data": data, "kind": kind, "rate": rate, "seed": seed, "sigma": sigma}

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UsageError
+from .source import Inputs, readable, take
 
 SPLITS = ("train", "test")
 
@@ -47,24 +48,39 @@ SUBSET_OPTIONS = {"per_class": WholeNumber(1), "seed": WholeNumber(0)}  # option
 
 
 @dataclass
-class Dataset:
-    """One split of a data set, as raw (not yet normalized) float inputs."""
+class Origin:
+    """Where each sample of a split comes from in the user's own data, so that a finding can be acted on."""
 
-    inputs: torch.Tensor  # (N, *sample_shape) float32
+    rows: np.ndarray  # (N,) int64: the row in the user's file or manifest (npz: of x; csv: of the data rows)
+    paths: list[str] | None = None  # (N,) each sample's file, relative to the spec's path (file-based kinds)
+    skipped: list[dict] = field(default_factory=list)  # {"path", "problem"} of files dropped (--skip-unreadable)
+
+    def take(self, rows: np.ndarray) -> "Origin":
+        return Origin(self.rows[rows], None if self.paths is None else [self.paths[r] for r in rows], self.skipped)
+
+
+@dataclass
+class Dataset:
+    """One split of a data set, as raw (not yet normalized) inputs: a float32 tensor for data held as
+    arrays, or a lazy view (``cli.data.source.Inputs``) of files read when a batch is asked for."""
+
+    inputs: torch.Tensor | Inputs  # (N, *sample_shape) float32 (a view reads uint8 pixels as x/255)
     labels: torch.Tensor  # (N,) int64 in [0, len(classes))
     classes: list[str]
     spec: str
     split: str
     transform: dict = field(default_factory=dict)  # how raw files became ``inputs``; recorded in checkpoints
+    origin: Origin | None = None  # None: rows 0..N-1 of the split, no files
 
 
 @dataclass(frozen=True)
 class SpecKind:
     """A registered data spec kind. ``reader(path, split, **options)`` returns ``(inputs (N, ...), labels (N,),
-    class names, transform record)``; ``path`` is None for kinds that take none."""
+    class names, transform record, Origin)``, inputs a float array or tensor or an ``Inputs`` view; ``path`` is
+    None for kinds that take none."""
 
     name: str
-    reader: Callable
+    reader: Callable  # (path, split, **options) -> (inputs, labels, classes, transform, Origin)
     usage: str  # how the spec is written, e.g. "fsdd:DIR"
     arch: str  # the architecture benchmarks and the demo use by default
     options: dict[str, tuple[str, ...] | WholeNumber] = field(default_factory=dict)  # query option -> allowed values
@@ -140,16 +156,26 @@ def load_data(spec: str, split: str = "train") -> Dataset:
         if not path.exists():
             raise InputError(path, "no such file or directory")
     options, subset = _query(spec, kind, query)
-    inputs, labels, classes, transform = kind.reader(path, split, **options)
+    inputs, labels, classes, transform, origin = kind.reader(path, split, **options)
     if len(labels) == 0:
         raise InputError(spec, f"the {split} split has no samples")
-    inputs, labels = torch.as_tensor(inputs, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long)
+    if not isinstance(inputs, Inputs):
+        inputs = torch.as_tensor(inputs, dtype=torch.float32)
+        if not torch.isfinite(inputs).all():  # pixels decoded from files are bytes: always finite
+            raise InputError(spec, "inputs contain NaN or infinite values")
+    labels = torch.as_tensor(labels, dtype=torch.long)
     if subset is not None:
-        rows = torch.as_tensor(stratified_rows(labels.numpy(), *subset))
-        inputs, labels = inputs[rows], labels[rows]
-    dataset = Dataset(inputs, labels, [str(c) for c in classes], spec, split, transform)
-    if not torch.isfinite(dataset.inputs).all():
-        raise InputError(spec, "inputs contain NaN or infinite values")
+        rows = stratified_rows(labels.numpy(), *subset)
+        inputs, labels, origin = take(inputs, rows), labels[torch.as_tensor(rows)], origin.take(rows)
+    if isinstance(inputs, Inputs):  # files: each checked before any work starts, then read into memory or streamed
+        kept, skipped = readable(inputs, origin.paths or [str(r) for r in origin.rows])
+        if skipped:
+            if len(kept) == 0:
+                raise InputError(spec, f"no file of the {split} split can be read")
+            inputs, labels, origin = take(inputs, kept), labels[torch.as_tensor(kept)], origin.take(kept)
+            origin.skipped = skipped
+        inputs = inputs.decoded()
+    dataset = Dataset(inputs, labels, [str(c) for c in classes], spec, split, transform, origin)
     if _read is not None:
         _read[spec, split] = dataset
     return dataset

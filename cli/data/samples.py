@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearn_core.inputs import IDENTITY_STATS, IMAGENET_STATS, check_stats, normalization_stats, normalize
-from unlearn_core.noise import gaussian_input_noise
+from unlearn_core.inputs import IDENTITY_STATS, IMAGENET_STATS, check_stats, normalization_stats
 
 from ..errors import InputError, UsageError, usage_errors
 from ..files.checkpoint import ModelInfo
 from .noise import read_noise
 from .registry import Dataset, load_data
+from .source import Inputs, as_inputs, take
 
 
 NORMALIZE_HELP = ("How the model expects its inputs normalized: data (mean/std of the train split), imagenet, none, "
@@ -46,15 +46,14 @@ def normalization(choice: str, channels: int, train_inputs: torch.Tensor | None 
 class Samples:
     """A data split ready for a model: normalized inputs (noise applied) and the labels the method uses."""
 
-    inputs: torch.Tensor  # (N, *input_shape) float32, normalized, input noise applied
+    inputs: Inputs | torch.Tensor  # (N, *input_shape) float32 batches, normalized, input noise applied
     labels: torch.Tensor  # (N,) int64: the given labels (noisy ones when a noise file is used)
     index: np.ndarray  # (N,) int64 sample index within the split
     is_noisy: np.ndarray | None  # (N,) bool truth from the noise file, if one was given
 
     def subset(self, rows: np.ndarray) -> "Samples":
         """The samples at ``rows`` (M,), indexed 0..M-1 afresh."""
-        picked = torch.as_tensor(rows)
-        return Samples(self.inputs[picked], self.labels[picked], np.arange(len(rows), dtype=np.int64),
+        return Samples(take(self.inputs, rows), self.labels[torch.as_tensor(rows)], np.arange(len(rows), dtype=np.int64),
                        None if self.is_noisy is None else self.is_noisy[rows])
 
 
@@ -72,14 +71,14 @@ def prepare(dataset: Dataset, info: ModelInfo, noise: str | Path | None = None) 
     if dataset.labels.numel() and int(dataset.labels.max()) >= len(info.classes):
         raise InputError(dataset.spec, f"labels go up to {int(dataset.labels.max())} but the model has "
                                        f"{len(info.classes)} classes")
-    inputs = normalize(dataset.inputs, info.input_transform["normalization"])
+    inputs = as_inputs(dataset.inputs).normalized(info.input_transform["normalization"])
     labels, is_noisy = dataset.labels, None
     if noise is not None:
         arrays, meta = read_noise(noise, dataset)
         labels, is_noisy = torch.as_tensor(arrays["labels"], dtype=torch.long), arrays["is_noisy"].astype(bool)
         if meta.get("options", {}).get("kind") == "input-gaussian":
             options = meta["options"]
-            inputs = gaussian_input_noise(inputs, is_noisy, float(options["sigma"]), int(options["seed"]))
+            inputs = inputs.with_input_noise(is_noisy, float(options["sigma"]), int(options["seed"]))
     return Samples(inputs, labels, np.arange(len(labels), dtype=np.int64), is_noisy)
 
 

@@ -30,17 +30,18 @@ NOISY_EPOCHS = 300  # the noisy and retrained models' epochs: long enough for an
 
 def demo(workdir: Path, *, data: str = "digits", arch: str | None = None, kind: str = "symmetric", rate: float = 0.4,
          epochs: int = NOISY_EPOCHS, seed: int = 0, noise: Path | None = None, options: RunOptions | None = None,
-         device: str = "auto", log=lambda _line: None, report: Path | None = None) -> dict:
+         augment: str = "none", device: str = "auto", log=lambda _line: None, report: Path | None = None) -> dict:
     """Run the comparison in ``workdir``; returns the demo JSON record.
 
     The ``denoise`` run's rounds get their test accuracy saved as ``evaluate-test.json``, and its report is
     written to ``report`` (default ``workdir/report.html``; the record's ``report`` is its path).
 
     noise: a noise file (``denoise inject-noise``) to use instead of injecting ``kind`` noise at ``rate``.
+    augment: the training augmentation of the noisy and retrained models and of every fine-tuning.
     The noisy and retrained models are reused when ``workdir`` already holds them, trained with the same
     options (their recorded wall time is reported again); the cleaning runs are always redone.
     """
-    options = options or RunOptions()
+    options = replace(options or RunOptions(), augment=augment)
     arch = arch or default_arch(data)
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("denoise", "finetune-only"):
@@ -58,7 +59,7 @@ def demo(workdir: Path, *, data: str = "digits", arch: str | None = None, kind: 
     record = workdir / "trained.json"  # wall time and fit of the trained models, so a re-run can reuse them
     trained = json.loads(record.read_text()) if record.is_file() else {}
     for name, out, model_seed in (("noisy", noisy, seed), ("retrain", retrained, seed + 1)):
-        result, seconds = timed(lambda: train(data, arch, out, Recipe(epochs=epochs, seed=model_seed), noise=noise,
+        result, seconds = timed(lambda: train(data, arch, out, Recipe(epochs=epochs, seed=model_seed, augment=augment), noise=noise,
                                               device=device, reuse=name in trained))
         if not result.get("skipped"):
             trained[name] = {"seconds": seconds, "train_accuracy": result["train_accuracy"]}

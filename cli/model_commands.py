@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from unlearn_core.augment import augmenter
 from unlearn_core.metrics import classification_metrics
 from unlearn_core.training import Recipe, logits_of
 
@@ -34,13 +35,16 @@ def train(data: str, arch: str, out: Path, recipe: Recipe, *, noise: Path | None
         recipe.check()
     options = {"data": data, "arch": arch, "arch_kwargs": arch_kwargs or {}, "epochs": recipe.epochs,
                "seed": recipe.seed, "lr": recipe.lr, "weight_decay": recipe.weight_decay,
-               "batch_size": recipe.batch_size, "normalize": normalize}
+               "batch_size": recipe.batch_size, "normalize": normalize, "augment": recipe.augment}
     if reuse and is_current(out, "checkpoint", options, {"noise": noise}):
         return skipped(out)
     dev = resolve_device(device)
     dataset = load_data(data, "train")
     info = ModelInfo.of_dataset(dataset, arch, arch_kwargs,
                                 normalization(normalize, dataset.inputs.shape[1], dataset.inputs))
+    info.augment = recipe.augment
+    with usage_errors():
+        augmenter(recipe.augment, tuple(info.input_shape))
     torch.manual_seed(recipe.seed)
     model = build_model(info, arch).to(dev)
     samples = prepare(dataset, info, noise)
@@ -74,7 +78,7 @@ ACCURACY_TOLERANCE = 0.01  # one point: how far `import --check-accuracy` lets e
 
 def import_weights(arch: str, weights: Path, out: Path, *, data: str | None = None, input_shape: list[int] | None = None,
                    num_classes: int | None = None, arch_kwargs: dict | None = None, noise: Path | None = None,
-                   normalize: str | None = None, check_accuracy: float | None = None,
+                   normalize: str | None = None, check_accuracy: float | None = None, augment: str = "none",
                    warn: Callable[[str], None] = lambda message: None) -> dict:
     """Bring a plain state dict (safetensors, or .pt/.pth read with ``torch.load(weights_only=True)``) in as a checkpoint.
 
@@ -82,6 +86,7 @@ def import_weights(arch: str, weights: Path, out: Path, *, data: str | None = No
     normalize: the ``--normalize`` choice (default ``data`` with ``data``, else ``none``); the input size is the
     data spec's (``?size=N``). check_accuracy: the test accuracy the owner's own evaluation gave; ``evaluate``
     on the written checkpoint is compared with it and ``warn`` is called when they differ by more than a point.
+    augment: the augmentation the weights were trained with (``finetune`` reuses it by default).
     """
     if noise is not None and data is None:
         raise UsageError("--noise needs --data")
@@ -114,9 +119,13 @@ def import_weights(arch: str, weights: Path, out: Path, *, data: str | None = No
             raise InputError(weights, "is not a plain state dict of tensors")
     else:
         tensors = read_tensors(weights)
+    with usage_errors():
+        augmenter(augment, tuple(info.input_shape))
+    info.augment = augment
     model = build_model(info, arch)
     load_weights(weights, model, tensors)
-    save_checkpoint(out, model, info, provenance("checkpoint", {"arch": arch, "imported": True, "normalize": normalize},
+    save_checkpoint(out, model, info, provenance("checkpoint", {"arch": arch, "imported": True, "normalize": normalize,
+                                                                "augment": augment},
                                                  {"weights": weights, "noise": noise}))
     result = {"out": str(out), "arch": arch, "tensors": len(tensors), "user_code": is_user_arch(arch)}
     if check_accuracy is not None:

@@ -61,7 +61,8 @@ def loader_workers(inputs, device: torch.device) -> int:
 def loaded(count: int, make: Callable[[int], object], device: torch.device, workers: int) -> Iterator:
     """``make(0)``, ..., ``make(count - 1)`` in that order, made by ``workers`` loader processes (0: this one)
     ahead of use, into pinned memory on CUDA. The order, and so every result, is the same for any ``workers``."""
-    loader = DataLoader(_Blocks(count, make), batch_size=None, num_workers=workers,
+    # a generator of its own: the loader's seed draw must not move the global one (dropout, augmentation)
+    loader = DataLoader(_Blocks(count, make), batch_size=None, num_workers=workers, generator=torch.Generator(),
                         pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
     for item in loader:
         if isinstance(item, _Failed):
@@ -80,6 +81,12 @@ def device_batches(inputs, batch_size: int, device: torch.device, workers: int |
     workers = loader_workers(inputs, device) if workers is None else workers
     for s, batch in zip(slices, loaded(len(slices), lambda i: inputs[slices[i]], device, workers)):
         yield s, batch.to(device, non_blocking=True)
+
+
+def take(inputs, rows):
+    """The samples of ``inputs`` at ``rows`` (an index array or tensor, or a bool mask) as the same kind of
+    thing: a tensor's rows, or a lazy view's sub-view (its ``take``), so nothing is read yet."""
+    return inputs.take(rows) if hasattr(inputs, "take") else inputs[torch.as_tensor(rows)]
 
 
 def check_precision(precision: str) -> None:

@@ -43,6 +43,7 @@ from .pruning import check_amount, prune_mask
 from .relabel import fine_tuning_set, suggestion
 from .selection import HOLDOUT_FRACTION, INPUT, check_holdout, choose, held_out_correct, holdout_mask
 from .sensitivity import layer_moments
+from .batches import take
 from .training import Recipe, fit
 
 
@@ -101,6 +102,7 @@ class RunOptions:
     seed: int = 0
     holdout: float = HOLDOUT_FRACTION  # of round 1's clean samples, never fine-tuned on, for the no-harm choice
     relabel: bool = False  # the last round fine-tunes on confidently relabeled flagged samples too
+    augment: str = "none"  # of every round's fine-tuning (unlearn_core.augment.AUGMENTATIONS)
 
     def check(self) -> None:
         """Raise OptionError for the first option out of range, before any round runs (a wrong ``features``
@@ -151,7 +153,8 @@ class RunOptions:
         where the model memorized its labels (``unlearn_core.regime``): shrinking is how it forgets them."""
         shrink = self.shrink if regime == MEMORIZED and (last or self.round_train == "all") else 1.0
         return Recipe(epochs=self.epochs if last else self.round_epochs, lr=self.lr, batch_size=self.batch_size,
-                      train=self.train if last else self.round_train, shrink=shrink, seed=self.seed + number)
+                      train=self.train if last else self.round_train, shrink=shrink, seed=self.seed + number,
+                      augment=self.augment)
 
 
 @dataclass(frozen=True)
@@ -349,7 +352,7 @@ class MemorySteps:
         rows, targets, _ = fine_tuning_set(self.labels.numpy(), partition.is_clean, held, *suggestions)
         keep = torch.as_tensor(rows)
         tuned = copy.deepcopy(model)
-        fit(tuned, self.inputs[keep], torch.as_tensor(targets)[keep], round.finetune, device=self.device)
+        fit(tuned, take(self.inputs, keep), torch.as_tensor(targets)[keep], round.finetune, device=self.device)
         return tuned
 
     def held_out_correct(self, model: nn.Module, held: np.ndarray) -> np.ndarray:

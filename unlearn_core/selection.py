@@ -51,6 +51,7 @@ from torch import nn
 
 from .errors import OptionError
 from .regime import MEMORIZED
+from .batches import take
 from .training import logits_of
 
 HOLDOUT_FRACTION = 0.1  # of the samples round 1 calls clean
@@ -85,7 +86,7 @@ def held_out_correct(model: nn.Module, inputs, labels: torch.Tensor, held: np.nd
     """(M,) bool: whether ``model`` classifies each of the M (N,) ``held`` samples of (N, ...) inputs as its given
     label of the (N,) ``labels``, in row order."""
     rows = torch.as_tensor(np.flatnonzero(held))
-    predicted = logits_of(model, inputs[rows], batch_size, device).argmax(1)
+    predicted = logits_of(model, take(inputs, rows), batch_size, device).argmax(1)
     return (predicted == labels[rows]).numpy()
 
 

@@ -20,6 +20,7 @@ from unlearn_core.detectors import disagreement_split
 from unlearn_core.regime import loss_clean_probability
 from unlearn_core.partition import CLEAN_THRESHOLD
 from unlearn_core.rounds import MemoryPartition, MemorySteps, Round
+from unlearn_core.batches import take
 from unlearn_core.training import Recipe, logits_of
 
 from ..errors import UsageError
@@ -100,6 +101,6 @@ def cross_validated_probs(info, inputs: torch.Tensor, labels: torch.Tensor, reci
     probs = np.zeros((n, len(info.classes)))
     for k in range(folds):
         held, kept = torch.as_tensor(np.flatnonzero(fold == k)), torch.as_tensor(np.flatnonzero(fold != k))
-        model = train_model(info, inputs[kept], labels[kept], replace(recipe, seed=seed + 10 + k), device)
-        probs[held.numpy()] = logits_of(model, inputs[held], EVAL_BATCH, device).softmax(1).numpy()
+        model = train_model(info, take(inputs, kept), labels[kept], replace(recipe, seed=seed + 10 + k), device)
+        probs[held.numpy()] = logits_of(model, take(inputs, held), EVAL_BATCH, device).softmax(1).numpy()
     return probs

@@ -41,6 +41,7 @@ from torch import nn
 from unlearn_core.metrics import classification_metrics, detection_metrics
 from unlearn_core.noise import NOISE_KINDS
 from unlearn_core.rounds import MemorySteps, RunOptions, run_rounds
+from unlearn_core.batches import take
 from unlearn_core.training import Recipe, logits_of
 
 from ..data import default_arch, load_data
@@ -192,7 +193,7 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
         add("none", "retrain", *timed(lambda: trained(samples.inputs, samples.labels, seed + 1)))
     clean_rows = torch.as_tensor(~samples.is_noisy)
     if not store.has(key, "none", "oracle"):
-        add("none", "oracle", *timed(lambda: trained(samples.inputs[clean_rows], samples.labels[clean_rows], seed + 2)))
+        add("none", "oracle", *timed(lambda: trained(take(samples.inputs, clean_rows), samples.labels[clean_rows], seed + 2)))
     for detector in left:
         probs, before = None, 0.0  # cleanlab-cv's K trainings, counted in both of its methods' time
         if detector == "cleanlab-cv":

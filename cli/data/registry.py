@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UsageError
-from .source import Inputs, readable, take
+from unlearn_core.batches import take
+
+from .source import READING, Inputs, readable
 
 SPLITS = ("train", "test")
 
@@ -173,12 +175,30 @@ def load_data(spec: str, split: str = "train") -> Dataset:
             if len(kept) == 0:
                 raise InputError(spec, f"no file of the {split} split can be read")
             inputs, labels, origin = take(inputs, kept), labels[torch.as_tensor(kept)], origin.take(kept)
-            origin.skipped = skipped
+            origin.skipped = READING.skipped[spec] = skipped
         inputs = inputs.decoded()
     dataset = Dataset(inputs, labels, [str(c) for c in classes], spec, split, transform, origin)
     if _read is not None:
         _read[spec, split] = dataset
     return dataset
+
+
+def read_index(spec: str, split: str = "train") -> Dataset:
+    """Split ``split`` of ``spec`` as its reader gives it, for ``denoise fix``, which maps rows of the user's own
+    file: whole (``?per_class=`` not applied: its rows are rows of the file all the same) and its files neither
+    checked nor decoded (``inputs`` as the reader returned them). Spec errors as ``load_data``'s."""
+    name, location, query = _parts(spec)
+    if name not in SPEC_KINDS:
+        raise UsageError(f"unknown data spec {spec!r} (kinds: {', '.join(SPEC_KINDS)}; e.g. digits, npz:FILE)")
+    kind = SPEC_KINDS[name]
+    path = Path(location) if kind.needs_path and location else None
+    if kind.needs_path and (path is None or not path.exists()):
+        raise InputError(location or spec, "no such file or directory")
+    options, _subset = _query(spec, kind, query)
+    inputs, labels, classes, transform, origin = kind.reader(path, split, **options)
+    labels = np.asarray(labels, dtype=np.int64)
+    origin = origin or Origin(np.arange(len(labels), dtype=np.int64))
+    return Dataset(inputs, torch.as_tensor(labels), [str(c) for c in classes], spec, split, transform, origin)
 
 
 def stratified_rows(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:

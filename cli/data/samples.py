@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unlearn_core.batches import take
 from unlearn_core.inputs import IDENTITY_STATS, IMAGENET_STATS, check_stats, normalization_stats
 
 from ..errors import InputError, UsageError, usage_errors
 from ..files.checkpoint import ModelInfo
 from .noise import read_noise
 from .registry import Dataset, load_data
-from .source import Inputs, as_inputs, take
+from .source import Inputs, as_inputs
 
 
 NORMALIZE_HELP = ("How the model expects its inputs normalized: data (mean/std of the train split), imagenet, none, "

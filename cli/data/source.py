@@ -14,7 +14,8 @@ streamed paths give the same batches bit for bit.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -170,11 +171,6 @@ def as_inputs(inputs) -> Inputs:
     return inputs if isinstance(inputs, Inputs) else Inputs.of(TensorSource(inputs))
 
 
-def take(inputs, rows):
-    """The samples of ``inputs`` (a tensor or an ``Inputs`` view) at ``rows``, as the same kind of thing."""
-    return inputs.take(rows) if isinstance(inputs, Inputs) else inputs[torch.as_tensor(rows)]
-
-
 def default_workers() -> int:
     """Loader processes for decoding: one fewer than the cores this process may use (at least 1, at most 8),
     so the main process keeps a core for the model."""
@@ -184,10 +180,12 @@ def default_workers() -> int:
 
 @dataclass
 class Reading:
-    """How data specs are read in this process: ``--workers`` and ``--skip-unreadable`` (``reading``)."""
+    """How data specs are read in this process: ``--workers`` and ``--skip-unreadable`` (``set_reading``),
+    and what ``--skip-unreadable`` dropped, by data spec (every output made from one records it)."""
 
     workers: int | None = None  # None: default_workers() for sources that decode
     skip_unreadable: bool = False
+    skipped: dict = field(default_factory=dict)  # data spec -> [{"path", "problem"}, ...] of the files dropped
 
 
 READING = Reading()
@@ -237,6 +235,9 @@ def readable(inputs: Inputs, names: Sequence[str]) -> tuple[np.ndarray, list[dic
         more = f"; {len(bad) - 1} more cannot be read either" if len(bad) > 1 else ""
         raise InputError(paths[bad[0]], f"{problems[bad[0]]}{more} (--skip-unreadable drops such files)")
     kept = np.asarray([k for k, problem in enumerate(problems) if problem is None], dtype=np.int64)
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable file(s), first {paths[bad[0]]}: {problems[bad[0]]}",
+              file=sys.stderr, flush=True)
     return kept, [{"path": names[k], "problem": problems[k]} for k in bad]
 
 

@@ -38,6 +38,7 @@ class ModelInfo:
     input_transform: dict
     arch_kwargs: dict = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # layer spec -> (U,) bool keep mask
+    augment: str = "none"  # the augmentation the model was trained with (finetune reuses it by default)
 
     @classmethod
     def of_dataset(cls, dataset, arch: str, arch_kwargs: dict | None = None,
@@ -59,7 +60,7 @@ class ModelInfo:
                  for spec, keep in self.masks.items()}
         return {"format": FORMAT, "arch": self.arch, "arch_kwargs": self.arch_kwargs,
                 "input_shape": list(self.input_shape), "classes": list(self.classes),
-                "input_transform": self.input_transform, "masks": masks}
+                "input_transform": self.input_transform, "masks": masks, "augment": self.augment}
 
     @classmethod
     def from_json(cls, record: dict) -> "ModelInfo":
@@ -70,7 +71,8 @@ class ModelInfo:
             keep[torch.as_tensor(entry["removed"], dtype=torch.long)] = False
             masks[spec] = keep
         return cls(arch=record["arch"], input_shape=list(record["input_shape"]), classes=list(record["classes"]),
-                   input_transform=record["input_transform"], arch_kwargs=record.get("arch_kwargs", {}), masks=masks)
+                   input_transform=record["input_transform"], arch_kwargs=record.get("arch_kwargs", {}), masks=masks,
+                   augment=record.get("augment", "none"))
 
 
 @dataclass

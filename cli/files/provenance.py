@@ -8,6 +8,7 @@ from pathlib import Path
 
 from unlearn_core import __version__
 
+from ..data.source import READING
 from ..errors import InputError
 from .checkpoint import read_metadata
 from .paths import file_sha256
@@ -16,10 +17,12 @@ from .stage_files import load_npz
 
 def provenance(kind: str, options: dict, inputs: dict[str, str | Path | None], results: dict | None = None) -> dict:
     """The ``meta`` record of an output: file kind, tool version, command, the options that shaped it,
-    the sha256 of each input file, and ``results`` derived while making it (not compared on re-runs)."""
+    the sha256 of each input file, and ``results`` derived while making it (not compared on re-runs), with
+    ``skipped_files`` where ``--skip-unreadable`` dropped files of the data spec it was made from."""
+    skipped = READING.skipped.get(options.get("data"))
     return {
         "kind": kind,
-        "results": results or {},
+        "results": {**(results or {}), **({"skipped_files": skipped} if skipped else {})},
         "tool": "denoise",
         "version": __version__,
         "command": sys.argv[1:2],

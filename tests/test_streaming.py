@@ -1,0 +1,191 @@
+"""Files read a batch at a time: results that do not depend on how they were read, augmentation recorded and
+reused, and unreadable files found before any work starts."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cli.data import load_data
+from cli.data.source import Inputs, TensorSource, as_inputs
+from cli.files.checkpoint import read_metadata
+from cli.files.stage_files import load_npz
+from unlearn_core.attribution import attribute_batches
+from unlearn_core.layers import default_layer
+
+from conftest import ROOT
+
+CIFAR10 = ROOT.parent / "shared" / "datasets" / "cifar10"
+SCORES = ("attribution", "loss", "confidence", "margin", "predicted", "input_high_pass", "label", "index")
+
+
+def _image(label: int, k: int, size: int = 20) -> Image.Image:
+    """A class-coloured image with a per-file pattern, so that classes separate and files differ."""
+    rng = np.random.default_rng(100 * label + k)
+    pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+    pixels[..., label % 3] += 150
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """imagefolder: 3 classes x 10 images (JPEG and PNG) of 20 x 20, and a model trained on it."""
+    root = tmp_path_factory.mktemp("images")
+    for label in range(3):
+        (root / f"c{label}").mkdir()
+        for k in range(10):
+            _image(label, k).save(root / f"c{label}" / f"{k:02d}.{'png' if k % 3 == 0 else 'jpg'}")
+    return root
+
+
+def _trained(denoise, tmp_path, data, *extra):
+    model = tmp_path / "model.safetensors"
+    result = denoise("train", "--data", data, "--arch", "cnn", "--epochs", 2, "--batch-size", 8, "--out", model,
+                     "--json", *extra)
+    assert result.code == 0, result.err
+    return model
+
+
+def _scores(denoise, model, data, out, *extra):
+    result = denoise("attribute", "--model", model, "--data", data, "--out", out, "--json", *extra)
+    assert result.code == 0, result.err
+    return load_npz(out, "scores")[0]
+
+
+def test_score_files_do_not_depend_on_workers_batch_size_or_the_cache(denoise, folder, tmp_path, monkeypatch):
+    data = f"imagefolder:{folder}?size=16"
+    model = _trained(denoise, tmp_path, data)
+    cached = _scores(denoise, model, data, tmp_path / "cached.npz", "--workers", 0)
+    monkeypatch.setattr("cli.data.source.cache_budget_bytes", lambda: 1000)
+    assert not isinstance(load_data(data).inputs.source, TensorSource), "the small budget should stream"
+    for workers in (0, 2):
+        streamed = _scores(denoise, model, data, tmp_path / f"w{workers}.npz", "--workers", workers)
+        for name in SCORES:
+            assert np.array_equal(streamed[name], cached[name]), (name, workers)
+    # another batch size: the same samples, in order; values up to the convolution kernels' float reordering
+    other = _scores(denoise, model, data, tmp_path / "b7.npz", "--workers", 2, "--batch-size", 7)
+    for name in SCORES:
+        assert np.allclose(other[name], cached[name], rtol=1e-5, atol=1e-6), name
+    assert np.array_equal(other["predicted"], cached["predicted"]) and np.array_equal(other["index"], cached["index"])
+
+
+def test_in_memory_arrays_and_their_lazy_view_give_the_same_scores(denoise, tmp_path):
+    model = tmp_path / "model.safetensors"
+    assert denoise("train", "--data", "digits", "--arch", "mlp", "--epochs", 2, "--out", model).code == 0
+    from cli.data.samples import load_samples
+    from cli.files.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(model)
+    samples = load_samples("digits", "train", checkpoint.info)
+    tensor = samples.inputs[:]
+    layer = default_layer(checkpoint.model, tensor)
+    whole = list(attribute_batches(checkpoint.model, tensor, samples.labels, layer))
+    lazy = list(attribute_batches(checkpoint.model, as_inputs(tensor), samples.labels, layer))
+    for (s, a), (t, b) in zip(whole, lazy):
+        assert s == t and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"CIFAR-10 JPEG folder not found at {CIFAR10} (../shared/datasets)")
+def test_cifar10_folder_cached_and_streamed_give_the_same_score_file(denoise, tmp_path, monkeypatch):
+    data = f"imagefolder:{CIFAR10}?per_class=15"
+    model = _trained(denoise, tmp_path, data)
+    cached = _scores(denoise, model, data, tmp_path / "cached.npz")
+    monkeypatch.setattr("cli.data.source.cache_budget_bytes", lambda: 1000)
+    streamed = _scores(denoise, model, data, tmp_path / "streamed.npz", "--workers", 2)
+    for name in SCORES:
+        assert np.array_equal(streamed[name], cached[name]), name
+
+
+def test_a_lazy_view_reads_like_the_tensor_it_views():
+    tensor = torch.arange(2 * 5 * 3, dtype=torch.uint8).reshape(10, 3)
+    view = Inputs.of(TensorSource(tensor)).normalized({"mean": [0.5], "std": [2.0]})
+    expected = (tensor.float() / 255 - 0.5) / 2.0
+    rows = np.array([7, 2, 2])
+    assert torch.equal(view[rows], expected[rows]) and torch.equal(view[3], expected[3])
+    assert torch.equal(view.take(rows)[1:], expected[rows][1:])
+    assert torch.equal(view[torch.arange(10) % 3 == 0], expected[::3]) and view.shape == (10, 3)
+
+
+def test_augmentation_is_recorded_reused_and_the_same_with_any_workers(denoise, folder, tmp_path):
+    data = f"imagefolder:{folder}?size=16"
+    models = {}
+    for workers in (0, 2):
+        out = tmp_path / f"flip{workers}.safetensors"
+        result = denoise("train", "--data", data, "--arch", "cnn", "--epochs", 2, "--batch-size", 8, "--augment",
+                         "flip-crop", "--workers", workers, "--out", out)
+        assert result.code == 0, result.err
+        models[workers] = out
+    assert read_metadata(models[0])["augment"] == "flip-crop"
+    from safetensors.torch import load_file
+
+    zero, two = load_file(models[0]), load_file(models[2])
+    assert all(torch.equal(zero[k], two[k]) for k in zero), "augmentation must not depend on the loader workers"
+    plain = _trained(denoise, tmp_path, data)
+    assert not all(torch.equal(zero[k], v) for k, v in load_file(plain).items()), "flip-crop changed nothing"
+
+    # finetune reuses the recorded recipe unless told otherwise
+    scores = _scores(denoise, models[0], data, tmp_path / "scores.npz")
+    assert len(scores["label"]) == 30
+    assert denoise("partition", "--scores", tmp_path / "scores.npz", "--out", tmp_path / "p.npz").code == 0
+    for given, expected in ((None, "flip-crop"), ("none", "none")):
+        out = tmp_path / f"tuned-{given}.safetensors"
+        extra = () if given is None else ("--augment", given)
+        result = denoise("finetune", "--model", models[0], "--data", data, "--partition", tmp_path / "p.npz",
+                         "--epochs", 1, "--out", out, *extra)
+        assert result.code == 0, result.err
+        meta = read_metadata(out)
+        assert meta["provenance"]["options"]["augment"] == expected and meta["augment"] == "flip-crop"
+
+
+def test_augmentation_of_inputs_that_are_not_images_is_refused(denoise, tmp_path):
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x=np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32), y=np.arange(40) % 2)
+    result = denoise("train", "--data", f"npz:{flat}", "--arch", "mlp", "--epochs", 1, "--augment", "flip-crop",
+                     "--out", tmp_path / "m.safetensors")
+    assert result.code == 1 and "--augment" in result.err and not (tmp_path / "m.safetensors").exists()
+
+
+def _truncate(file, keep: float = 0.5):
+    data = file.read_bytes()
+    file.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_truncated_jpeg_is_named_before_training_starts(denoise, folder, tmp_path, monkeypatch):
+    import shutil
+
+    broken = tmp_path / "images"
+    shutil.copytree(folder, broken)
+    _truncate(broken / "c1" / "04.jpg")
+
+    def decode(*_args, **_kwargs):
+        raise AssertionError("an image was decoded for training before every file was checked")
+
+    monkeypatch.setattr("cli.data.source.cache_budget_bytes", lambda: 1000)  # streamed: decoded as training reads
+    monkeypatch.setattr("cli.data.images.decode_image", decode)
+    out = tmp_path / "model.safetensors"
+    result = denoise("train", "--data", f"imagefolder:{broken}", "--arch", "cnn", "--epochs", 1, "--out", out)
+    lines = result.err.strip().splitlines()
+    assert result.code == 2 and len(lines) == 1 and "c1/04.jpg" in lines[0], result.err
+    assert not out.exists() and list(tmp_path.glob("model*")) == []
+
+
+def test_skip_unreadable_records_what_it_skipped(denoise, folder, tmp_path):
+    import shutil
+
+    broken = tmp_path / "images"
+    shutil.copytree(folder, broken)
+    _truncate(broken / "c2" / "05.jpg")
+    (broken / "c0" / "01.jpg").write_bytes(b"not an image at all")
+    data = f"imagefolder:{broken}?size=16"
+    model = _trained(denoise, tmp_path, data, "--skip-unreadable")
+    skipped = read_metadata(model)["provenance"]["results"]["skipped_files"]
+    assert sorted(entry["path"] for entry in skipped) == ["c0/01.jpg", "c2/05.jpg"]
+    assert all(entry["problem"] for entry in skipped)
+    result = denoise("attribute", "--model", model, "--data", data, "--out", tmp_path / "s.npz", "--json",
+                     "--skip-unreadable")
+    assert result.code == 0 and result.json["samples"] == 28, result.err
+    meta = load_npz(tmp_path / "s.npz", "scores")[1]
+    assert json.dumps(meta["results"]["skipped_files"]) == json.dumps(skipped)
+    assert "skipped 2 unreadable" in result.err

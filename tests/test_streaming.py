@@ -189,3 +189,36 @@ def test_skip_unreadable_records_what_it_skipped(denoise, folder, tmp_path):
     meta = load_npz(tmp_path / "s.npz", "scores")[1]
     assert json.dumps(meta["results"]["skipped_files"]) == json.dumps(skipped)
     assert "skipped 2 unreadable" in result.err
+
+
+def _shards(folder, out, per_shard: int = 7):
+    """The folder's images written as WebDataset shards (``KEY.jpg|png`` + ``KEY.cls`` class names)."""
+    import webdataset
+
+    out.mkdir()
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    with webdataset.ShardWriter(str(out / "train-%06d.tar"), maxcount=per_shard, verbose=0) as sink:
+        for k, file in enumerate(files):
+            sink.write({"__key__": f"{k:05d}", file.suffix[1:]: file.read_bytes(), "cls": file.parent.name})
+    return len(list(out.glob("*.tar")))
+
+
+def test_wds_shards_give_the_data_of_the_folder_they_were_written_from(folder, tmp_path):
+    count = _shards(folder, tmp_path / "shards")
+    pattern = f"wds:{tmp_path}/shards/train-{{000000..{count - 1:06d}}}.tar?size=16"
+    shards, images = load_data(pattern), load_data(f"imagefolder:{folder}?size=16")
+    assert count > 1 and shards.classes == images.classes and torch.equal(shards.labels, images.labels)
+    assert torch.equal(shards.inputs[:], images.inputs[:])
+    assert shards.origin.paths[0].endswith("train-000000.tar/00000.png")
+
+
+def test_wds_names_a_missing_shard_and_a_sample_without_label(folder, tmp_path):
+    import tarfile
+
+    count = _shards(folder, tmp_path / "shards")
+    with tarfile.open(tmp_path / "bad.tar", "w") as archive:
+        archive.add(folder / "c0" / "00.png", arcname="x.png")
+    with pytest.raises(Exception, match=r"bad.tar#x: needs an image"):
+        load_data(f"wds:{tmp_path}/bad.tar")
+    with pytest.raises(Exception, match=f"train-{count:06d}.tar: no such shard file"):
+        load_data(f"wds:{tmp_path}/shards/train-{{000000..{count:06d}}}.tar")

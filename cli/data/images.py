@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import math
 import os
 import pickle
@@ -132,23 +133,27 @@ _JPEG_SCALES = (2, 4, 8)  # the reduced sizes a JPEG decoder can decode at direc
 _TAIL = 65_536  # bytes at a file's end that must hold its end marker (JPEG EOI, PNG IEND)
 
 
-def _header(file: str) -> str | None:  # FileSource.check of image files
-    """Why ``file`` cannot be decoded, from what is cheap to read (None: it looks whole): its header (the
-    format and size Pillow reads without decoding) and its end (a JPEG's end-of-image marker, a PNG's IEND
-    chunk; a file cut short lacks it). A file whose end looks wrong is decoded in full to be sure."""
+def image_problem(file: str, data: bytes | None = None) -> str | None:  # FileSource.check of image files
+    """Why the image ``file`` (or its bytes ``data``, read from an archive) cannot be decoded, from what is
+    cheap to read (None: it looks whole): its header (the format and size Pillow reads without decoding)
+    and its end (a JPEG's end-of-image marker, a PNG's IEND chunk; a file cut short lacks it). A file whose
+    end looks wrong is decoded in full to be sure."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # our bound is DENOISE_MAX_PIXELS, checked when decoding
     try:
-        with Image.open(file) as image:
+        with Image.open(file if data is None else io.BytesIO(data)) as image:
             kind = image.format
             _scale_within_bound(Path(file), *image.size, kind == "JPEG")
-        with open(file, "rb") as handle:
-            handle.seek(max(0, os.path.getsize(file) - _TAIL))
-            tail = handle.read()
+        if data is None:
+            with open(file, "rb") as handle:
+                handle.seek(max(0, os.path.getsize(file) - _TAIL))
+                tail = handle.read()
+        else:
+            tail = data[-_TAIL:]
         if (kind == "JPEG" and b"\xff\xd9" in tail) or (kind == "PNG" and b"IEND" in tail[-16:]):
             return None
-        _decode_bounded(Path(file))
+        _decode_bounded(Path(file), data=data)
         return None
     except InputError as exc:
         return exc.problem
@@ -156,8 +161,8 @@ def _header(file: str) -> str | None:  # FileSource.check of image files
         return f"is not a readable image ({type(exc).__name__})"
 
 
-def _decode_bounded(file: Path, size: int | None = None) -> torch.Tensor:
-    """(3, H, W) uint8 RGB of an image file, its size read from the header first: at most DENOISE_MAX_PIXELS
+def _decode_bounded(file: Path, size: int | None = None, data: bytes | None = None) -> torch.Tensor:
+    """(3, H, W) uint8 RGB of an image file (or of its bytes ``data``), its size read from the header first: at most DENOISE_MAX_PIXELS
     are decoded. A JPEG is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) where that still leaves both
     sides at least ``size`` (faster, and what a resize to ``size`` would average away), or where its full
     size is over the bound; any other image over the bound is refused (a few kilobytes of PNG can claim
@@ -166,7 +171,7 @@ def _decode_bounded(file: Path, size: int | None = None) -> torch.Tensor:
 
     Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb guard would refuse before naming our bound; ours is below
     try:
-        with Image.open(file) as image:  # reads the header only
+        with Image.open(file if data is None else io.BytesIO(data)) as image:  # reads the header only
             (width, height), jpeg = image.size, image.format == "JPEG"
             fits = _scale_within_bound(file, width, height, jpeg)
             if jpeg:
@@ -190,12 +195,12 @@ def _scale_within_bound(file: Path, width: int, height: int, jpeg: bool) -> int:
     return fits
 
 
-def decode_image(file: str, size: int) -> torch.Tensor:
-    """(3, size, size) uint8 RGB of an image file: decoded (``_decode_bounded``), then resized (bilinear,
-    antialiased, as torchvision's ``Resize``) unless it is that size already."""
+def decode_image(file: str, size: int, data: bytes | None = None) -> torch.Tensor:
+    """(3, size, size) uint8 RGB of an image file (or of its bytes ``data``): decoded (``_decode_bounded``),
+    then resized (bilinear, antialiased, as torchvision's ``Resize``) unless it is that size already."""
     from torchvision.transforms.v2 import functional
 
-    image = _decode_bounded(Path(file), size)
+    image = _decode_bounded(Path(file), size, data)
     if tuple(image.shape[1:]) == (size, size):
         return image
     return functional.resize(image, [size, size], antialias=True)
@@ -205,7 +210,7 @@ def image_inputs(root: Path, files: list[str], size: int) -> Inputs:
     """The images ``files`` (relative to ``root``) as a lazy view of (3, size, size) uint8 pixels (checked,
     then cached or streamed, by ``load_data``)."""
     return Inputs.of(FileSource([str(root / f) for f in files], functools.partial(decode_image, size=size),
-                                (3, size, size), check=_header))
+                                (3, size, size), check=image_problem))
 
 
 @data_spec("imagefolder:DIR", arch="cnn", options=SIZE_OPTION)

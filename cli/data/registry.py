@@ -86,6 +86,7 @@ class SpecKind:
     usage: str  # how the spec is written, e.g. "fsdd:DIR"
     arch: str  # the architecture benchmarks and the demo use by default
     options: dict[str, tuple[str, ...] | WholeNumber] = field(default_factory=dict)  # query option -> allowed values
+    pattern: bool = False  # the path is a pattern of files (brace ranges), not one file or folder
 
     @property
     def needs_path(self) -> bool:
@@ -96,11 +97,12 @@ class SpecKind:
 SPEC_KINDS: dict[str, SpecKind] = {}
 
 
-def data_spec(usage: str, *, arch: str, options: dict[str, tuple[str, ...] | WholeNumber] | None = None) -> Callable:
+def data_spec(usage: str, *, arch: str, options: dict[str, tuple[str, ...] | WholeNumber] | None = None,
+              pattern: bool = False) -> Callable:
     """Register the decorated reader for the kind that ``usage`` (e.g. ``"fsdd:DIR"``) names."""
     def register(reader: Callable) -> Callable:
         name = usage.partition(":")[0]
-        SPEC_KINDS[name] = SpecKind(name, reader, usage, arch, options or {})
+        SPEC_KINDS[name] = SpecKind(name, reader, usage, arch, options or {}, pattern)
         return reader
     return register
 
@@ -155,7 +157,7 @@ def load_data(spec: str, split: str = "train") -> Dataset:
         if not location:
             raise UsageError(f"data spec {spec!r} needs a path after '{name}:'")
         path = Path(location)
-        if not path.exists():
+        if not kind.pattern and not path.exists():  # a pattern's reader names its first missing file
             raise InputError(path, "no such file or directory")
     options, subset = _query(spec, kind, query)
     inputs, labels, classes, transform, origin = kind.reader(path, split, **options)

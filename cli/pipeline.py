@@ -42,6 +42,9 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
         log: Callable[[str], None] = lambda _line: None, warn: Callable[[str], None] | None = None) -> dict:
     """Run the rounds of ``options`` from the noisy checkpoint ``model``; returns per-round stage summaries,
     the final model's path and the wall seconds, and writes the same record to ``workdir/run.json``.
+    ``plan`` holds what each round did (``unlearn_core.rounds.Round`` as a dict: the features its partition was
+    asked for, whether it pruned, its fine-tuning recipe); a stage whose output was current keeps the timing
+    and summary of the run that made it (``cli.stage_timing``).
 
     ``options.prune_ratio`` None skips sensitivity and pruning (fine-tuning only). ``model`` in the result is
     the chosen checkpoint: the input itself when no round's model passed the no-harm check (``chosen``
@@ -73,6 +76,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
         _say_no_harm(outcome.no_harm, outcome.chosen, log, warn or log)
     result = {"model": str(outcome.model), "chosen": outcome.chosen, "no_harm": outcome.no_harm,
               "validation": validation, "rounds": list(steps.summaries.values()),
+              "plan": [asdict(round) for round in steps.plan.values()],
               "seconds": time.perf_counter() - started, "options": asdict(options),
               "options_used": asdict(outcome.options)}
     record = json.dumps(result, indent=2)

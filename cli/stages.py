@@ -40,6 +40,7 @@ from .files.stage_files import SCHEMAS, check_same_samples, load_npz, save_npz
 from .files.streaming import NpzStream
 from .fit import finish, fit
 from .output import progress
+from .stage_timing import earlier_stages, stage_record
 
 SCORE_DTYPES = {"float32": np.float32, "float16": np.float16}
 SCHEMAS["holdout"] = {"is_held": (1, "b"), "index": (1, "iu")}  # samples no round fine-tunes on
@@ -335,6 +336,8 @@ class FileSteps:
         self.workdir, self.data, self.options = workdir, data, options
         self.noise, self.truth, self.device, self.arch, self.log = noise, truth, device, arch, log
         self.summaries: dict[int, dict] = {}
+        self.plan: dict[int, Round] = {}  # what each round did (its last stage's Round: round 1's after the choice)
+        self._earlier = earlier_stages(workdir / "run.json")  # what a skipped stage keeps (cli.stage_timing)
         self._clock = time.perf_counter()  # when the last stage ended: stages run one after another
 
     def _folder(self, round: Round) -> Path:
@@ -344,9 +347,11 @@ class FileSteps:
 
     def _record(self, round: Round, stage: str, summary: dict) -> None:
         now = time.perf_counter()
-        summary = {**summary, "wall_seconds": now - self._clock}  # the stage's wall time, its loading included
+        # the stage's wall time, its loading included; a skipped one keeps the time of the run that made its output
+        summary = stage_record(summary, now - self._clock, self._earlier.get((round.number, stage)))
         self._clock = now
         self.summaries.setdefault(round.number, {"round": round.number})[stage] = summary
+        self.plan[round.number] = round
         self.log(f"round {round.number}: {stage} {'up to date' if summary.get('skipped') else 'done'}")
 
     def attribute(self, model: Path, round: Round) -> Path:

@@ -2,6 +2,7 @@
 
 import base64
 import csv
+import html as html_text
 import io
 import json
 import re
@@ -123,6 +124,97 @@ def read_csv(text):
 def test_demo_writes_its_report(demo_run):
     check_page((demo_run / "report.html").read_text(), speech=False)
     assert all((demo_run / "denoise" / f"round{r}" / "evaluate-test.json").is_file() for r in (1, 2, 3, 4))
+
+
+def page_text(html: str, anchor: str) -> str:
+    """The text of one section of the page: each run of tags between two texts (a cell, a card) made one " | "."""
+    section = re.search(rf'<section id="{anchor}">(.*?)</section>', html, re.S)[1]
+    return re.sub(r"\s*(<[^>]+>\s*)+", " | ", html_text.unescape(section)).strip()
+
+
+@pytest.mark.slow
+def test_the_summary_names_the_input_models_regime_and_what_each_round_decided(demo_run):
+    """The demo's input model memorized its labels (round 1), its later rounds' models generalize: the summary
+    names round 1's regime, and a table says what each round found and did, and which model was handed back."""
+    work = demo_run / "denoise"
+    run = json.loads((work / "run.json").read_text())
+    regimes = [load_npz(work / f"round{r}" / "partition.npz", "partition")[1]["results"]["regime"]
+               for r in (1, 2, 3, 4)]
+    assert regimes[0] == "memorized" and regimes[-1] == "generalizing", "the case this test is for"
+    summary = page_text((demo_run / "report.html").read_text(), "summary")
+    assert "| memorized (fits 100.0%) | input model's regime (round 1) |" in summary
+    assert "generalizing (fits" not in summary.split("input model's regime")[0], "the headline shows a later round's"
+    header = "| round | scored model | regime | detector | features | flagged | pruned | fine-tuning | wall seconds |"
+    assert header in summary
+    rows = summary[summary.index(header) + len(header) - 1:]  # from the header's last "|"
+    for r, plan in zip((1, 2, 3, 4), run["plan"]):
+        scored = "input model" if r == 1 else f"round {r - 1}'s model"
+        pruned = f"yes ({run['rounds'][3]['prune']['removed']} units)" if plan["prune"] else "no"
+        recipe = f"all layers, {plan['finetune']['epochs']} epochs, shrink {plan['finetune']['shrink']:g}"
+        assert f"| {r} | {scored} | {regimes[r - 1]} (fits" in rows
+        assert f"| {pruned} | {recipe} |" in rows
+    assert [p["prune"] for p in run["plan"]] == [False, False, False, True] and run["chosen"] == "round4"
+    held = run["no_harm"]["held_out"]
+    assert f"Handed back: round4's model, which passed the no-harm check on {held} held-out samples" in rows
+
+
+@pytest.mark.slow
+def test_a_re_run_that_reuses_every_stage_keeps_the_timings_of_the_run_that_made_them(denoise, demo_run, tmp_path):
+    """A copy of the demo's run (mtimes kept), run again as the demo ran it: every stage is current, and run.json
+    keeps each stage's summary and wall time from the first run, marked reused; the report says so."""
+    from cli.stage_timing import MADE
+
+    work = tmp_path / "denoise"
+    shutil.copytree(demo_run / "denoise", work)
+    first = json.loads((work / "run.json").read_text())
+    again = _ok(denoise("run", "--model", demo_run / "noisy.safetensors", "--data", "digits", "--noise",
+                        demo_run / "noise.npz", "--truth", demo_run / "noise.npz", "--workdir", work, "--device", "cpu",
+                        "--json")).json
+    assert json.loads((work / "run.json").read_text())["rounds"] == again["rounds"]
+    assert len(again["rounds"]) == len(first["rounds"]) == 4 and again["plan"] == first["plan"]
+    for before, after in zip(first["rounds"], again["rounds"]):
+        assert before.keys() == after.keys()
+        for stage in set(before) - {"round"}:
+            made, kept = before[stage], after[stage]
+            assert not made.get("skipped") and kept["skipped"] and kept["reused"] and kept["check_seconds"] >= 0, stage
+            assert kept["wall_seconds"] == made["wall_seconds"] > 0 and kept["wall_seconds_of"] == MADE, stage
+            same = set(made) - {"out"}  # the copy's path
+            assert {k: kept[k] for k in same} == {k: made[k] for k in same}, "the first run's summary is kept"
+    assert again["rounds"][0]["partition"]["regime"] == "memorized"  # a skipped partition's summary has its record
+    out = tmp_path / "again.html"
+    _ok(denoise("report", "--workdir", work, "--out", out))
+    summary = page_text(out.read_text(), "summary")
+    stages = sum(len(entry) - 1 for entry in first["rounds"])
+    assert f"in its stages, {stages} of {stages} reused (this re-run:" in summary and "(reused) |" in summary
+
+
+def test_a_skipped_stage_keeps_an_earlier_timing_only_of_the_file_it_reuses(tmp_path):
+    """``stage_record``: an earlier record whose file was since remade (another mtime) is not this file's; a
+    record of an older denoise (no out_stamp) is, when the file is no newer than its run.json."""
+    import os
+
+    from cli.stage_timing import CHECKED, MADE, earlier_stages, out_stamp, stage_record
+
+    out, record = tmp_path / "partition.npz", tmp_path / "run.json"
+    out.write_bytes(b"made")
+    made = stage_record({"out": str(out), "flagged_noisy": 7}, 2.5, None)
+    assert made["wall_seconds"] == 2.5 and made["out_stamp"] == out_stamp(out) and "reused" not in made
+    kept = stage_record({"out": str(out), "skipped": True}, 0.01, made)
+    assert (kept["wall_seconds"], kept["wall_seconds_of"], kept["check_seconds"], kept["flagged_noisy"]) == \
+        (2.5, MADE, 0.01, 7) and kept["skipped"] and kept["reused"]
+    assert stage_record({"out": str(out), "skipped": True}, 0.02, kept)["wall_seconds"] == 2.5  # a third run
+    os.utime(out, ns=(made["out_stamp"]["mtime_ns"] + 10**9,) * 2)  # remade since the earlier record
+    other = stage_record({"out": str(out), "skipped": True}, 0.01, made)
+    assert (other["wall_seconds"], other["wall_seconds_of"]) == (0.01, CHECKED) and "flagged_noisy" not in other
+    older = {"out": str(out), "flagged_noisy": 7, "wall_seconds": 2.5}  # an older denoise's run.json
+    record.write_text(json.dumps({"rounds": [{"round": 1, "partition": older}]}))
+    os.utime(out, ns=(record.stat().st_mtime_ns - 10**9,) * 2)
+    assert stage_record({"out": str(out), "skipped": True}, 0.01,
+                        earlier_stages(record)[(1, "partition")])["wall_seconds_of"] == MADE
+    os.utime(out, ns=(record.stat().st_mtime_ns + 10**9,) * 2)  # remade after that run.json was written
+    assert stage_record({"out": str(out), "skipped": True}, 0.01,
+                        earlier_stages(record)[(1, "partition")])["wall_seconds_of"] == CHECKED
+    assert earlier_stages(tmp_path / "missing.json") == {}
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import numpy as np
 from unlearn_core.metrics import detection_curves, detection_metrics
 from unlearn_core.partition import CLEAN_THRESHOLD
 from unlearn_core.regime import INPUT_DETECTOR
+from unlearn_core.selection import HOLDOUT, INPUT
 from unlearn_core.suspects import borderline_rows, separating_score, swap_counts
 
 from ..data import load_data, read_once
@@ -23,8 +24,9 @@ from ..errors import InputError
 from ..files.checkpoint import read_metadata
 from ..files.paths import atomic_write
 from ..files.stage_files import load_npz
+from ..stage_timing import CHECKED
 from . import figures, page
-from .run_files import RunFiles, from_workdir
+from .run_files import RoundFiles, RunFiles, from_workdir
 from .suspects import Suspects, load_suspects
 
 SECTIONS = ("summary", "class-swaps", "mixture", "gallery-flagged", "gallery-borderline", "sensitivity", "rounds",
@@ -47,26 +49,44 @@ class Report:
 
     def summary(self) -> str:
         s, results = self.suspects, self.partition_meta.get("results", {})
-        flagged = s.flagged
+        flagged, run = s.flagged, self.files.run
+        first = load_npz(self.files.rounds[0].partition, "partition")[1].get("results", {})
+        # round 1 scores the input model (a run's regime, which set its rounds); files given one by one, the scores'
+        regime = "input model's regime (round 1)" if run is not None else "regime of the scores' model"
         headline = [("samples", f"{len(flagged):,}"), ("flagged", f"{flagged.sum():,} ({flagged.mean():.1%})"),
-                    ("rounds", str(len(self.files.rounds))), ("detector", str(results.get("detector", "?"))),
-                    ("regime", f"{results.get('regime', '?')} (fits {results.get('fit', float('nan')):.1%})")]
-        run = self.files.run
+                    ("rounds", str(len(self.files.rounds))), (regime, _regime(first)),
+                    ("detector (last round)", str(results.get("detector", "?")))]
         if run is not None:
-            headline += [("run wall time", f"{run.get('seconds', float('nan')):.1f} s"),
-                         ("model handed back", str(run.get("chosen")))]
+            headline += [("run wall time", _run_time(run)), ("model handed back", str(run.get("chosen")))]
         per_class = [[s.classes[c], int((s.given == c).sum()), int(flagged[s.given == c].sum()),
                       float(flagged[s.given == c].mean())] for c in np.unique(s.given)]
-        rounds = []
-        for round in self.files.rounds:
-            meta = load_npz(round.partition, "partition")
-            stages = [v for v in round.summary.values() if isinstance(v, dict) and "wall_seconds" in v]
-            wall = f"{sum(v['wall_seconds'] for v in stages):.2f}" if stages else "not recorded"
-            rounds.append([round.number, wall, int((~meta[0]["is_clean"]).sum()),
-                           meta[1].get("results", {}).get("detector", "?")])
+        rounds = [self._round_row(round) for round in self.files.rounds]
+        decided = [page.note("What each round decided: the model it scored (round 1 the input model, each later "
+                             "round the model the round before fine-tuned) and the regime it found it in, its "
+                             "detector and features, the samples it flagged, whether it pruned, and how it "
+                             "fine-tuned the input model on the rest."),
+                   page.table(["round", "scored model", "regime", "detector", "features", "flagged", "pruned",
+                               "fine-tuning", "wall seconds"], rounds)]
+        if run is not None:
+            decided.append(page.note(_handed_back(run)))
         return page.section("summary", "Summary", page.cards(headline),
-                            page.table(["given class", "samples", "flagged", "share"], per_class),
-                            page.table(["round", "wall seconds", "flagged", "detector"], rounds))
+                            page.table(["given class", "samples", "flagged", "share"], per_class), *decided)
+
+    def _round_row(self, round: RoundFiles) -> list:
+        """One round's row of the summary's table: its partition's record, run.json's summary of its stages, and
+        its fine-tuned model's recipe (the model's provenance)."""
+        arrays, meta = load_npz(round.partition, "partition")
+        results, count = meta.get("results", {}), int((~arrays["is_clean"]).sum())
+        scored = "input model" if round.number == 1 else f"round {round.number - 1}'s model"
+        if self.files.run is None:  # files given one by one: the partition alone
+            scored, pruned = "the scores' model", "n/a"
+        else:
+            prune = round.summary.get("prune")
+            removed = prune.get("removed") if isinstance(prune, dict) else None
+            pruned = "no" if prune is None else "yes" if removed is None else f"yes ({removed} units)"
+        return [round.number, scored, _regime(results), str(results.get("detector", "?")),
+                str(results.get("features") or "-"), f"{count:,} ({count / max(len(arrays['is_clean']), 1):.1%})",
+                pruned, _recipe(round.clean), _wall(round.summary)]
 
     def class_swaps(self) -> str:
         s = self.suspects
@@ -106,19 +126,30 @@ class Report:
         if self.inputs is None:
             return page.section(anchor, title, page.note("No samples to show: give --data."))
         s = self.suspects
+        score = getattr(s, "label_score", None)
         items = [(figures.thumbnail(self.inputs[int(r)].numpy(), self.speech),
                   f"#{s.index[r]}: given {s.classes[s.given[r]]}, suggested {s.classes[s.suggested[r]]}, "
-                  f"clean p {s.clean_prob[r]:.3f}") for r in rows]
+                  f"clean p {s.clean_prob[r]:.3f}" + (f", label score {score[r]:.3f}" if score is not None else ""))
+                 for r in rows]
         return page.section(anchor, title, page.note(what), page.gallery(items))
 
     def galleries(self) -> list[str]:
         s = self.suspects
         shown = "spectrograms (log-mel, low frequencies at the bottom)" if self.speech else "inputs"
+        # the clean probability saturates (most samples at 0 or 1), the label score ranks: where the suspects have
+        # one (cli.report.suspects), the borderline samples are those it puts nearest the flagging boundary
+        score = getattr(s, "label_score", None)
+        if score is not None:
+            boundary = float(s.flagged.mean())  # every flagged sample scores below it, every clean one above
+            borderline = np.argsort(np.abs(np.asarray(score) - boundary), kind="stable")[:GALLERY]
+            what = (f"The {GALLERY} samples whose label score is nearest the flagging boundary ({boundary:.3f}, the "
+                    f"share flagged): the least confidently flagged and the least confidently clean.")
+        else:
+            borderline = borderline_rows(s.clean_prob, GALLERY)
+            what = f"The {GALLERY} samples whose clean probability is nearest the threshold {CLEAN_THRESHOLD}."
         return [self._gallery("gallery-flagged", "Most confidently flagged samples", s.rows()[:GALLERY],
                               f"The {GALLERY} flagged samples with the lowest clean probability, as {shown}."),
-                self._gallery("gallery-borderline", "Borderline samples", borderline_rows(s.clean_prob, GALLERY),
-                              f"The {GALLERY} samples whose clean probability is nearest the threshold "
-                              f"{CLEAN_THRESHOLD}.")]
+                self._gallery("gallery-borderline", "Borderline samples", borderline, what)]
 
     def sensitivity(self) -> str:
         title = "Sensitivity of the units"
@@ -187,6 +218,66 @@ class Report:
                     self.rounds(), self.detection()]
         source = self.files.last.partition.parent
         return page.document("denoise report", f"{source} (data: {self.files.data or 'not given'})", sections)
+
+
+def _regime(results: dict) -> str:
+    """A partition's record of the scored model's regime, as "memorized (fits 100.0 %)"."""
+    fit = results.get("fit")
+    return f"{results.get('regime', '?')}" + (f" (fits {fit:.1%})" if isinstance(fit, (int, float)) else "")
+
+
+def _recipe(clean: Path | None) -> str:
+    """How a round fine-tuned, from its model's provenance (the options ``finetune`` records)."""
+    if clean is None:
+        return "not fine-tuned"
+    options = read_metadata(clean).get("provenance", {}).get("options", {})
+    if "epochs" not in options:
+        return "not recorded"
+    text = f"{'head only' if options.get('train') == 'head' else 'all layers'}, {options['epochs']} epochs"
+    shrink = options.get("shrink", 1.0)
+    return text + (f", shrink {shrink:g}" if shrink != 1 else "") + (", relabeled" if options.get("relabel") else "")
+
+
+def _stages(summary: dict) -> list[dict]:
+    return [v for v in summary.values() if isinstance(v, dict) and "wall_seconds" in v]
+
+
+def _wall(summary: dict) -> str:
+    """A round's wall seconds from run.json: a stage a re-run reused counts with the seconds of the run that
+    made its output (``cli.stage_timing``), and says so."""
+    stages = _stages(summary)
+    if not stages:
+        return "not recorded"
+    text = f"{sum(v['wall_seconds'] for v in stages):.2f}"
+    if any(v.get("wall_seconds_of") == CHECKED for v in stages):
+        return text + " (reused outputs, some untimed)"
+    return text + (" (reused)" if any(v.get("reused") for v in stages) else "")
+
+
+def _run_time(run: dict) -> str:
+    """The run's wall time; for a re-run that reused outputs, the seconds of the runs that made them too."""
+    stages = [stage for entry in run.get("rounds", []) if isinstance(entry, dict) for stage in _stages(entry)]
+    seconds = run.get("seconds", float("nan"))
+    reused = sum(1 for stage in stages if stage.get("reused"))
+    if not reused:
+        return f"{seconds:.1f} s"
+    total = sum(stage["wall_seconds"] for stage in stages)
+    return f"{total:.1f} s in its stages, {reused} of {len(stages)} reused (this re-run: {seconds:.1f} s)"
+
+
+def _handed_back(run: dict) -> str:
+    """Which model the run handed back, and the no-harm figures that chose it (run.json's ``chosen``, ``no_harm``)."""
+    chosen, record = run.get("chosen"), run.get("no_harm")
+    if not isinstance(record, dict):
+        return f"Handed back: {chosen}, the last round's model, unchecked (nothing held out, no --validation)."
+    accuracy = ", ".join(f"{name} {value:.3f}" for name, value in record.get("accuracy", {}).items()
+                         if value is not None)
+    samples = f"{record.get('held_out')} {'held-out' if record.get('source') == HOLDOUT else 'validation'} samples"
+    tolerance = record.get("tolerance")
+    slack = f"; the cleaned model may be at most {tolerance:.3f} below the input" if tolerance else ""
+    verdict = ("the input model, unchanged: the cleaned model failed" if chosen == INPUT
+               else f"{chosen}'s model, which passed")
+    return f"Handed back: {verdict} the no-harm check on {samples} (accuracy {accuracy}{slack})."
 
 
 def report(files: RunFiles, out: Path, *, figures_dir: Path | None = None, arch: str | None = None,

@@ -222,3 +222,24 @@ def test_wds_names_a_missing_shard_and_a_sample_without_label(folder, tmp_path):
         load_data(f"wds:{tmp_path}/bad.tar")
     with pytest.raises(Exception, match=f"train-{count:06d}.tar: no such shard file"):
         load_data(f"wds:{tmp_path}/shards/train-{{000000..{count:06d}}}.tar")
+
+
+@pytest.mark.slow
+def test_bench_scale_prints_its_figures(denoise, tmp_path):
+    result = denoise("bench", "scale", "--n", 10, "--size", 32, "--batch-size", 16, "--workdir", tmp_path, "--json")
+    assert result.code == 0, result.err
+    record = result.json
+    assert set(record["peak_rss_mb"]) == {"attribute_10", "attribute_80", "finetune_10", "finetune_80"}
+    assert all(value > 0 for value in record["rss_8n_vs_n"].values())
+    assert record["attribute_vs_loop"] > 0 and set(record["workers_images_per_s"]) == {"1", "2", "4"}
+    assert len(list((tmp_path / "images-80").rglob("*.jpg"))) == 80
+
+
+def test_take_keeps_a_tensor_a_tensor_and_a_view_a_view():
+    from unlearn_core.batches import take
+
+    tensor = torch.arange(12.0).reshape(6, 2)
+    rows = np.array([4, 1])
+    assert torch.equal(take(tensor, rows), tensor[[4, 1]])  # not torch.Tensor.take (flat indices)
+    view = take(as_inputs(tensor), np.arange(6) % 2 == 0)
+    assert isinstance(view, Inputs) and torch.equal(view[:], tensor[::2])

@@ -86,7 +86,7 @@ def device_batches(inputs, batch_size: int, device: torch.device, workers: int |
 def take(inputs, rows):
     """The samples of ``inputs`` at ``rows`` (an index array or tensor, or a bool mask) as the same kind of
     thing: a tensor's rows, or a lazy view's sub-view (its ``take``), so nothing is read yet."""
-    return inputs.take(rows) if hasattr(inputs, "take") else inputs[torch.as_tensor(rows)]
+    return inputs[torch.as_tensor(rows)] if torch.is_tensor(inputs) else inputs.take(rows)
 
 
 def check_precision(precision: str) -> None:

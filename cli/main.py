@@ -7,9 +7,11 @@ if __name__ == "__main__":  # python -m cli.main: a signal during the imports be
 
     quiet_until_started()
 
+import functools
 import json
 import sys
 import traceback
+from inspect import Parameter, signature as signature_of
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +26,9 @@ from unlearn_core.training import Recipe
 from . import distributed, model_commands, stages
 from .bench.perf import perf_command
 from .bench.quality import quality_command
+from .bench.scale import scale_command
 from .data import spec_help
+from .data.source import set_reading
 from .data.noise import inject_noise as inject_noise_file
 from .data.samples import NORMALIZE_HELP
 from .files.shards import merge as merge_shards
@@ -59,6 +63,33 @@ Relabel = typer.Option(RunOptions.relabel, "--relabel/--no-relabel", help="Also 
                        "them (docs/relabel.md).")
 Precision = typer.Option("fp32", "--precision", help="Forward passes in fp32, or under bf16/fp16 autocast "
                                                      "(see the README's performance section for the deviation).")
+AUGMENT_HELP = ("Training augmentation: none, flip-crop (random crop of the image padded by 4 pixels + horizontal "
+                "flip: the CIFAR recipe) or imagenet (random resized crop + flip); recorded in the checkpoint.")
+Augment = typer.Option("none", "--augment", help=AUGMENT_HELP)
+AugmentAsTrained = typer.Option(stages.AS_TRAINED, "--augment", help=AUGMENT_HELP + f" Default {stages.AS_TRAINED}: "
+                                "the one the checkpoint records it was trained with.")
+Workers = typer.Option(None, "--workers", min=0, help="Loader processes that decode files (imagefolder, csv, wds, "
+                       "speech folders); 0 decodes in this process. Default: one fewer than the usable cores, at "
+                       "most 8. Results do not depend on it.")
+SkipUnreadable = typer.Option(False, "--skip-unreadable", help="Drop image or audio files that cannot be read "
+                              "(their paths are recorded in the output) instead of refusing the data set.")
+
+
+def reads_data(command):
+    """Give ``command`` the options of every command that reads a data spec, declared once: ``--workers`` and
+    ``--skip-unreadable`` (``cli.data.source.set_reading``) are set before the command runs."""
+    signature = signature_of(command)
+    shared = [Parameter("workers", Parameter.KEYWORD_ONLY, default=Workers, annotation="Optional[int]"),
+              Parameter("skip_unreadable", Parameter.KEYWORD_ONLY, default=SkipUnreadable, annotation="bool")]
+
+    @functools.wraps(command)
+    def with_reading(*args, workers: Optional[int] = None, skip_unreadable: bool = False, **kwargs):
+        set_reading(workers, skip_unreadable)
+        return command(*args, **kwargs)
+
+    with_reading.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *shared])
+    with_reading.__annotations__ = {**command.__annotations__, "workers": "Optional[int]", "skip_unreadable": "bool"}
+    return with_reading
 
 
 @app.callback()
@@ -68,6 +99,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show full tr
 
 
 @app.command("inject-noise")
+@reads_data
 def inject_noise(data: str = Data, kind: str = typer.Option(..., "--kind", help="symmetric, asymmetric, instance or "
                                                                                    "input-gaussian."),
                  rate: float = typer.Option(..., "--rate", help="Fraction of training samples to corrupt, in [0, 1]."),
@@ -91,6 +123,7 @@ def _json_option(text: str | None, flag: str) -> dict:
 
 
 @app.command()
+@reads_data
 def train(data: str = Data, noise: Optional[Path] = Noise,
           arch: str = typer.Option(..., "--arch", help="mlp, cnn, kws, resnet18-cifar, tv:NAME or module:function."),
           arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help="JSON object of architecture arguments."),
@@ -100,9 +133,10 @@ def train(data: str = Data, noise: Optional[Path] = Noise,
           batch_size: int = typer.Option(Recipe.batch_size, "--batch-size", min=1),
           save_every: int = typer.Option(0, "--save-every", min=0, help="Also keep OUT-epochK.safetensors every K epochs."),
           resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
+          augment: str = Augment,
           out: Path = typer.Option(..., "--out"), device: str = Device, as_json: bool = Json) -> None:
     """Train a model from scratch (on noisy labels with --noise)."""
-    recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed)
+    recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed, augment=augment)
     result = model_commands.train(data, arch, out, recipe, noise=noise,
                                   arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"), normalize=normalize,
                                   save_every=save_every, resume=resume, device=device)
@@ -110,6 +144,7 @@ def train(data: str = Data, noise: Optional[Path] = Noise,
 
 
 @app.command()
+@reads_data
 def evaluate(model: Path = Model, data: str = Data, split: str = typer.Option("test", "--split"),
              noise: Optional[Path] = Noise, batch_size: int = BatchSize, device: str = Device,
              arch: Optional[str] = Arch, as_json: bool = Json) -> None:
@@ -119,6 +154,7 @@ def evaluate(model: Path = Model, data: str = Data, split: str = typer.Option("t
 
 
 @app.command()
+@reads_data
 def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise, layer: Optional[str] = Layer,
               target: str = typer.Option("label", "--target", help="label: the given label's logit; max: the top logit."),
               split: str = typer.Option("train", "--split"), out: Path = typer.Option(..., "--out"),
@@ -163,6 +199,7 @@ def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from
 
 
 @app.command()
+@reads_data
 def sensitivity(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                 partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
                 layer: Optional[str] = Layer, out: Path = typer.Option(..., "--out"), batch_size: int = BatchSize,
@@ -190,6 +227,7 @@ def prune(model: Path = Model,
 
 
 @app.command()
+@reads_data
 def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
              partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
              train: str = typer.Option(Recipe.train, "--train", help="head: the final classifier layer only; all: every layer."),
@@ -204,18 +242,19 @@ def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Nois
              resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
              exclude: Optional[Path] = typer.Option(None, "--exclude", help="holdout.npz (from `denoise run`): "
                                                     "samples never fine-tuned on, kept for the no-harm check."),
-             relabel: bool = Relabel,
+             relabel: bool = Relabel, augment: str = AugmentAsTrained,
              out: Path = typer.Option(..., "--out"), device: str = Device, arch: Optional[str] = Arch,
              as_json: bool = Json) -> None:
     """Fine-tune on the clean samples (and, with --relabel, the confidently relabeled flagged ones); pruned
     units stay removed."""
     recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train=train,
-                    shrink=shrink, seed=seed)
+                    shrink=shrink, seed=seed, augment=augment)
     emit(stages.finetune(model, data, partition_file, out, recipe, noise=noise, exclude=exclude, relabel=relabel,
                          resume=resume, device=device, arch=arch), as_json, "finetune")
 
 
 @app.command()
+@reads_data
 def issues(scores: Path = typer.Option(..., "--scores", help="scores.npz from `attribute`."),
            partition_file: Path = typer.Option(..., "--partition", help="partition.npz made from those scores."),
            data: Optional[str] = typer.Option(None, "--data", help="The data set: class names (and the samples "
@@ -242,6 +281,7 @@ def issues(scores: Path = typer.Option(..., "--scores", help="scores.npz from `a
 # --workdir is only read: its parameter is not named `workdir`, so that `lock_outputs` leaves it unlocked and a
 # report can be made of a run that is still going
 @app.command("report")
+@reads_data
 def report_(run_folder: Optional[Path] = typer.Option(None, "--workdir", help="Work directory of `denoise run` or "
                                                      "`denoise demo` (or give the files below one by one)."),
             scores: Optional[Path] = typer.Option(None, "--scores", help="scores.npz (without --workdir)."),
@@ -274,6 +314,7 @@ def report_(run_folder: Optional[Path] = typer.Option(None, "--workdir", help="W
 
 
 @app.command()
+@reads_data
 def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         workdir: Path = typer.Option(..., "--workdir", help="Directory for every stage's output (round1/, round2/, ...)."),
         rounds: Optional[int] = typer.Option(RunOptions.rounds, "--rounds", min=1, help="Re-attribute with the fine-tuned model and "
@@ -314,6 +355,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         relabel: bool = Relabel,
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
         report: bool = typer.Option(False, "--report", help="Also write WORKDIR/report.html (`denoise report`)."),
+        augment: str = AugmentAsTrained,
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
     """The five stages in order, in rounds; stages whose outputs are up to date are skipped."""
     if ratio is not None and not 0 <= ratio < 1:
@@ -323,7 +365,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                          prune_generalizing=bool(ratio), prune_by=by, train=train, round_train=round_train,
                          epochs=epochs, round_epochs=round_epochs, lr=lr, shrink=shrink, batch_size=batch_size,
                          seed=seed, holdout=(0.0 if validation else RunOptions.holdout) if holdout is None else holdout,
-                         relabel=relabel)
+                         relabel=relabel, augment=augment)
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, validation=validation,
                           device=device, arch=arch, log=stderr_log(quiet=as_json), warn=stderr_log())
     if report and distributed.main_process():  # under torchrun rank 0 alone writes the report
@@ -335,6 +377,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
 
 
 @app.command()
+@reads_data
 def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep every file here (default: a temporary "
                                                                           "directory, removed afterwards)."),
          data: str = typer.Option("digits", "--data", help=spec_help()),
@@ -345,6 +388,8 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
          seed: int = typer.Option(0, "--seed"),
          noise: Optional[Path] = typer.Option(None, "--noise", help="Use this noise file (from `inject-noise`) "
                                                                     "instead of --kind/--rate."),
+         augment: str = typer.Option("none", "--augment", help=AUGMENT_HELP + " Trains the noisy and retrained "
+                                     "models, and fine-tunes, with it."),
          device: str = Device, as_json: bool = Json) -> None:
     """Inject noise into a real data set, train on it, clean the model, and compare with retraining."""
     import tempfile
@@ -354,7 +399,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
     log = stderr_log(quiet=as_json)
     with tempfile.TemporaryDirectory(prefix="denoise-demo-") as scratch:
         result = run_demo(workdir or Path(scratch), data=data, arch=arch, kind=kind, rate=rate, epochs=epochs,
-                          seed=seed, noise=noise, device=device, log=log,
+                          seed=seed, noise=noise, augment=augment, device=device, log=log,
                           report=(workdir or Path.cwd()) / "report.html")
     if as_json:
         print(to_json(result))
@@ -381,6 +426,7 @@ def inspect(file: Path = typer.Argument(..., help="A .safetensors checkpoint or 
 
 
 @app.command("import")
+@reads_data
 def import_(arch: str = typer.Option(..., "--arch"),
             weights: Path = typer.Option(..., "--weights", help="State dict: .safetensors, or .pt/.pth "
                                                                 "(read with torch.load(weights_only=True))."),
@@ -396,6 +442,8 @@ def import_(arch: str = typer.Option(..., "--arch"),
             input_shape: Optional[str] = typer.Option(None, "--input-shape", help="e.g. 3,32,32 (without --data)."),
             num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Without --data."),
             arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs"),
+            augment: str = typer.Option("none", "--augment", help=AUGMENT_HELP.replace("Training augmentation",
+                                        "The augmentation the weights were trained with") + " finetune reuses it."),
             out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
     """Bring plain weights in as a denoise checkpoint."""
     shape = None
@@ -406,7 +454,7 @@ def import_(arch: str = typer.Option(..., "--arch"),
             raise UsageError(f"--input-shape must be comma-separated integers, not {input_shape!r}") from None
     emit(model_commands.import_weights(arch, weights, out, data=data, noise=noise, input_shape=shape, num_classes=num_classes,
                                arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"), normalize=normalize,
-                               check_accuracy=check_accuracy, warn=stderr_log()), as_json, "import")
+                               check_accuracy=check_accuracy, augment=augment, warn=stderr_log()), as_json, "import")
 
 
 bench_app = typer.Typer(help="Benchmarks that print numbers: `bench quality` (against baselines), `bench perf` "
@@ -415,6 +463,7 @@ app.add_typer(bench_app, name="bench")
 # Benchmark commands live in their own modules and are registered here:
 bench_app.command("perf")(perf_command)
 bench_app.command("quality")(quality_command)
+bench_app.command("scale")(scale_command)
 
 
 def main() -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from unlearn_core.augment import augmenter
 from unlearn_core.regime import MEMORIZED
 from unlearn_core.rounds import CORRUPTED_EPOCHS, GENERALIZING_EPOCHS, MEMORIZED_ROUNDS, RunOptions, run_rounds
 from unlearn_core.selection import HOLDOUT, INPUT, check_holdout
@@ -26,7 +27,7 @@ from .distributed import Ranks, join
 from .errors import usage_errors
 from .files.checkpoint import ModelInfo, read_metadata
 from .files.paths import atomic_write
-from .stages import FileSteps, held_out_correct
+from .stages import AS_TRAINED, FileSteps, held_out_correct
 
 # help texts of the early-round options that round 1 sets from the data when left out (`run`, `bench quality`)
 _TRAIN, _ROUNDS, _ROUND_EPOCHS, _LAST_EPOCHS = MEMORIZED_ROUNDS
@@ -55,9 +56,13 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     gets progress lines, ``warn`` (default: ``log``) the lines saying the input model is handed back, or that
     the check could not see small harm (``_say_no_harm``).
     """
+    info = ModelInfo.from_json(read_metadata(model))
+    if options.augment == AS_TRAINED:
+        options = replace(options, augment=info.augment)
     with usage_errors():
         options.check()
         check_holdout(options.holdout, validation=validation is not None)
+        augmenter(options.augment, tuple(info.input_shape))
     workdir.mkdir(parents=True, exist_ok=True)
     ranks = join(resolve_device(device))
     if not ranks.main:  # rank 0 reports for all
@@ -69,7 +74,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     with read_once():  # every stage of every round reads the same train split: from disk once
         correct = None
         if validation is not None:
-            check_validation(validation, data, ModelInfo.from_json(read_metadata(model)))
+            check_validation(validation, data, info)
             correct = partial(held_out_correct, data=validation, holdout_file=None, device=device, arch=arch)
         outcome = run_rounds(steps, options, model, correct)
     if outcome.no_harm is not None:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from unlearn_core.attribution import attribute_batches, check_target
-from unlearn_core.batches import check_precision
+from unlearn_core.augment import augmenter
+from unlearn_core.batches import check_precision, take
 from unlearn_core.layers import LayerError, apply_unit_masks, default_layer, resolve_layer
 from unlearn_core.metrics import detection_metrics
 from unlearn_core.partition import CLEAN_THRESHOLD, check_orientation
@@ -33,7 +34,7 @@ from .data.samples import Samples, load_samples
 from .device import resolve_device
 from .distributed import join, parse_shard
 from .errors import InputError, UsageError, usage_errors
-from .files.checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint
+from .files.checkpoint import ModelInfo, build_model, load_checkpoint, load_weights, read_metadata, save_checkpoint
 from .files.provenance import check_made_from, is_current, provenance, skipped
 from .files.shards import merge_ranks, rank_path, remove_rank_files, shard_meta
 from .files.stage_files import SCHEMAS, check_same_samples, load_npz, save_npz
@@ -43,6 +44,7 @@ from .output import progress
 from .stage_timing import earlier_stages, stage_record
 
 SCORE_DTYPES = {"float32": np.float32, "float16": np.float16}
+AS_TRAINED = "as-trained"  # --augment of finetune and run: the augmentation the checkpoint records it was trained with
 SCHEMAS["holdout"] = {"is_held": (1, "b"), "index": (1, "iu")}  # samples no round fine-tunes on
 
 
@@ -90,8 +92,7 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
         ranks.main_writes(lambda: remove_rank_files(out))
     if count > 1:
         rows = shard_rows(total, number, count)
-        picked = torch.as_tensor(rows)
-        samples = replace(samples, inputs=samples.inputs[picked], labels=samples.labels[picked],
+        samples = replace(samples, inputs=take(samples.inputs, rows), labels=samples.labels[torch.as_tensor(rows)],
                           index=samples.index[rows], is_noisy=None)
     started = time.perf_counter()
     with NpzStream(written, len(samples.labels)) as stream:
@@ -234,7 +235,7 @@ def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, nois
     ranks, total = join(dev), len(samples.labels)
     number, count = ranks.part(requested, total)
     rows = shard_rows(total, number, count)
-    shard_inputs = samples.inputs[torch.as_tensor(rows)] if count > 1 else samples.inputs
+    shard_inputs = take(samples.inputs, rows) if count > 1 else samples.inputs
     with progress("activations", len(rows)) as advance:
         moments = layer_moments(checkpoint.model, shard_inputs, (~flags["is_clean"])[rows], resolved,
                                 batch_size=batch_size, device=dev, precision=precision, on_batch=advance)
@@ -291,9 +292,11 @@ def prune(model: Path, sensitivity_file: Path, out: Path, *, ratio: float | None
 def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Recipe = Recipe(), *,
              noise: Path | None = None, exclude: Path | None = None, relabel: bool = False, resume: bool = False,
              device: str = "auto", arch: str | None = None, reuse: bool = False) -> dict:
-    """Fine-tune a (pruned) checkpoint with ``recipe`` on the partition's clean samples, those of the
-    holdout file ``exclude`` excepted; with ``relabel`` also on the flagged samples whose suggested class is
+    """Fine-tune a (pruned) checkpoint with ``recipe`` (``augment`` AS_TRAINED: as the checkpoint records it
+    was trained) on the partition's clean samples, those of the holdout file ``exclude`` excepted; with ``relabel`` also on the flagged samples whose suggested class is
     confidently another, with that label (``unlearn_core.relabel.fine_tuning_set``); masks stay in force."""
+    if recipe.augment == AS_TRAINED:
+        recipe = replace(recipe, augment=ModelInfo.from_json(read_metadata(model)).augment)
     with usage_errors():
         recipe.check()
     options = {"data": data, **asdict(recipe), "relabel": relabel}
@@ -301,6 +304,8 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
     if reuse and is_current(out, "checkpoint", options, inputs):
         return skipped(out)
     dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
+    with usage_errors():
+        augmenter(recipe.augment, tuple(checkpoint.info.input_shape))
     if relabel and "suggested" not in flags:
         raise InputError(partition_file, "holds no suggested labels (written before --relabel existed); run "
                                          "partition again")
@@ -314,7 +319,7 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
     made_from = provenance("checkpoint", options, inputs)
     # a resume state also names the files it fine-tunes from: one of another partition or held-out set is refused
     hashes = {name: entry["sha256"] for name, entry in made_from["inputs"].items()}
-    losses = fit(checkpoint.model, samples.inputs[rows], torch.as_tensor(targets)[rows], recipe, device=dev,
+    losses = fit(checkpoint.model, take(samples.inputs, rows), torch.as_tensor(targets)[rows], recipe, device=dev,
                  options={**options, "inputs": hashes}, out=out, resume=resume, description="finetune")
     seconds = time.perf_counter() - started
     # the mean loss of every epoch from the first (over every rank's samples): the report's curve

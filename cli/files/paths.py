@@ -5,16 +5,41 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
 
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it (``Umask:`` in /proc/self/status);
+    elsewhere set and restored at once, under a lock so that two threads asking never leave it at 0."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o077)  # the window leaves files private, never world-writable
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open`` gives a new file: ``0o666`` less the umask."""
+    return 0o666 & ~current_umask()
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
-    A crash at any point leaves either the old file or none, never a half-written one.
+    A crash at any point leaves either the old file or none, never a half-written one. ``path`` gets the mode
+    a plain ``open`` would give it (``0o666`` less the umask), not the private ``0o600`` of the temporary file.
     """
     path = Path(path)
     if path.is_dir():
@@ -27,7 +52,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        with open(tmp, "rb+") as handle:
+        with open(tmp, "rb+") as handle:  # ``write`` may have replaced the file: set the mode of the one renamed
+            os.fchmod(handle.fileno(), file_mode())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -31,6 +31,7 @@ from .data import spec_help
 from .data.source import set_reading
 from .data.noise import inject_noise as inject_noise_file
 from .data.samples import NORMALIZE_HELP
+from .fix import fix_command
 from .files.shards import merge as merge_shards
 from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
@@ -263,19 +264,26 @@ def issues(scores: Path = typer.Option(..., "--scores", help="scores.npz from `a
                                                 "cleaned model of a run); default: the scores' predicted class."),
            every: bool = typer.Option(False, "--all", help="List every sample, not only the flagged ones."),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the CSV here (default: print it)."),
+           summary: Optional[Path] = typer.Option(None, "--summary", help="Write the per-class summary CSV here "
+                                                  "(default with --out: OUT's name with .summary.csv)."),
            device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
-    """Suspected label errors as CSV, most confident first: index, given_label, suggested_label, clean_prob, loss."""
+    """Suspected label errors as CSV, likeliest first; `denoise fix` applies them. Columns: row, path, index,
+    given_label, suggested_label, suggested_prob, label_score (low: likely wrong; the order), is_label_issue,
+    clean_prob, loss."""
     from .report.suspects import issues as list_issues
 
-    result = list_issues(scores, partition_file, out=out, data=data, model=model, every=every, arch=arch,
-                         device=device)
+    result = list_issues(scores, partition_file, out=out, data=data, model=model, every=every, summary=summary,
+                         arch=arch, device=device)
     text = result.pop("csv")
     if as_json:
         print(to_json(result))
     elif out is None:
         sys.stdout.write(text)
     else:
-        emit({key: value for key, value in result.items() if key != "rows"}, False, "issues")
+        emit({key: value for key, value in result.items() if key not in ("rows", "classes")}, False, "issues")
+
+
+app.command("fix")(fix_command)  # cli/fix.py: applies an issues CSV to a corrected copy of the data's labels
 
 
 # --workdir is only read: its parameter is not named `workdir`, so that `lock_outputs` leaves it unlocked and a

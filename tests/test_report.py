@@ -15,9 +15,10 @@ import soundfile
 from PIL import Image
 
 from cli.files.paths import file_sha256
+from cli.data import load_data
 from cli.files.stage_files import load_npz
 from cli.report.build import SECTIONS
-from unlearn_core.suspects import TIED_BELOW, suspect_order, swap_counts
+from unlearn_core.suspects import suspect_order, swap_counts
 from conftest import TINY
 
 IMAGES = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -230,11 +231,12 @@ def test_issues_on_the_demo_run(denoise, demo_run):
     index = np.array([int(row["index"]) for row in rows])
     assert len(set(index)) == len(index) and not split["is_clean"][index].any()
     assert [row["given_label"] for row in rows] == [str(label) for label in noise["labels"][index]]
-    prob = np.array([float(row["clean_prob"]) for row in rows])
+    score = np.array([float(row["label_score"]) for row in rows])
     loss = np.array([float(row["loss"]) for row in rows])
-    tied = np.round(prob / TIED_BELOW)
-    assert (np.diff(tied) >= 0).all(), "not sorted by clean probability"
-    assert (np.diff(loss)[np.diff(tied) == 0] <= 0).all(), "ties not sorted by loss"
+    assert (np.diff(score) >= 0).all() and ((score > 0) & (score < 1)).all(), "not sorted by label score"
+    assert (np.diff(loss)[np.diff(score) == 0] <= 0).all(), "ties not sorted by loss"
+    assert [int(row["row"]) for row in rows] == load_data("digits", "train").origin.rows[index].tolist()
+    assert all(row["is_label_issue"] == "True" and row["path"] == "" for row in rows)
     mislabeled = noise["is_noisy"][index]
     suggested = np.array([int(row["suggested_label"]) for row in rows])
     given = noise["labels"][index]
@@ -242,10 +244,15 @@ def test_issues_on_the_demo_run(denoise, demo_run):
     assert (suggested[mislabeled] != given[mislabeled]).mean() > 0.9
     assert (suggested[mislabeled] == noise["true_labels"][index][mislabeled]).mean() > 0.8
     every = read_csv(_ok(denoise(*args, "--all")).out)
-    assert len(every) == len(split["index"]) and every[:len(rows)] == rows
+    assert len(every) == len(split["index"]) and [row for row in every if row["is_label_issue"] == "True"] == rows
+    assert sorted(float(row["label_score"]) for row in every) == [float(row["label_score"]) for row in every]
     out = demo_run / "issues.csv"
     summary = _ok(denoise(*args, "--out", out, "--json")).json
     assert summary["flagged"] == len(rows) and read_csv(out.read_text()) == rows
+    per_class = read_csv((demo_run / "issues.summary.csv").read_text())
+    cell = lambda value: "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+    assert per_class == [{key: cell(value) for key, value in entry.items()} for entry in summary["classes"]]
+    assert sum(int(entry["flagged"]) for entry in per_class) == len(rows)
 
 
 @pytest.mark.slow

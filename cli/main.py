@@ -510,4 +510,6 @@ def _fail(exc: Exception, code: int, prefix: str = "") -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from .signals import exit_now
+
+    exit_now(main)

@@ -53,10 +53,12 @@ def requires_fsdd():
     return pytest.mark.skipif(not FSDD.is_dir(), reason=f"FSDD recordings not found at {FSDD} (../shared/datasets)")
 
 
-def cli_process(*args, env=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
-    """Start the real console script ``python -m cli.main ARGS...`` in a subprocess (``env`` adds variables)."""
+def cli_process(*args, env=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen):
+    """Start the real console script ``python -m cli.main ARGS...`` in a subprocess (``env`` adds variables,
+    ``popen`` are more arguments of ``subprocess.Popen``)."""
     return subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, stdout=stdout,
-                            stderr=stderr, text=True, env={**os.environ, "PYTHONPATH": str(FIXTURES), **(env or {})})
+                            stderr=stderr, text=True, env={**os.environ, "PYTHONPATH": str(FIXTURES), **(env or {})},
+                            **popen)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from cli.files.checkpoint import load_checkpoint
 from cli.errors import InputError
 from cli.files.stage_files import load_npz
-from conftest import TINY, cli_process
+from conftest import ROOT, TINY, cli_process
 
 
 def _tensors(path):
@@ -208,11 +208,16 @@ SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
 SIGNAL_IDS = ["SIGINT", "SIGTERM"]
 
 
-def _interrupt(process, ready, signum):
-    """Send ``signum`` to ``process`` once the file ``ready`` exists; returns (seconds it then took to end, stderr)."""
-    _wait_until(lambda: ready.exists() or process.poll() is not None)
+def _interrupt(process, ready, signum, group=False):
+    """Send ``signum`` to ``process`` once ``ready`` (a file, or a function saying whether it may be sent) holds;
+    with ``group``, to its whole process group, as Ctrl-C in a terminal does (start it with
+    ``start_new_session=True``). Returns (seconds it then took to end, stderr)."""
+    _wait_until(lambda: (ready() if callable(ready) else ready.exists()) or process.poll() is not None)
     assert process.poll() is None, f"ended before it could be interrupted: {process.stderr.read()}"
-    process.send_signal(signum)
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     sent = time.monotonic()
     _, err = process.communicate(timeout=60)
     return time.monotonic() - sent, err
@@ -228,17 +233,58 @@ def _leftovers(folder):
     return [p.name for p in folder.rglob(".*")]
 
 
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory):
+    """An ``npz:`` data set large enough that ``attribute --batch-size 16`` streams its scores for a second or
+    more, and a model trained on it for one epoch: (its data spec, the model)."""
+    from cli.model_commands import train
+    from unlearn_core.training import Recipe
+
+    folder = tmp_path_factory.mktemp("streamed")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 40_000)
+    np.savez(folder / "data.npz", x=(rng.normal(size=(len(labels), 64)) + labels[:, None] / 10).astype(np.float32),
+             y=labels)
+    spec = f"npz:{folder / 'data.npz'}"
+    train(spec, "mlp", folder / "model.safetensors", Recipe(epochs=1), device="cpu")
+    return spec, folder / "model.safetensors"
+
+
+def _streaming(folder, name):
+    """Whether the ``NpzStream`` of output ``name`` in ``folder`` has written its first block (not only begun)."""
+    return lambda: any(folder.glob(f".{name}.*.parts/attribution.npy"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)
 @pytest.mark.parametrize("stage", ["attribute", "partition"])
-def test_a_signal_ends_a_stage_with_one_line_and_no_output(noisy_digits, tmp_path, stage, signum, code):
-    args = {"attribute": ["attribute", "--model", noisy_digits / "noisy.safetensors", "--data", "digits",
-                          "--noise", noisy_digits / "noise.npz", "--device", "cpu"],
+def test_a_signal_ends_a_stage_with_one_line_and_no_output(noisy_digits, streamed, tmp_path, stage, signum, code):
+    """attribute is interrupted while it streams its scores (on digits it could end before the signal came, as it
+    did on a loaded machine: exit 0 and an output), SIGINT sent to its process group as Ctrl-C does."""
+    spec, model = streamed
+    args = {"attribute": ["attribute", "--model", model, "--data", spec, "--batch-size", 16, "--device", "cpu"],
             "partition": ["partition", "--scores", noisy_digits / "scores.npz"]}[stage]
-    process = cli_process(*args, "--out", tmp_path / "out.npz")
-    seconds, err = _interrupt(process, tmp_path / ".out.npz.lock", signum)  # the command has begun its work
+    ready = {"attribute": _streaming(tmp_path, "out.npz"), "partition": tmp_path / ".out.npz.lock"}[stage]
+    process = cli_process(*args, "--out", tmp_path / "out.npz", start_new_session=True)
+    seconds, err = _interrupt(process, ready, signum, group=signum == signal.SIGINT)  # the command has begun its work
     _assert_interrupted(process, seconds, err, signum, code)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)
+def test_a_signal_as_the_process_exits_after_its_command_is_reported(noisy_digits, tmp_path, signum, code):
+    """Python's own exit reset the handlers to the default, then spent a good part of a second tearing torch
+    down: a signal there killed the process without its line (status -2), the finished output in place."""
+    out = tmp_path / "out.npz"
+    process = cli_process("partition", "--scores", noisy_digits / "scores.npz", "--out", out)
+    _wait_until(lambda: (out.exists() and not (tmp_path / ".out.npz.lock").exists()) or process.poll() is not None)
+    time.sleep(0.05)  # the command is done: the process is leaving
+    process.send_signal(signum)  # nothing when it has ended
+    _, err = process.communicate(timeout=60)
+    line = f"denoise: interrupted ({signal.Signals(signum).name})"
+    assert (process.returncode, err.strip()) in [(0, ""), (code, line)], "killed without its line"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
 
 
 @pytest.mark.parametrize("defer", [True, False])
@@ -283,6 +329,40 @@ def test_a_signal_while_a_lock_is_taken_waits_until_it_is_recorded_then_releases
     finally:
         other.set()
     assert taken and ran == [] and list(tmp_path.iterdir()) == [], "the lock file stayed"
+
+
+LOADER_INTERRUPTED = """
+import os, signal, sys, time
+from torch.utils.data import DataLoader, Dataset
+from cli.signals import Interrupted, interruptible
+
+class Slow(Dataset):
+    def __len__(self):
+        return 1000
+
+    def __getitem__(self, i):
+        time.sleep(0.01)
+        return i
+
+try:
+    with interruptible():
+        for i, _ in enumerate(DataLoader(Slow(), batch_size=None, num_workers=2)):
+            if i == 5:
+                os.killpg(0, signal.SIGINT)  # Ctrl-C: the loader processes get it too
+                time.sleep(0.5)
+except Interrupted as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(exc.exit_code)
+"""
+
+
+def test_ctrl_c_reaches_the_loader_processes_too_and_only_the_command_reports_it():
+    """Forked DataLoader workers had this process's handler: each raised ``Interrupted`` and printed its
+    traceback, then the loader reported them dead (a RuntimeError's traceback more)."""
+    process = subprocess.Popen([sys.executable, "-c", LOADER_INTERRUPTED], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip() == "denoise: interrupted (SIGINT)", err
 
 
 @pytest.mark.parametrize("signum,code", SIGNALS, ids=SIGNAL_IDS)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
+from ..signals import check as check_signals, deferred
 
 _umask_lock = threading.Lock()
 
@@ -38,8 +39,9 @@ def file_mode() -> int:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
-    A crash at any point leaves either the old file or none, never a half-written one. ``path`` gets the mode
-    a plain ``open`` would give it (``0o666`` less the umask), not the private ``0o600`` of the temporary file.
+    A crash at any point leaves either the old file or none, never a half-written one; a signal
+    (``cli.signals``) leaves no temporary file either. ``path`` gets the mode a plain ``open`` would give it
+    (``0o666`` less the umask), not the private ``0o600`` of the temporary file.
     """
     path = Path(path)
     if path.is_dir():
@@ -47,18 +49,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise InputError(directory, "output directory does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = None
     try:
+        with deferred():  # a signal waits until the temporary file is known to the cleanup below
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+            os.close(fd)
+            tmp = Path(tmp_name)
         write(tmp)
         with open(tmp, "rb+") as handle:  # ``write`` may have replaced the file: set the mode of the one renamed
             os.fchmod(handle.fileno(), file_mode())
             os.fsync(handle.fileno())
+        check_signals()  # a signal whose ``Interrupted`` was swallowed on its way stops the rename still
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with deferred():
+                tmp.unlink(missing_ok=True)
         raise
+
 
 def check_input_path(path: str | Path) -> Path:
     """Return ``path`` as a Path if it is an existing regular file, else raise InputError."""

@@ -98,14 +98,20 @@ class NpzStream:
         directory = self.path.parent if str(self.path.parent) else Path(".")
         if not directory.is_dir():
             raise InputError(directory, "output directory does not exist")
-        self._dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=directory))
+        try:
+            with deferred():  # a signal waits until the directory is known to ``__exit__``
+                self._dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=directory))
+        except BaseException:  # ``with`` calls no ``__exit__`` when ``__enter__`` raises
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *_exc) -> None:
         with deferred():  # a signal just after ``finish`` renamed the file must not cut this short
             for entry in self._arrays.values():
                 entry["handle"].close()
-            shutil.rmtree(self._dir, ignore_errors=True)
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
 
     def write(self, name: str, start: int, block: np.ndarray) -> None:
         """Store ``block`` (B, ...) as rows ``start:start+B`` of the (rows, ...) array ``name``.

@@ -66,15 +66,17 @@ def loop_images_per_s(data: str, model: Path, batch_size: int, workers: int) -> 
     model's forward pass: what reading and one pass cost, without attribution or writing."""
     import torch
 
-    from ..data import load_data
+    from ..data.samples import load_samples
     from ..data.source import set_reading
     from ..files.checkpoint import load_checkpoint
 
     set_reading(workers)
-    inputs = load_data(data).inputs
     checkpoint = load_checkpoint(model)
+    inputs = load_samples(data, "train", checkpoint.info).inputs  # normalized, as the stages read them
     loader = torch.utils.data.DataLoader(range(len(inputs)), batch_size=batch_size, num_workers=workers,
                                          collate_fn=lambda rows: inputs[np.asarray(rows)])
+    with torch.no_grad():
+        checkpoint.model(inputs[:1])  # as the stage's layer trace does before its timer: first-call set-up
     started = time.perf_counter()
     with torch.no_grad():
         for batch in loader:

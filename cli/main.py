@@ -164,11 +164,13 @@ def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noi
               precision: str = Precision,
               shard: Optional[str] = typer.Option(None, "--shard", help="i/n: score only shard i (0-based) of n, "
                                                   "the samples i, i+n, ...; join the shards with `denoise merge`."),
+              resume: bool = typer.Option(False, "--resume", help="Keep the scores in .OUT.resume/ as they are "
+                                          "made, and continue from there after a kill (same options and inputs)."),
               as_json: bool = Json) -> None:
     """Per-sample gradient x activation at a layer, with loss, margin and confidence: scores.npz."""
     emit(stages.attribute(model, data, out, noise=noise, layer=layer, target=target, split=split,
                           batch_size=batch_size, device=device, arch=arch, dtype=dtype, precision=precision,
-                          shard=shard), as_json, "attribute")
+                          shard=shard, resume=resume), as_json, "attribute")
 
 
 @app.command()

@@ -7,6 +7,7 @@ lets ``unlearn_core.rounds`` walk them as ``denoise run``. Every output records 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -62,13 +63,15 @@ def _layer(model, spec: str | None, source: str, samples: Samples | None = None)
 def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, layer: str | None = None,
               target: str = "label", split: str = "train", batch_size: int = 256, device: str = "auto",
               arch: str | None = None, dtype: str = "float32", precision: str = "fp32", shard: str | None = None,
-              reuse: bool = False) -> dict:
+              reuse: bool = False, resume: bool = False) -> dict:
     """Per-sample gradient x activation at a layer, plus loss, margin, confidence and predicted class.
 
     dtype: float32 or float16 storage of the attributions. precision: fp32, or bf16/fp16 autocast.
     shard: ``"i/n"``: score only shard i of n (``unlearn_core.shards``) into a shard file for ``denoise merge``.
     Under torchrun each rank scores its own shard and rank 0 merges them into ``out``.
     reuse: return without work if ``out`` was already made with the same options and inputs.
+    resume: keep what is scored in ``.OUT.resume/`` as it goes, and continue from what a killed run of the same
+    options, inputs and shard kept there.
     """
     if dtype not in SCORE_DTYPES:
         raise UsageError(f"--dtype must be float32 or float16, not {dtype!r}")
@@ -95,7 +98,8 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
         samples = replace(samples, inputs=take(samples.inputs, rows), labels=samples.labels[torch.as_tensor(rows)],
                           index=samples.index[rows], is_noisy=None)
     started = time.perf_counter()
-    with NpzStream(written, len(samples.labels)) as stream:
+    key = json.dumps([meta["options"], meta["inputs"], number, count, ranks.rank, ranks.world], sort_keys=True)
+    with NpzStream(written, len(samples.labels), resume_key=key if resume else None) as stream:
         units = stream_scores(checkpoint.model, samples, resolved, target, batch_size, dev, stream, dtype=dtype,
                               precision=precision)
         stream.finish({"label": samples.labels.numpy(), "index": samples.index},
@@ -111,23 +115,29 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
 
 def stream_scores(model, samples: Samples, layer: str, target: str, batch_size: int, device, stream: NpzStream, *,
                   dtype: str = "float32", precision: str = "fp32") -> int:
-    """Score every sample (``unlearn_core.attribution.attribute_batches``), writing each batch to ``stream``.
+    """Score every sample (``unlearn_core.attribution.attribute_batches``), writing each batch to ``stream``
+    from the ``stream.done`` rows it already holds on (marking each batch done).
 
     Streams ``attribution`` (N, U) in ``dtype`` (float16 saturates at its largest finite value),
     ``loss``, ``confidence``, ``margin`` (N,) float32 and ``predicted`` (N,) int64; returns U.
     """
-    units = 0
-    with progress("attribute", len(samples.labels)) as advance:
-        batches = attribute_batches(model, samples.inputs, samples.labels, layer, target=target,
+    first, total = stream.done, len(samples.labels)
+    units = stream.shape("attribution")[1] if first else 0
+    with progress("attribute", total) as advance:
+        advance(first)
+        rest = take(samples.inputs, np.arange(first, total)) if first else samples.inputs
+        batches = attribute_batches(model, rest, samples.labels[first:], layer, target=target,
                                     batch_size=batch_size, device=device, precision=precision)
         try:
             for s, scores in batches:
+                start = first + s.start
                 attribution = scores.pop("attribution").numpy()
                 if dtype == "float16":
                     attribution = np.minimum(attribution, np.finfo(np.float16).max)
-                stream.write("attribution", s.start, attribution.astype(SCORE_DTYPES[dtype]))
+                stream.write("attribution", start, attribution.astype(SCORE_DTYPES[dtype]))
                 for name, value in scores.items():
-                    stream.write(name, s.start, value.numpy())
+                    stream.write(name, start, value.numpy())
+                stream.mark(first + s.stop)
                 units = attribution.shape[1]
                 advance(s.stop - s.start)
         except LayerError as exc:
@@ -364,7 +374,7 @@ class FileSteps:
         out = self._folder(round) / "scores.npz"
         self._record(round, "attribute", attribute(model, self.data, out, noise=self.noise, layer=self.options.layer,
                                                    target=self.options.target, device=self.device, arch=self.arch,
-                                                   reuse=True))
+                                                   reuse=True, resume=True))
         return out
 
     def partition(self, scores: Path, round: Round) -> Path:

@@ -243,3 +243,43 @@ def test_take_keeps_a_tensor_a_tensor_and_a_view_a_view():
     assert torch.equal(take(tensor, rows), tensor[[4, 1]])  # not torch.Tensor.take (flat indices)
     view = take(as_inputs(tensor), np.arange(6) % 2 == 0)
     assert isinstance(view, Inputs) and torch.equal(view[:], tensor[::2])
+
+
+def test_a_killed_attribute_resumes_from_what_it_had_written(denoise, tmp_path, monkeypatch):
+    import cli.stages as stages
+
+    model = tmp_path / "model.safetensors"
+    assert denoise("train", "--data", "digits", "--arch", "mlp", "--epochs", 2, "--out", model).code == 0
+    whole = _scores(denoise, model, "digits", tmp_path / "whole.npz", "--batch-size", 100)
+    real, seen = stages.attribute_batches, []
+
+    def killed_after_three(*args, **kwargs):
+        for k, batch in enumerate(real(*args, **kwargs)):
+            if k == 3:
+                raise KeyboardInterrupt
+            yield batch
+
+    def counted(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            seen.append(batch[0])
+            yield batch
+
+    out = tmp_path / "scores.npz"
+    monkeypatch.setattr(stages, "attribute_batches", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        stages.attribute(model, "digits", out, batch_size=100, resume=True)
+    assert not out.exists() and json.loads((tmp_path / ".scores.npz.resume" / "state.json").read_text())["done"] == 300
+    monkeypatch.setattr(stages, "attribute_batches", counted)
+    stages.attribute(model, "digits", out, batch_size=100, resume=True)
+    assert sum(s.stop - s.start for s in seen) == 1437 - 300, "the resumed run scored the written rows again"
+    resumed = load_npz(out, "scores")[0]
+    assert all(np.array_equal(resumed[name], whole[name]) for name in SCORES)
+    assert not (tmp_path / ".scores.npz.resume").exists()
+    # a resume state of other options is not continued
+    monkeypatch.setattr(stages, "attribute_batches", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        stages.attribute(model, "digits", out, batch_size=100, resume=True, target="max")
+    seen.clear()
+    monkeypatch.setattr(stages, "attribute_batches", counted)
+    stages.attribute(model, "digits", out, batch_size=100, resume=True)
+    assert sum(s.stop - s.start for s in seen) == 1437

@@ -87,11 +87,17 @@ class NpzStream:
     copies them, with small in-memory arrays and ``meta``, into an uncompressed .npz (read like any
     ``save_npz`` file, with ``allow_pickle=False``) and renames it over ``path`` atomically. Use it as a
     context manager: the temporary directory is removed on exit, finished or not.
+
+    With ``resume_key`` (a string naming exactly what is being computed) the directory is ``.NAME.resume``
+    instead, and ``mark(done)`` records that the first ``done`` rows of every array are written; a stream
+    that ends unfinished keeps it, and the next stream of the same key starts at ``done`` rows (``done``).
     """
 
-    def __init__(self, path: str | Path, rows: int):
-        self.path, self.rows = Path(path), rows
+    def __init__(self, path: str | Path, rows: int, resume_key: str | None = None):
+        self.path, self.rows, self.resume_key = Path(path), rows, resume_key
+        self.done = 0  # rows the stream starts with (a resumed stream's rows already written)
         self._dir: Path | None = None
+        self._finished = False
         self._arrays: dict[str, dict] = {}  # name -> {"handle", "file", "offset", "row_bytes", "dtype", "shape", "written"}
 
     def __enter__(self) -> "NpzStream":
@@ -100,17 +106,54 @@ class NpzStream:
             raise InputError(directory, "output directory does not exist")
         try:
             with deferred():  # a signal waits until the directory is known to ``__exit__``
-                self._dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=directory))
+                if self.resume_key is None:
+                    self._dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=directory))
+                else:
+                    self._dir = directory / f".{self.path.name}.resume"
+                    self._reopen()
         except BaseException:  # ``with`` calls no ``__exit__`` when ``__enter__`` raises
             self.__exit__()
             raise
         return self
 
+    def _reopen(self) -> None:
+        """Continue the rows a stream of the same key and size recorded in ``state.json``; else start afresh."""
+        state = {}
+        try:
+            state = json.loads((self._dir / "state.json").read_text())
+        except (OSError, ValueError):
+            pass
+        if state.get("key") != self.resume_key or state.get("rows") != self.rows:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir.mkdir()
+            return
+        for name, entry in state["arrays"].items():
+            handle = open(self._dir / f"{name}.npy", "r+b")
+            shape, _, dtype = read_npy_header(handle)
+            self._arrays[name] = {"handle": handle, "file": self._dir / f"{name}.npy", "offset": handle.tell(),
+                                  "row_bytes": entry["row_bytes"], "dtype": dtype, "shape": tuple(shape),
+                                  "written": state["done"]}
+        self.done = state["done"]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The (rows, ...) shape of the streamed array ``name``."""
+        return self._arrays[name]["shape"]
+
+    def mark(self, done: int) -> None:
+        """Record that rows ``0:done`` of every array are written (a resumable stream only)."""
+        if self.resume_key is None:
+            return
+        for entry in self._arrays.values():
+            entry["handle"].flush()
+        state = {"key": self.resume_key, "rows": self.rows, "done": done,
+                 "arrays": {name: {"row_bytes": entry["row_bytes"]} for name, entry in self._arrays.items()}}
+        atomic_write(self._dir / "state.json", lambda tmp: tmp.write_text(json.dumps(state)))
+
     def __exit__(self, *_exc) -> None:
         with deferred():  # a signal just after ``finish`` renamed the file must not cut this short
             for entry in self._arrays.values():
                 entry["handle"].close()
-            if self._dir is not None:
+            if self._dir is not None and (self.resume_key is None or self._finished):
                 shutil.rmtree(self._dir, ignore_errors=True)
 
     def write(self, name: str, start: int, block: np.ndarray) -> None:
@@ -160,3 +203,4 @@ class NpzStream:
                         np.lib.format.write_array(target, value, allow_pickle=False)
 
         atomic_write(self.path, write)
+        self._finished = True

@@ -3,7 +3,7 @@
     python benchmarks/decoders.py DIR [N]     # DIR: a folder of JPEGs (e.g. bench scale's images-N)
 
 Pillow (full decode, and with JPEG draft reduction where it leaves both sides >= 224, as
-cli.data.images does) against torchvision.io.decode_jpeg (deprecated in torchvision 0.29 in favour of
+denoise.cli.data.images does) against torchvision.io.decode_jpeg (deprecated in torchvision 0.29 in favour of
 TorchCodec, which is not installed here). Prints one JSON object.
 """
 

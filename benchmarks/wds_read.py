@@ -1,5 +1,5 @@
 """Samples/s of reading WebDataset shards: webdataset's own sequential iterator against the tar-header index
-that ``wds:`` uses (cli.data.wds), in order and in a shuffled order (as training reads). One process, bytes
+that ``wds:`` uses (denoise.cli.data.wds), in order and in a shuffled order (as training reads). One process, bytes
 only (no decoding). Prints one JSON object.
 
     python benchmarks/wds_read.py IMAGE_DIR     # writes shards of IMAGE_DIR's JPEGs to a temporary folder
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import webdataset
 
-from cli.data.wds import _read, index_shard
+from denoise.cli.data.wds import _read, index_shard
 
 
 def best(run, repeats=3):

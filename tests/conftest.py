@@ -31,7 +31,7 @@ class Result:
 @pytest.fixture
 def denoise(capsys, monkeypatch):
     """Call ``denoise ARGS...`` through the console entry point; returns a ``Result``."""
-    from cli.main import main
+    from denoise.cli.main import main
 
     monkeypatch.syspath_prepend(str(FIXTURES))
 
@@ -54,9 +54,9 @@ def requires_fsdd():
 
 
 def cli_process(*args, env=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen):
-    """Start the real console script ``python -m cli.main ARGS...`` in a subprocess (``env`` adds variables,
+    """Start the real console script ``python -m denoise.cli.main ARGS...`` in a subprocess (``env`` adds variables,
     ``popen`` are more arguments of ``subprocess.Popen``)."""
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, stdout=stdout,
+    return subprocess.Popen([sys.executable, "-m", "denoise.cli.main", *map(str, args)], cwd=ROOT, stdout=stdout,
                             stderr=stderr, text=True, env={**os.environ, "PYTHONPATH": str(FIXTURES), **(env or {})},
                             **popen)
 

@@ -22,10 +22,10 @@ from conftest import TINY, run_measured
 def good(tmp_path_factory):
     """Consistent files from a tiny run: noise, model, scores, partition, sensitivity, holdout, and shard 0 of 2
     of the scores and of the sensitivity (``denoise merge``'s inputs)."""
-    from cli import stages
-    from cli.data.noise import inject_noise
-    from cli.model_commands import train
-    from unlearn_core.training import Recipe
+    from denoise.cli import stages
+    from denoise.cli.data.noise import inject_noise
+    from denoise.cli.model_commands import train
+    from denoise.core.training import Recipe
 
     folder = tmp_path_factory.mktemp("good")
     data = f"npz:{TINY}"
@@ -419,7 +419,7 @@ def baseline_bytes(tmp_path_factory):
 
 
 def test_an_absurd_label_value_is_one_class_among_the_labels_that_occur(tmp_path):
-    from cli.data import load_data
+    from denoise.cli.data import load_data
 
     dataset = load_data(_absurd_label(tmp_path))
     assert dataset.classes == ["0", "1", str(BILLION)]

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from cli.bench.quality_tables import COLUMNS, DETECTORS
+from denoise.cli.bench.quality_tables import COLUMNS, DETECTORS
 
 pytest.importorskip("cleanlab")
 
@@ -89,7 +89,7 @@ def test_methods_runs_only_the_methods_named(denoise, tmp_path):
 
 
 def test_markdown_leaves_cells_blank_for_detectors_not_run_there():
-    from cli.bench.quality_tables import markdown
+    from denoise.cli.bench.quality_tables import markdown
 
     def row(rate, detector, method, accuracy):
         detection = dict.fromkeys(("precision", "recall", "f1", "auroc"), None if detector == "none" else 0.5)
@@ -106,7 +106,7 @@ def test_markdown_leaves_cells_blank_for_detectors_not_run_there():
 
 
 def test_markdown_adds_the_relabeling_table_only_when_denoise_relabel_was_run():
-    from cli.bench.quality_tables import markdown
+    from denoise.cli.bench.quality_tables import markdown
 
     rows = [{"data": "d", "kind": "symmetric", "rate": 0.4, "seed": 0, "detector": "attribution", "method": method,
              "test_accuracy": accuracy, "seconds": 1.0}
@@ -119,7 +119,7 @@ def test_markdown_adds_the_relabeling_table_only_when_denoise_relabel_was_run():
 
 
 def test_ours_against_the_baselines_shows_the_flagged_share_and_the_best_other_detectors_f1():
-    from cli.bench.quality_tables import markdown
+    from denoise.cli.bench.quality_tables import markdown
 
     def row(detector, method, accuracy, f1=None, flagged=None):
         return {"data": "d", "kind": "symmetric", "rate": 0.4, "seed": 0, "detector": detector, "method": method,

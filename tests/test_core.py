@@ -1,19 +1,19 @@
-"""unlearn_core: the method's pure functions."""
+"""denoise.core: the method's pure functions."""
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import FIXTURES
-from unlearn_core import attribution as attr
-from unlearn_core.layers import LayerError, apply_unit_masks, classifier_name, default_layer, layer_hook
-from unlearn_core.models import ModelError, create_model
-from unlearn_core.noise import asymmetric_noise, gaussian_input_noise, instance_noise, symmetric_noise
-from unlearn_core.metrics import classification_metrics, detection_metrics
-from unlearn_core.partition import clean_probability, prototype_margin
-from unlearn_core.pruning import prune_mask
-from unlearn_core.sensitivity import unit_sensitivity
-from unlearn_core.training import (epoch_order, make_optimizer, shrink_parameters,
+from denoise.core import attribution as attr
+from denoise.core.layers import LayerError, apply_unit_masks, classifier_name, default_layer, layer_hook
+from denoise.core.models import ModelError, create_model
+from denoise.core.noise import asymmetric_noise, gaussian_input_noise, instance_noise, symmetric_noise
+from denoise.core.metrics import classification_metrics, detection_metrics
+from denoise.core.partition import clean_probability, prototype_margin
+from denoise.core.pruning import prune_mask
+from denoise.core.sensitivity import unit_sensitivity
+from denoise.core.training import (epoch_order, make_optimizer, shrink_parameters,
                                    train_epoch)
 
 
@@ -233,7 +233,7 @@ def test_epoch_order_and_metrics():
 
 
 def test_head_training_on_cached_features_equals_training_through_a_frozen_backbone():
-    from unlearn_core.training import classifier_inputs
+    from denoise.core.training import classifier_inputs
 
     inputs, labels = torch.randn(40, 12), torch.randint(0, 5, (40,))
     through, cached = _model("mlp", (12,)), _model("mlp", (12,))
@@ -267,7 +267,7 @@ def test_shrink_scales_only_the_trained_parameters_and_keeps_pruned_units_zero()
 
 
 def test_disagreement_flags_the_samples_predicted_as_another_class():
-    from unlearn_core.detectors import disagreement_split
+    from denoise.core.detectors import disagreement_split
 
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
     is_clean, score = disagreement_split(probs, np.array([0, 0, 2]))

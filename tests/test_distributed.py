@@ -17,15 +17,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from cli import distributed, output
-from cli.distributed import join, parse_shard
-from cli.errors import InputError, UsageError
-from cli.files.checkpoint import read_metadata
-from cli.files.shards import merge_ranks, rank_path
-from cli.files.stage_files import read_npz_arrays
-from cli.files.streaming import StoredRows
-from unlearn_core.sensitivity import UnitMoments
-from unlearn_core.shards import CoverageError, batch_share, missing, owners, shard_rows
+from denoise.cli import distributed, output
+from denoise.cli.distributed import join, parse_shard
+from denoise.cli.errors import InputError, UsageError
+from denoise.cli.files.checkpoint import read_metadata
+from denoise.cli.files.shards import merge_ranks, rank_path
+from denoise.cli.files.stage_files import read_npz_arrays
+from denoise.cli.files.streaming import StoredRows
+from denoise.core.sensitivity import UnitMoments
+from denoise.core.shards import CoverageError, batch_share, missing, owners, shard_rows
 from conftest import FIXTURES, ROOT, TINY
 
 ODD = f"npz:{TINY}?per_class=25"  # 75 training samples: not a multiple of 2 (nor of 2 ranks' batch split)
@@ -322,7 +322,7 @@ def test_run_report_is_written_by_rank_0_alone(denoise, tmp_path, trained, monke
 
 def _command(*args, ranks=2):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--standalone", "-m"]
-    return [*(launcher if ranks else [sys.executable, "-m"]), "cli.main", *map(str, args)]
+    return [*(launcher if ranks else [sys.executable, "-m"]), "denoise.cli.main", *map(str, args)]
 
 
 def _environment():

@@ -1,5 +1,5 @@
 """Files denoise writes get the mode ``open`` would give them, ``0o666`` less the umask, not the private ``0o600`` of
-the temporary file each is written to before its atomic rename (``cli.files.paths.atomic_write``)."""
+the temporary file each is written to before its atomic rename (``denoise.cli.files.paths.atomic_write``)."""
 
 import os
 import stat
@@ -34,14 +34,14 @@ def test_stage_outputs_honour_the_umask(denoise, umask, tmp_path):
 
 
 def test_the_umask_is_read_without_being_changed(umask):
-    from cli.files.paths import current_umask, file_mode
+    from denoise.cli.files.paths import current_umask, file_mode
 
     assert current_umask() == umask and file_mode() == 0o666 & ~umask
     assert os.umask(umask) == umask, "reading it changed it"
 
 
 def test_an_overwritten_output_takes_the_umask_of_its_writer(umask, tmp_path):
-    from cli.files.paths import atomic_write
+    from denoise.cli.files.paths import atomic_write
 
     out = tmp_path / "out.txt"
     out.write_text("old")

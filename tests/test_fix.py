@@ -17,16 +17,16 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from cli.data import load_data
-from cli.files.stage_files import load_npz
-from unlearn_core.suspects import class_summary, issue_order, label_score
+from denoise.cli.data import load_data
+from denoise.cli.files.stage_files import load_npz
+from denoise.core.suspects import class_summary, issue_order, label_score
 
 COLORS = {"blue": (40, 40, 200), "green": (40, 200, 40), "red": (200, 40, 40), "yellow": (200, 200, 40)}
 
 
 def cli(*args) -> str:
     """``denoise ARGS...`` in this process (for module fixtures, which cannot use ``denoise``); its stdout."""
-    from cli.main import main
+    from denoise.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

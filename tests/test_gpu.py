@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from cli.files.checkpoint import load_checkpoint, read_metadata
-from unlearn_core.batches import autocast
-from unlearn_core import attribution as attr
-from unlearn_core.attribution import layer_activations
-from unlearn_core.models import create_model
+from denoise.cli.files.checkpoint import load_checkpoint, read_metadata
+from denoise.core.batches import autocast
+from denoise.core import attribution as attr
+from denoise.core.attribution import layer_activations
+from denoise.core.models import create_model
 from conftest import TINY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU path is not checked")

@@ -118,7 +118,7 @@ def test_import_without_its_transform_warns_when_the_owner_states_the_accuracy(d
 
 @pytest.mark.slow
 def test_every_stage_runs_on_the_imported_model_with_its_transform(denoise, owned, tmp_path):
-    from cli.files.checkpoint import read_metadata
+    from denoise.cli.files.checkpoint import read_metadata
 
     data = f"imagefolder:{owned['root'] / 'imgs'}?size={SIZE}"
     model = tmp_path / "m.safetensors"
@@ -164,7 +164,7 @@ def test_bad_size_and_normalization_are_one_line_usage_errors(denoise, owned, tm
 
 
 def test_train_records_the_normalization_it_is_given(denoise, tmp_path):
-    from cli.files.checkpoint import read_metadata
+    from denoise.cli.files.checkpoint import read_metadata
 
     model = tmp_path / "m.safetensors"
     _ok(denoise("train", "--data", f"npz:{TINY}", "--arch", "mlp", "--epochs", 1, "--normalize", "0.5/0.25",
@@ -180,7 +180,7 @@ def test_cifar10_and_mnist_take_a_size(tmp_path):
     """The array-backed image readers resize too, and record the size; without ?size= they stay as stored."""
     import struct
 
-    from cli.data import load_data
+    from denoise.cli.data import load_data
 
     rng = np.random.default_rng(0)
     cifar = tmp_path / "cifar"
@@ -203,3 +203,10 @@ def test_cifar10_and_mnist_take_a_size(tmp_path):
         assert list(resized.inputs.shape[1:]) == [stored[0], 40, 40] and resized.transform["size"] == 40
         assert torch.equal(resized.labels, as_stored.labels)
         assert abs(float(resized.inputs.mean()) - float(as_stored.inputs.mean())) < 0.02  # the same images, resized
+
+
+def test_an_architecture_module_that_cannot_be_imported_names_pythonpath(denoise, tmp_path):
+    result = denoise("train", "--data", "digits", "--arch", "no_such_module_here:make", "--epochs", 1,
+                     "--out", tmp_path / "m.safetensors")
+    lines = result.err.strip().splitlines()
+    assert result.code != 0 and len(lines) == 1 and "no_such_module_here" in lines[0] and "PYTHONPATH" in lines[0]

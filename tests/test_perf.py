@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from cli import stages
-from cli.bench.synthetic import SyntheticImages
-from cli.data.noise import inject_noise
-from cli.files.stage_files import load_npz, read_npz_arrays
-from cli.files.streaming import NpzStream, StoredRows
-from cli.model_commands import train
-from unlearn_core.batches import autocast, device_batches
-from unlearn_core import attribution as attr
-from unlearn_core.models import create_model
-from unlearn_core.training import Recipe
-from unlearn_core.sensitivity import UnitMoments, unit_sensitivity
+from denoise.cli import stages
+from denoise.cli.bench.synthetic import SyntheticImages
+from denoise.cli.data.noise import inject_noise
+from denoise.cli.files.stage_files import load_npz, read_npz_arrays
+from denoise.cli.files.streaming import NpzStream, StoredRows
+from denoise.cli.model_commands import train
+from denoise.core.batches import autocast, device_batches
+from denoise.core import attribution as attr
+from denoise.core.models import create_model
+from denoise.core.training import Recipe
+from denoise.core.sensitivity import UnitMoments, unit_sensitivity
 
 
 def _model(arch, shape):
@@ -160,8 +160,8 @@ def test_sensitivity_stage_matches_the_in_memory_regression(tmp_path):
     stages.partition(tmp_path / "scores.npz", split)
     stages.sensitivity(model, "digits", split, tmp_path / "sens.npz", noise=noise, batch_size=100, device="cpu")
     streamed, _ = load_npz(tmp_path / "sens.npz", "sensitivity")
-    from cli.data.samples import load_samples
-    from cli.files.checkpoint import load_checkpoint
+    from denoise.cli.data.samples import load_samples
+    from denoise.cli.files.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(model)
     samples = load_samples("digits", "train", checkpoint.info, noise)

@@ -3,11 +3,11 @@
 import numpy as np
 import torch
 
-from cli.files.checkpoint import read_metadata
-from cli.files.stage_files import load_npz, save_npz
+from denoise.cli.files.checkpoint import read_metadata
+from denoise.cli.files.stage_files import load_npz, save_npz
 from conftest import TINY
-from unlearn_core.attribution import sample_statistics
-from unlearn_core.relabel import RELABEL_PROBABILITY, fine_tuning_set, suggestion
+from denoise.core.attribution import sample_statistics
+from denoise.core.relabel import RELABEL_PROBABILITY, fine_tuning_set, suggestion
 
 
 def test_a_sample_is_relabeled_only_when_flagged_confident_and_pointing_elsewhere():

@@ -14,11 +14,11 @@ import pytest
 import soundfile
 from PIL import Image
 
-from cli.files.paths import file_sha256
-from cli.data import load_data
-from cli.files.stage_files import load_npz
-from cli.report.build import SECTIONS
-from unlearn_core.suspects import suspect_order, swap_counts
+from denoise.cli.files.paths import file_sha256
+from denoise.cli.data import load_data
+from denoise.cli.files.stage_files import load_npz
+from denoise.cli.report.build import SECTIONS
+from denoise.core.suspects import suspect_order, swap_counts
 from conftest import TINY
 
 IMAGES = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -110,7 +110,7 @@ def test_report_of_a_small_speech_run_from_its_workdir_and_from_files(denoise, t
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The demo's work directory (digits, 40 % symmetric noise; the README's setting)."""
-    from cli.demo import demo
+    from denoise.cli.demo import demo
 
     workdir = tmp_path_factory.mktemp("demo")
     demo(workdir, device="cpu")
@@ -163,7 +163,7 @@ def test_the_summary_names_the_input_models_regime_and_what_each_round_decided(d
 def test_a_re_run_that_reuses_every_stage_keeps_the_timings_of_the_run_that_made_them(denoise, demo_run, tmp_path):
     """A copy of the demo's run (mtimes kept), run again as the demo ran it: every stage is current, and run.json
     keeps each stage's summary and wall time from the first run, marked reused; the report says so."""
-    from cli.stage_timing import MADE
+    from denoise.cli.stage_timing import MADE
 
     work = tmp_path / "denoise"
     shutil.copytree(demo_run / "denoise", work)
@@ -194,7 +194,7 @@ def test_a_skipped_stage_keeps_an_earlier_timing_only_of_the_file_it_reuses(tmp_
     record of an older denoise (no out_stamp) is, when the file is no newer than its run.json."""
     import os
 
-    from cli.stage_timing import CHECKED, MADE, earlier_stages, out_stamp, stage_record
+    from denoise.cli.stage_timing import CHECKED, MADE, earlier_stages, out_stamp, stage_record
 
     out, record = tmp_path / "partition.npz", tmp_path / "run.json"
     out.write_bytes(b"made")
@@ -281,7 +281,7 @@ def test_bad_report_input_is_one_line(denoise, demo_run, tmp_path, build, mentio
 def test_report_only_reads_its_workdir(denoise, tmp_path):
     """`report --workdir` takes no lock: a missing folder is named as such (and not made), and a folder that
     another process holds is read, not refused as busy."""
-    from cli.files.lock import hold
+    from denoise.cli.files.lock import hold
 
     missing = tmp_path / "missing"
     result = denoise("report", "--workdir", missing, "--out", tmp_path / "r.html")

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from cli.files.checkpoint import load_checkpoint
-from cli.errors import InputError
-from cli.files.stage_files import load_npz
+from denoise.cli.files.checkpoint import load_checkpoint
+from denoise.cli.errors import InputError
+from denoise.cli.files.stage_files import load_npz
 from conftest import ROOT, TINY, cli_process
 
 
@@ -28,10 +28,10 @@ def _tensors(path):
 @pytest.fixture(scope="module")
 def noisy_digits(tmp_path_factory):
     """A noise file, a model trained on it and a partition, on digits."""
-    from cli import stages
-    from cli.data.noise import inject_noise
-    from cli.model_commands import train
-    from unlearn_core.training import Recipe
+    from denoise.cli import stages
+    from denoise.cli.data.noise import inject_noise
+    from denoise.cli.model_commands import train
+    from denoise.core.training import Recipe
 
     folder = tmp_path_factory.mktemp("digits")
     inject_noise("digits", "symmetric", 0.4, 0, folder / "noise.npz")
@@ -237,8 +237,8 @@ def _leftovers(folder):
 def streamed(tmp_path_factory):
     """An ``npz:`` data set large enough that ``attribute --batch-size 16`` streams its scores for a second or
     more, and a model trained on it for one epoch: (its data spec, the model)."""
-    from cli.model_commands import train
-    from unlearn_core.training import Recipe
+    from denoise.cli.model_commands import train
+    from denoise.core.training import Recipe
 
     folder = tmp_path_factory.mktemp("streamed")
     rng = np.random.default_rng(0)
@@ -292,7 +292,7 @@ def test_a_signal_in_deferred_cleanup_waits_until_the_cleanup_is_done(defer):
     """What made an interrupted run leave a stream's parts behind: the signal landed in their removal."""
     from contextlib import nullcontext
 
-    from cli.signals import Interrupted, deferred, interruptible
+    from denoise.cli.signals import Interrupted, deferred, interruptible
 
     done = []
     with pytest.raises(Interrupted) as caught, interruptible(), (deferred() if defer else nullcontext()):
@@ -307,8 +307,8 @@ def test_a_signal_while_a_lock_is_taken_waits_until_it_is_recorded_then_releases
     to that thread: masking it in the main thread, as ``hold`` once did, left the lock file behind."""
     import threading
 
-    from cli.files import lock
-    from cli.signals import Interrupted, interruptible
+    from denoise.cli.files import lock
+    from denoise.cli.signals import Interrupted, interruptible
 
     acquire, taken = lock._acquire, []
 
@@ -334,7 +334,7 @@ def test_a_signal_while_a_lock_is_taken_waits_until_it_is_recorded_then_releases
 LOADER_INTERRUPTED = """
 import os, signal, sys, time
 from torch.utils.data import DataLoader, Dataset
-from cli.signals import Interrupted, interruptible
+from denoise.cli.signals import Interrupted, interruptible
 
 class Slow(Dataset):
     def __len__(self):
@@ -473,7 +473,7 @@ def test_two_runs_in_one_work_directory_one_refuses_at_once_the_other_runs_as_if
 
 
 def test_an_output_in_use_is_refused_naming_its_holder(denoise, noisy_digits, tmp_path):
-    from cli.files.lock import hold
+    from denoise.cli.files.lock import hold
 
     out = tmp_path / "partition.npz"
     with hold(out, directory=False, command="denoise partition (the holder)"):

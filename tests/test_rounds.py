@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from cli import pipeline, stages
-from cli.bench import quality
-from cli.data.noise import inject_noise
-from cli.model_commands import train
+from denoise.cli import pipeline, stages
+from denoise.cli.bench import quality
+from denoise.cli.data.noise import inject_noise
+from denoise.cli.model_commands import train
 from conftest import TINY
-from unlearn_core.rounds import MemorySteps, Round, RunOptions, plan
-from unlearn_core.training import Recipe
+from denoise.core.rounds import MemorySteps, Round, RunOptions, plan
+from denoise.core.training import Recipe
 
 STEPS = ("attribute", "partition", "choice", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
 
@@ -80,7 +80,7 @@ def _pair_flipped(rng, classes: int, per_class: int, share: float, spread: float
 def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     """Two small cases: a model that predicts every given label (memorized: the attribution mixture, shrunk
     fine-tuning) and one that predicts another class for the mislabeled third (generalizing: loss mixture)."""
-    from unlearn_core.regime import partition_scores
+    from denoise.core.regime import partition_scores
 
     rng = np.random.default_rng(0)
     labels, noisy, true, attribution = _pair_flipped(rng, 3, 60, 1 / 3, spread=0.3)
@@ -103,7 +103,7 @@ def test_the_partition_does_not_depend_on_the_names_of_the_classes():
     """Renaming every class c as c + 1 (given labels and predictions alike) leaves each sample's clean probability
     and the record as they were, in both regimes. docs/quality.md rests on this (*Asymmetric 60 % cannot hold beside
     asymmetric 40 %*): so renamed, 60 % forward pair flips are 40 % backward ones, and the method treats them alike."""
-    from unlearn_core.regime import partition_scores
+    from denoise.core.regime import partition_scores
 
     rng = np.random.default_rng(3)
     classes = 4
@@ -126,7 +126,7 @@ def test_where_the_model_generalizes_a_flagged_sample_it_predicts_as_labeled_is_
     """Hard clean samples (high loss, yet predicted as their label) join the loss mixture's noisy component; a model
     that did not memorize its labels and still predicts the given one clears them. A memorizing model's
     predictions clear nothing."""
-    from unlearn_core.regime import partition_scores
+    from denoise.core.regime import partition_scores
 
     rng = np.random.default_rng(2)
     labels = np.repeat(np.arange(3), 100)
@@ -148,9 +148,9 @@ def test_corrupted_inputs_are_split_by_their_high_pass_energy_in_either_regime_n
     """Inputs of a natural spread of high-pass energy (one broad Gaussian) leave every class clean and the regime's
     label mixture detects; half of them with noise that raises it 5.9 nats are what the partition flags, whether
     the model generalizes or memorized its labels, and the plan is then one round of CORRUPTED_EPOCHS."""
-    from unlearn_core.regime import input_clean_probability, partition_scores
-    from unlearn_core.rounds import CORRUPTED_EPOCHS
-    from unlearn_core.suspects import separating_score
+    from denoise.core.regime import input_clean_probability, partition_scores
+    from denoise.core.rounds import CORRUPTED_EPOCHS
+    from denoise.core.suspects import separating_score
 
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(4), 150)
@@ -181,7 +181,7 @@ def test_a_few_outliers_or_one_odd_class_are_not_corrupted_inputs():
     """A class's split counts only where its smaller component holds INPUT_MIN_SHARE of it (two far outliers do
     not), and the inputs count as corrupted only where at least half the classes split (one class of four with a
     distinct high-energy half does not; two do)."""
-    from unlearn_core.regime import input_clean_probability
+    from denoise.core.regime import input_clean_probability
 
     rng = np.random.default_rng(2)
     labels = np.repeat(np.arange(4), 150)
@@ -202,7 +202,7 @@ def right(count: int, samples: int, first: int = 0) -> np.ndarray:
 
 
 def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_paired_sampling_error():
-    from unlearn_core.selection import choose
+    from denoise.core.selection import choose
 
     assert choose(right(84, 84), "round3", right(82, 84), "memorized")[0] == "round3"  # 1.0 vs 0.976: 2 against 0
     chosen, record = choose(right(84, 84), "round3", right(60, 84))
@@ -221,7 +221,7 @@ def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_paired_s
 
 
 def test_where_the_input_generalizes_held_out_samples_keep_the_cleaned_model_only_if_it_is_as_accurate():
-    from unlearn_core.selection import choose
+    from denoise.core.selection import choose
 
     chosen, record = choose(right(338, 639), "round1", right(311, 639, first=320))  # within 2 paired SE, but behind
     assert chosen == "input" and record["tolerance"] == 0.0
@@ -247,7 +247,7 @@ def test_run_hands_back_the_input_model_when_fine_tuning_hurts(denoise, tmp_path
     assert run_json["chosen"] == "input" and run_json["no_harm"] == record["no_harm"]
     # the report's labels still come from the fine-tuned model (the input predicts the labels it memorized), and
     # it reads the run's scores with their (N, U) attributions left on disk
-    from cli.report import run_files
+    from denoise.cli.report import run_files
 
     loads, load_npz = [], run_files.load_npz
     monkeypatch.setattr(run_files, "load_npz", lambda path, kind, **kw: loads.append((kind, kw.get("on_disk")))
@@ -275,7 +275,7 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
     """Where the split with the attribution block leaves two components far apart in the prototype margin
     the block stays; where they overlap it is left out. Later rounds see round 1's choice; the rounds are
     the same all-layer ones either way. Options given explicitly still win."""
-    from unlearn_core.regime import SEPARATION, margin_separation, partition_scores
+    from denoise.core.regime import SEPARATION, margin_separation, partition_scores
 
     kept = partition_scores(*_attribution_fixture(1.0, 0.3, seed=0))[1]
     assert kept["features"] == "prototype,attribution,loss" and kept["separation"] >= SEPARATION
@@ -302,8 +302,8 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
 def test_a_generalizing_model_gets_one_round_with_a_shorter_fine_tune_unless_options_say_otherwise():
     """The loss mixture of a model that did not memorize its labels detects in one round: the plan is a
     single round of GENERALIZING_EPOCHS, neither pruned nor shrunk; explicit --rounds and --epochs still win."""
-    from unlearn_core.regime import GENERALIZING
-    from unlearn_core.rounds import CORRUPTED_EPOCHS, GENERALIZING_EPOCHS
+    from denoise.core.regime import GENERALIZING
+    from denoise.core.rounds import CORRUPTED_EPOCHS, GENERALIZING_EPOCHS
 
     choice = {"regime": GENERALIZING, "features": None}
     [only] = plan(RunOptions(), choice)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from cli.data import registry
-from cli.files.checkpoint import load_checkpoint, read_metadata
-from unlearn_core.rounds import RunOptions, plan
-from unlearn_core.attribution import layer_activations
+from denoise.cli.data import registry
+from denoise.cli.files.checkpoint import load_checkpoint, read_metadata
+from denoise.core.rounds import RunOptions, plan
+from denoise.core.attribution import layer_activations
 from conftest import FSDD, TINY, requires_fsdd
 
 
@@ -200,7 +200,7 @@ def test_inspect_describes_checkpoints_and_npz(denoise, tmp_path):
 def test_import_plain_weights(denoise, tmp_path):
     from safetensors.torch import save_file
 
-    from unlearn_core.models import create_model
+    from denoise.core.models import create_model
 
     torch.manual_seed(3)
     net = create_model("mlp", (1, 8, 8), 3)
@@ -232,8 +232,8 @@ def test_evaluate_reports_the_documented_metrics(denoise, tmp_path):
 
 
 def test_input_noise_is_applied_to_the_same_samples_at_every_load(denoise, tmp_path):
-    from cli.data.samples import load_samples
-    from cli.files.checkpoint import ModelInfo
+    from denoise.cli.data.samples import load_samples
+    from denoise.cli.files.checkpoint import ModelInfo
 
     noise, model = tmp_path / "noise.npz", tmp_path / "m.safetensors"
     _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "input-gaussian", "--rate", 0.5, "--sigma", 4.5,
@@ -253,7 +253,7 @@ def test_input_noise_is_applied_to_the_same_samples_at_every_load(denoise, tmp_p
 
 
 def test_subset_spec_takes_a_stratified_seeded_subset_of_any_kind(denoise, tmp_path):
-    from cli.data import load_data
+    from denoise.cli.data import load_data
 
     full = load_data("digits", "train")
     subset = load_data("digits?per_class=20&seed=1", "train")
@@ -297,7 +297,7 @@ def test_run_finds_corrupted_inputs_in_either_regime_and_fine_tunes_longer(denoi
     labels) or a long-trained one (it memorized them): round 1's partition file records the input-energy split,
     which the run's rounds follow (one round of CORRUPTED_EPOCHS, pruned where the model memorized) and which
     finds the corrupted inputs."""
-    from unlearn_core.rounds import CORRUPTED_EPOCHS
+    from denoise.core.rounds import CORRUPTED_EPOCHS
 
     noise, model = tmp_path / "noise.npz", tmp_path / "noisy.safetensors"
     _ok(denoise("inject-noise", "--data", f"npz:{TINY}", "--kind", "input-gaussian", "--rate", 0.5, "--out", noise,

@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cli.data import load_data
-from cli.data.source import Inputs, TensorSource, as_inputs
-from cli.files.checkpoint import read_metadata
-from cli.files.stage_files import load_npz
-from unlearn_core.attribution import attribute_batches
-from unlearn_core.layers import default_layer
+from denoise.cli.data import load_data
+from denoise.cli.data.source import Inputs, TensorSource, as_inputs
+from denoise.cli.files.checkpoint import read_metadata
+from denoise.cli.files.stage_files import load_npz
+from denoise.core.attribution import attribute_batches
+from denoise.core.layers import default_layer
 
 from conftest import ROOT
 
@@ -58,7 +58,7 @@ def test_score_files_do_not_depend_on_workers_batch_size_or_the_cache(denoise, f
     data = f"imagefolder:{folder}?size=16"
     model = _trained(denoise, tmp_path, data)
     cached = _scores(denoise, model, data, tmp_path / "cached.npz", "--workers", 0)
-    monkeypatch.setattr("cli.data.source.cache_budget_bytes", lambda: 1000)
+    monkeypatch.setattr("denoise.cli.data.source.cache_budget_bytes", lambda: 1000)
     assert not isinstance(load_data(data).inputs.source, TensorSource), "the small budget should stream"
     for workers in (0, 2):
         streamed = _scores(denoise, model, data, tmp_path / f"w{workers}.npz", "--workers", workers)
@@ -74,8 +74,8 @@ def test_score_files_do_not_depend_on_workers_batch_size_or_the_cache(denoise, f
 def test_in_memory_arrays_and_their_lazy_view_give_the_same_scores(denoise, tmp_path):
     model = tmp_path / "model.safetensors"
     assert denoise("train", "--data", "digits", "--arch", "mlp", "--epochs", 2, "--out", model).code == 0
-    from cli.data.samples import load_samples
-    from cli.files.checkpoint import load_checkpoint
+    from denoise.cli.data.samples import load_samples
+    from denoise.cli.files.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(model)
     samples = load_samples("digits", "train", checkpoint.info)
@@ -92,7 +92,7 @@ def test_cifar10_folder_cached_and_streamed_give_the_same_score_file(denoise, tm
     data = f"imagefolder:{CIFAR10}?per_class=15"
     model = _trained(denoise, tmp_path, data)
     cached = _scores(denoise, model, data, tmp_path / "cached.npz")
-    monkeypatch.setattr("cli.data.source.cache_budget_bytes", lambda: 1000)
+    monkeypatch.setattr("denoise.cli.data.source.cache_budget_bytes", lambda: 1000)
     streamed = _scores(denoise, model, data, tmp_path / "streamed.npz", "--workers", 2)
     for name in SCORES:
         assert np.array_equal(streamed[name], cached[name]), name
@@ -162,8 +162,8 @@ def test_a_truncated_jpeg_is_named_before_training_starts(denoise, folder, tmp_p
     def decode(*_args, **_kwargs):
         raise AssertionError("an image was decoded for training before every file was checked")
 
-    monkeypatch.setattr("cli.data.source.cache_budget_bytes", lambda: 1000)  # streamed: decoded as training reads
-    monkeypatch.setattr("cli.data.images.decode_image", decode)
+    monkeypatch.setattr("denoise.cli.data.source.cache_budget_bytes", lambda: 1000)  # streamed: decoded as training reads
+    monkeypatch.setattr("denoise.cli.data.images.decode_image", decode)
     out = tmp_path / "model.safetensors"
     result = denoise("train", "--data", f"imagefolder:{broken}", "--arch", "cnn", "--epochs", 1, "--out", out)
     lines = result.err.strip().splitlines()
@@ -236,7 +236,7 @@ def test_bench_scale_prints_its_figures(denoise, tmp_path):
 
 
 def test_take_keeps_a_tensor_a_tensor_and_a_view_a_view():
-    from unlearn_core.batches import take
+    from denoise.core.batches import take
 
     tensor = torch.arange(12.0).reshape(6, 2)
     rows = np.array([4, 1])
@@ -246,7 +246,7 @@ def test_take_keeps_a_tensor_a_tensor_and_a_view_a_view():
 
 
 def test_a_killed_attribute_resumes_from_what_it_had_written(denoise, tmp_path, monkeypatch):
-    import cli.stages as stages
+    import denoise.cli.stages as stages
 
     model = tmp_path / "model.safetensors"
     assert denoise("train", "--data", "digits", "--arch", "mlp", "--epochs", 2, "--out", model).code == 0

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cli.errors import InputError
-from cli.model_commands import train
+from denoise.cli.errors import InputError
+from denoise.cli.model_commands import train
 from conftest import TINY, cli_process
-from unlearn_core.errors import OptionError
-from unlearn_core.selection import NO_HARM_Z, check_holdout, choose
-from unlearn_core.training import Recipe
+from denoise.core.errors import OptionError
+from denoise.core.selection import NO_HARM_Z, check_holdout, choose
+from denoise.core.training import Recipe
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ class Killed(Exception):
 def test_a_fine_tune_killed_with_held_out_samples_does_not_resume_on_all_of_them(files, tmp_path, monkeypatch):
     """A run killed in round 1's fine-tune and run again with --validation: the resume state left the held-out
     samples out, so it is refused rather than finished on every sample."""
-    from cli import fit, stages
+    from denoise.cli import fit, stages
 
     data, scores, partition = f"npz:{TINY}", tmp_path / "scores.npz", tmp_path / "partition.npz"
     held = tmp_path / "holdout.npz"

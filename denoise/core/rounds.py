@@ -1,0 +1,360 @@
+"""The round plan of the method, and the one walk of it that ``denoise run`` and ``bench quality`` share.
+
+Round r attributes with the model fine-tuned in round r-1 (the noisy model in round 1), partitions, and
+fine-tunes the *noisy* model on the clean part. Where the model memorized its labels, every round fine-tunes
+all layers from weights shrunk toward zero (``shrink``), which forgets the memorized noise: the early rounds'
+models then fit under 90 % of the labels, so what they predict joins the next round's evidence
+(``regime``: cleared by prediction), and later rounds see the features round 1 chose
+(``denoise.core.regime``: with or without the attribution block). The rounds are more, short ones, and so is
+the last round's fine-tune (``MEMORIZED_ROUNDS``; measured in docs/quality.md). The last round, whose
+partition is the cleanest, also measures sensitivity on the noisy model and prunes it before fine-tuning
+(pruning on an early, rougher partition removed the wrong units and made the rounds diverge).
+
+Before round 1 fine-tunes, a fraction of the samples its partition calls clean is held out (``holdout``):
+no round fine-tunes on them, and at the end they decide whether the last round's model or the input model
+is handed back (``denoise.core.selection``: first, do no harm; validation samples the input model was not
+trained on decide instead where the caller has them, and nothing is held out). With ``relabel`` the last round also
+fine-tunes on the flagged samples whose evidence points confidently to another class, with that class as
+their label (``denoise.core.relabel``); held-out samples stay out. Earlier rounds always drop them: their
+model detects in the next round, and one trained on relabels detected worse (digits, 40 % asymmetric: the
+next round flagged 210 samples instead of 583, of 575 mislabeled ones).
+
+``plan(options)`` says what each round does; ``run_rounds`` walks the plan over any ``Steps``: files on
+disk (``denoise.cli.stages.FileSteps``, what ``denoise run`` walks) or models in memory (``MemorySteps``, what the
+benchmark walks).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attribution import attribute_batches, check_target, sample_statistics
+from .errors import OptionError
+from .layers import apply_unit_masks, default_layer
+from .partition import CLEAN_THRESHOLD, check_orientation
+from .regime import AUTO, GENERALIZING, INPUT_DETECTOR, MEMORIZED, check_features, partition_scores, regime_of
+from .pruning import check_amount, prune_mask
+from .relabel import fine_tuning_set, suggestion
+from .selection import HOLDOUT_FRACTION, INPUT, check_holdout, choose, held_out_correct, holdout_mask
+from .sensitivity import layer_moments
+from .batches import take
+from .training import Recipe, fit
+
+
+# A memorized model's rounds: (round_train, rounds, round_epochs, last round's epochs). 4 all-layer rounds, 10
+# epochs each but the last's 15, took 14 % of the noisy model's training time on average on fsdd and at most 22 %,
+# against 22 % and 34 % for 5 x 10 and 30 epochs, and scored higher: +5.7 points over the input on average against
+# +2.8 (fsdd, 20 validation cells of 10-40 % noise; true labels of the validation split; docs/quality.md, *Shorter
+# rounds*). Where the attribution block joined round 1's features (every digits cell), the early rounds used to
+# fine-tune the head only (3 x 30, on cached features): their models kept memorizing, so nothing was cleared by
+# prediction, and at 10 % noise round 3 still flagged 19-25 % of the samples. All-layer rounds there scored +0.8
+# points over them on average on digits (30 validation cells of 0-40 % noise, seeds 0-2; +1.7 at 10-20 %, -1.5 at
+# instance 40 %, where the head-only rounds flagged nothing, -1.3 at asymmetric 40 %) and +4.2 on the 5 fsdd cells
+# whose round 1 kept the block (docs/quality.md, *All-layer rounds everywhere*).
+MEMORIZED_ROUNDS = ("all", 4, 10, 15)
+# Where the model generalizes (``regime``: the loss mixture detects) one round, and a shorter last fine-tune.
+# The input model's own loss already shows its noise, and early rounds dulled it: on a CIFAR-10 validation
+# cell (cnn, 8,000 samples, 40 % symmetric, seed 0; docs/quality.md) round 1 flagged 41.9 % with F1 0.773,
+# round 3 after two head-only rounds 29.8 % with F1 0.745. On the validation split (2,000 samples, noisy
+# labels, sampling error +-0.010) one round of 10 epochs scored 0.3245, of 30 epochs 0.3250, three rounds
+# 0.3295, the input 0.3280: alike, at 30 s against 69 s and 107 s. Nor is such a model pruned (no memorized
+# noise for its units to hold, and one stage less): without pruning it scored 0.3270 and 0.3305 (seeds 0, 1),
+# pruned 0.3245 and 0.3285; on the 10 % and instance 40 % cells 0.5060 vs 0.5050 and 0.3985 vs 0.4000, all
+# within sampling error. (On the test split the pruned model of the 40 % cell lost 1.1 points, unseen by the
+# no-harm check; that was not used to choose.)
+GENERALIZING_ROUNDS, GENERALIZING_EPOCHS = 1, 10
+# Where round 1 found corrupted inputs instead (``regime.INPUT_DETECTOR``, in either regime), one round: that
+# split comes from the inputs alone, so a later round would find it again. The fine-tune on the rest learns what
+# the input model could not, and it pays to train longer: on the CIFAR-10 validation cell (half the inputs
+# corrupted; accuracy on the validation split's clean images, input model 0.376) 10 epochs scored 0.421 and
+# 0.419 (seeds 1, 2), 20 epochs 0.454 and 0.452, 30 epochs 0.476 and 0.493. 20 keeps the run within a quarter
+# of retraining's time (it fine-tunes on the clean half, for a third of the input's 60 epochs).
+CORRUPTED_ROUNDS, CORRUPTED_EPOCHS = 1, 20
+
+
+@dataclass
+class RunOptions:
+    """The options of ``denoise run`` that shape its rounds; every default of the method is written here."""
+
+    rounds: int | None = None  # None: by round 1's regime (MEMORIZED_ROUNDS, GENERALIZING_ROUNDS)
+    layer: str | None = None  # attribution and pruning layer (default: the classifier's input)
+    target: str = "label"
+    per_class: bool = True
+    features: str = AUTO  # "auto": by regime (denoise.core.regime), or a comma list for the attribution mixture
+    dims: int = 10
+    orient: str = "auto"  # how partition picks the noisy component (denoise.core.partition.ORIENTATIONS)
+    prune_ratio: float | None = 0.1  # None: no sensitivity and no pruning (fine-tuning only)
+    prune_generalizing: bool = False  # prune a model that generalizes too (not by default: GENERALIZING_ROUNDS)
+    prune_by: str = "noisy"
+    train: str = "all"  # fine-tuning of the last round
+    round_train: str = AUTO  # fine-tuning of the rounds before the last: head, all, or auto (MEMORIZED_ROUNDS)
+    epochs: int | None = None  # of the last round's fine-tuning; None: MEMORIZED_ROUNDS, or GENERALIZING_EPOCHS
+    round_epochs: int | None = None  # fine-tuning epochs of each round before the last; None: MEMORIZED_ROUNDS
+    lr: float = Recipe.lr
+    shrink: float = 0.5  # shrink warm start of memorized models' last round and all-layer earlier rounds
+    batch_size: int = Recipe.batch_size
+    seed: int = 0
+    holdout: float = HOLDOUT_FRACTION  # of round 1's clean samples, never fine-tuned on, for the no-harm choice
+    relabel: bool = False  # the last round fine-tunes on confidently relabeled flagged samples too
+    augment: str = "none"  # of every round's fine-tuning (denoise.core.augment.AUGMENTATIONS)
+
+    def check(self) -> None:
+        """Raise OptionError for the first option out of range, before any round runs (a wrong ``features``
+        or ``prune_ratio`` would otherwise surface only after the attributions were made)."""
+        check_features(self.features)
+        check_orientation(self.orient)
+        check_target(self.target)
+        if self.prune_ratio is not None:
+            try:
+                check_amount(self.prune_ratio, None, self.prune_by)
+            except OptionError as exc:  # name the fields as RunOptions calls them
+                raise OptionError({"ratio": "prune_ratio", "by": "prune_by"}[exc.option], exc.problem) from None
+        if self.rounds is not None and self.rounds < 1:
+            raise OptionError("rounds", "must be at least 1")
+        check_holdout(self.holdout)
+        resolved = self.resolved()
+        resolved.recipe(1, last=True).check()
+        try:
+            resolved.recipe(1, last=False).check()
+        except OptionError as exc:  # the early rounds' own fields
+            raise OptionError({"epochs": "round_epochs", "train": "round_train"}.get(exc.option, exc.option),
+                              exc.problem) from None
+
+    def resolved(self, choice: dict | None = None) -> "RunOptions":
+        """These options with the round fields left to the data (``rounds``, ``round_epochs``, ``epochs`` None,
+        ``round_train`` auto) set by round 1's ``choice`` (its partition's record, ``regime.partition_scores``):
+        ``CORRUPTED_ROUNDS`` and ``CORRUPTED_EPOCHS`` where its ``detector`` found corrupted inputs, else where the
+        model generalizes ``GENERALIZING_ROUNDS`` and ``GENERALIZING_EPOCHS``, else (or without a choice)
+        ``MEMORIZED_ROUNDS``; a model that generalizes unpruned (``prune_ratio`` None) unless
+        ``prune_generalizing``."""
+        train, rounds, epochs, last_epochs = MEMORIZED_ROUNDS
+        prune_ratio = self.prune_ratio
+        choice = choice or {}
+        if choice.get("regime") == GENERALIZING:
+            rounds, last_epochs = GENERALIZING_ROUNDS, GENERALIZING_EPOCHS
+            prune_ratio = prune_ratio if self.prune_generalizing else None
+        if choice.get("detector") == INPUT_DETECTOR:
+            rounds, last_epochs = CORRUPTED_ROUNDS, CORRUPTED_EPOCHS
+        return replace(self, round_train=train if self.round_train == AUTO else self.round_train,
+                       prune_ratio=prune_ratio,
+                       rounds=rounds if self.rounds is None else self.rounds,
+                       round_epochs=epochs if self.round_epochs is None else self.round_epochs,
+                       epochs=last_epochs if self.epochs is None else self.epochs)
+
+    def recipe(self, number: int, last: bool, regime: str = MEMORIZED) -> Recipe:
+        """Round ``number``'s fine-tuning: the last round's ``train``/``epochs`` or those of the rounds before
+        it; shrunk in the last round and in all-layer early rounds (shrinking head-only rounds hurt detection),
+        where the model memorized its labels (``denoise.core.regime``): shrinking is how it forgets them."""
+        shrink = self.shrink if regime == MEMORIZED and (last or self.round_train == "all") else 1.0
+        return Recipe(epochs=self.epochs if last else self.round_epochs, lr=self.lr, batch_size=self.batch_size,
+                      train=self.train if last else self.round_train, shrink=shrink, seed=self.seed + number,
+                      augment=self.augment)
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round does: it attributes with the previous round's model, partitions, and fine-tunes the
+    noisy model with ``finetune`` (after sensitivity and pruning when ``prune``), on the flagged samples too,
+    relabeled, when ``relabel``."""
+
+    number: int  # 1-based
+    last: bool
+    prune: bool
+    finetune: Recipe
+    relabel: bool = False
+    features: str = AUTO  # what the round's partition sees (RunOptions.features; later rounds keep round 1's choice)
+
+
+def plan(options: RunOptions, choice: dict | None = None) -> list[Round]:
+    """The rounds of ``denoise run`` for ``options``, in order, after round 1's partition made ``choice`` (its
+    record: the model's ``regime`` sets the fine-tuning recipes and, where ``options.features`` is auto, its
+    ``features`` what later rounds' partitions see; the loss mixture records none, and later rounds choose again)."""
+    resolved, recorded = options.resolved(choice), choice or {}
+    regime, chosen = recorded.get("regime", MEMORIZED), recorded.get("features")
+    later = chosen if options.features == AUTO and chosen else options.features
+    last = resolved.rounds
+    return [Round(r, r == last, bool(resolved.prune_ratio) and r == last, resolved.recipe(r, r == last, regime),
+                  options.relabel and r == last, options.features if r == 1 else later)
+            for r in range(1, last + 1)]
+
+
+class Steps(Protocol):
+    """The five stages over some representation of models, scores and partitions (files, or memory)."""
+
+    def attribute(self, model: Any, round: Round) -> Any:
+        """Per-sample scores of the train split under ``model`` (the previous round's)."""
+
+    def partition(self, scores: Any, round: Round) -> Any:
+        """The clean/noisy partition of the train split those scores give."""
+
+    def sensitivity(self, model: Any, partition: Any, round: Round) -> Any:
+        """Each unit's regression coefficient on the partition's noisy indicator, under ``model``."""
+
+    def prune(self, model: Any, sensitivity: Any, round: Round) -> Any:
+        """``model`` with the most noise-sensitive units removed (``RunOptions.prune_ratio``)."""
+
+    def choice(self, partition: Any) -> dict:
+        """What the partition chose from the data: the ``regime`` (``denoise.core.regime.REGIMES``) it found
+        the model in, and the ``features`` its mixture saw (absent for the loss mixture and baselines)."""
+
+    def hold_out(self, partition: Any, round: Round) -> Any:
+        """The held-out samples: ``RunOptions.holdout`` of those the partition calls clean."""
+
+    def finetune(self, model: Any, partition: Any, held: Any, round: Round) -> Any:
+        """``model`` fine-tuned with ``round.finetune`` on the partition's clean samples (and with
+        ``round.relabel`` the relabeled flagged ones: ``relabel.fine_tuning_set``), held-out ones excepted."""
+
+    def held_out_correct(self, model: Any, held: Any) -> np.ndarray:
+        """(M,) bool: whether ``model`` classifies each held-out sample as labelled."""
+
+
+@dataclass
+class Outcome:
+    """What ``run_rounds`` hands back: ``model`` (the chosen one: the last round's, or the input's) and its
+    ``chosen`` name (``"input"`` or ``"round{r}"``), the last round's partition, the no-harm record
+    (``selection.choose``; None when ``holdout`` is 0 and no validation samples were given: then the last
+    round's model is chosen unchecked), and the options the rounds ran with (``RunOptions.resolved`` by
+    round 1's choice)."""
+
+    model: Any
+    chosen: str
+    partition: Any
+    no_harm: dict | None
+    options: RunOptions
+
+
+def detect(steps: Steps, round: Round, model: Any) -> Any:
+    """The first half of a round: attribute with ``model`` (the previous round's), then partition."""
+    return steps.partition(steps.attribute(model, round), round)
+
+
+def clean(steps: Steps, round: Round, noisy: Any, partition: Any, held: Any) -> Any:
+    """The second half of a round: (sensitivity and pruning of the noisy model, when the round prunes, then)
+    fine-tuning on the partition's clean samples but the held-out ones. Returns the round's model."""
+    start = noisy
+    if round.prune:
+        start = steps.prune(noisy, steps.sensitivity(noisy, partition, round), round)
+    return steps.finetune(start, partition, held, round)
+
+
+def run_rounds(steps: Steps, options: RunOptions, noisy: Any,
+               validation: Callable[[Any], np.ndarray] | None = None) -> Outcome:
+    """The rounds of ``plan(options)`` from the ``noisy`` model, then the no-harm choice between the input and
+    the last round's model (``denoise.core.selection``) on the held-out samples or, given ``validation``, on
+    samples the input model was not trained on: ``validation(model)`` is (M,) bool, whether ``model`` classifies
+    each of those samples as labelled; then nothing is held out (``options.holdout`` must be 0)."""
+    if validation is not None:
+        check_holdout(options.holdout, validation=True)
+    partition = detect(steps, plan(options)[0], noisy)  # round 1 detects alike in every regime
+    choice = steps.choice(partition)
+    rounds, regime, used = plan(options, choice), choice["regime"], options.resolved(choice)
+    held = steps.hold_out(partition, rounds[0]) if options.holdout else None
+    current = noisy
+    for round in rounds:
+        if round.number > 1:
+            partition = detect(steps, round, current)
+        current = clean(steps, round, noisy, partition, held)
+    last = f"round{len(rounds)}"
+    if validation is None and not options.holdout:
+        return Outcome(current, last, partition, None, used)
+    correct = validation or (lambda model: steps.held_out_correct(model, held))
+    chosen, record = choose(correct(noisy), last, correct(current), regime, trained_on=validation is None)
+    return Outcome(noisy if chosen == INPUT else current, chosen, partition, record, used)
+
+
+@dataclass
+class MemoryPartition:
+    """A partition held in memory: ``is_clean`` (N,) bool, ``clean_prob`` (N,) float64 (higher = more likely
+    clean), the ``regime`` the model was found in, and the class each sample's scores suggest with its
+    probability (``relabel.suggestion``: ``suggested`` (N,) int64, ``suggested_prob`` (N,) float64); the
+    ``features`` the attribution mixture saw (None for other detectors) and the ``detector`` that split it
+    (``regime.partition_scores``; None for the baselines)."""
+
+    is_clean: np.ndarray
+    clean_prob: np.ndarray
+    regime: str
+    suggested: np.ndarray
+    suggested_prob: np.ndarray
+    features: str | None = None
+    detector: str | None = None
+
+    @classmethod
+    def of(cls, is_clean: np.ndarray, clean_prob: np.ndarray, logits: torch.Tensor, labels: torch.Tensor
+           ) -> "MemoryPartition":
+        """A detector's split, with the regime and the suggestions of the model whose (N, C) ``logits`` of
+        the (N,) given ``labels`` it saw."""
+        stats = {name: value.numpy() for name, value in sample_statistics(logits, labels).items()}
+        labels = labels.numpy()
+        return cls(is_clean, clean_prob, regime_of(stats["predicted"], labels)[0],
+                   *suggestion(labels, stats["predicted"], stats["confidence"], stats["margin"]))
+
+
+class MemorySteps:
+    """The steps on models held in memory over one prepared train split (what ``bench quality`` walks).
+
+    inputs: (N, ...) normalized float inputs; labels: (N,) given labels. A partition is a ``MemoryPartition``,
+    the held-out samples an (N,) bool mask; models are copied, never changed in place.
+    """
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, options: RunOptions, device: torch.device,
+                 batch_size: int = 256):
+        self.inputs, self.labels, self.options, self.device, self.batch_size = inputs, labels, options, device, batch_size
+
+    def _layer(self, model: nn.Module) -> str:
+        return self.options.layer or default_layer(model, self.inputs)
+
+    def attribute(self, model: nn.Module, round: Round) -> dict[str, np.ndarray]:
+        """The scores of every sample (see ``attribute_batches``), concatenated: arrays over N."""
+        parts = [scores for _, scores in attribute_batches(model, self.inputs, self.labels, self._layer(model),
+                                                           target=self.options.target, batch_size=self.batch_size,
+                                                           device=self.device)]
+        return {name: torch.cat([part[name] for part in parts]).numpy() for name in parts[0]}
+
+    def partition(self, scores: dict[str, np.ndarray], round: Round) -> "MemoryPartition":
+        """``partition_scores`` of the scores."""
+        options, labels = self.options, self.labels.numpy()
+        prob, choice = partition_scores(scores, labels, features=round.features, per_class=options.per_class,
+                                        dims=options.dims, seed=options.seed, orient=options.orient,
+                                        choose_block=round.number == 1)
+        return MemoryPartition(prob >= CLEAN_THRESHOLD, prob, choice["regime"],
+                               *suggestion(labels, scores["predicted"], scores["confidence"], scores["margin"]),
+                               choice.get("features"), choice["detector"])
+
+    def choice(self, partition: "MemoryPartition") -> dict:
+        """The regime, features and detector recorded with the partition."""
+        return {"regime": partition.regime, "features": partition.features, "detector": partition.detector}
+
+    def sensitivity(self, model: nn.Module, partition, round: Round) -> dict[str, np.ndarray]:
+        """``UnitMoments.solve`` of the units at the layer: ``coefficient`` (U,) and the rest."""
+        return layer_moments(model, self.inputs, ~partition.is_clean, self._layer(model), batch_size=self.batch_size,
+                             device=self.device).solve()
+
+    def prune(self, model: nn.Module, sensitivity: dict[str, np.ndarray], round: Round) -> nn.Module:
+        """A copy of ``model`` with the ``prune_mask`` of the coefficients applied for good."""
+        keep = prune_mask(sensitivity["coefficient"], ratio=self.options.prune_ratio, by=self.options.prune_by)
+        pruned = copy.deepcopy(model)
+        apply_unit_masks(pruned, {self._layer(model): torch.as_tensor(keep)})
+        return pruned
+
+    def hold_out(self, partition, round: Round) -> np.ndarray:
+        """``holdout_mask`` of the partition's clean samples."""
+        return holdout_mask(partition.is_clean, self.options.holdout, self.options.seed)
+
+    def finetune(self, model: nn.Module, partition, held: np.ndarray | None, round: Round) -> nn.Module:
+        """A copy of ``model`` trained with ``round.finetune`` on the (M, ...) samples of ``fine_tuning_set``."""
+        suggestions = (partition.suggested, partition.suggested_prob) if round.relabel else ()
+        rows, targets, _ = fine_tuning_set(self.labels.numpy(), partition.is_clean, held, *suggestions)
+        keep = torch.as_tensor(rows)
+        tuned = copy.deepcopy(model)
+        fit(tuned, take(self.inputs, keep), torch.as_tensor(targets)[keep], round.finetune, device=self.device)
+        return tuned
+
+    def held_out_correct(self, model: nn.Module, held: np.ndarray) -> np.ndarray:
+        """``selection.held_out_correct`` of ``model``."""
+        return held_out_correct(model, self.inputs, self.labels, held, self.batch_size, self.device)

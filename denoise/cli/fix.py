@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import sys
 import zipfile
@@ -39,11 +40,12 @@ import typer
 
 from .data import spec_help
 from .data.manifest import read_manifest
-from .data.registry import Dataset, read_index
+from .data.registry import Dataset, labels_fingerprint, read_index
 from .errors import InputError, UsageError
 from .files.paths import atomic_write, check_input_path
 from .files.stage_files import read_npz_arrays
 from .output import emit
+from .report.suspects import data_record_path
 
 ACTIONS = ("relabel", "drop", "keep")
 KINDS = ("npz", "csv", "imagefolder")
@@ -231,6 +233,23 @@ def _write_folder_manifest(folder: Path, out: Path, data: Dataset, test: Dataset
     return notes
 
 
+def _check_data_record(issues_csv: Path, train: Dataset) -> list[str]:
+    """InputError unless the data record ``issues`` wrote beside the CSV (``data_record_path``) names these very
+    labels (``labels_fingerprint``); a note when there is none (the CSV is then checked row by row only)."""
+    record_file = data_record_path(issues_csv)
+    if not record_file.is_file():
+        return [f"no {record_file.name} beside the CSV: its rows are checked one by one, not the whole data"]
+    try:
+        record = json.loads(record_file.read_text())
+        recorded = record["labels_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(record_file, "is not the data record of `denoise issues`") from None
+    if recorded != labels_fingerprint(train):
+        raise InputError(issues_csv, f"was made from other data than {train.spec} (its labels, rows or files "
+                                     f"differ from those {record_file.name} records; run `denoise issues` again)")
+    return []
+
+
 def fix(issues_csv: Path, data: str, out: Path, *, max_score: float | None = None,
         min_suggested_prob: float | None = None) -> dict:
     """Write the corrected copy of ``data``'s labels that ``issues_csv`` asks for to ``out`` (module docstring);
@@ -248,15 +267,16 @@ def fix(issues_csv: Path, data: str, out: Path, *, max_score: float | None = Non
         if other.exists() and out.resolve() == other.resolve():
             raise UsageError(f"--out must be another file than {what} ({other}): fix never edits it in place")
     train = read_index(data, "train")
+    notes = _check_data_record(Path(issues_csv), train)
     labels, drop, listed = read_actions(Path(issues_csv), train, max_score=max_score,
                                         min_suggested_prob=min_suggested_prob)
     changed = (labels != train.labels.numpy()) & ~drop
     if kind == "npz":
-        notes = _write_npz(source, out, train, labels, drop)
+        notes += _write_npz(source, out, train, labels, drop)
     elif kind == "csv":
-        notes = _write_csv(source, out, train, labels, drop)
+        notes += _write_csv(source, out, train, labels, drop)
     else:
-        notes = _write_folder_manifest(source, out, train, read_index(data, "test"), labels, drop)
+        notes += _write_folder_manifest(source, out, train, read_index(data, "test"), labels, drop)
     written = "npz" if kind == "npz" else "csv"
     return {"out": str(out), "data": f"{written}:{out}" + (f"?{query}" if query else ""), "listed": listed,
             "relabeled": int(changed.sum()), "dropped": int(drop.sum()),

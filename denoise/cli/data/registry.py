@@ -203,6 +203,19 @@ def read_index(spec: str, split: str = "train") -> Dataset:
     return Dataset(inputs, torch.as_tensor(labels), [str(c) for c in classes], spec, split, transform, origin)
 
 
+def labels_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 of what ``denoise fix`` acts on in a split: its class names, labels, and each sample's row and file
+    (``read_index``'s view). Equal for the same labels of the same samples; any relabeling, reordering or added
+    file changes it."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([dataset.classes, dataset.origin.paths]).encode())
+    digest.update(np.ascontiguousarray(dataset.labels.numpy(), dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(dataset.origin.rows, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
 def stratified_rows(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
     """Sorted row indices of (N,) ``labels``: at most ``per_class`` rows of each label, drawn without
     replacement by ``seed`` (a function of the labels, ``per_class`` and ``seed`` only)."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from denoise.core.suspects import class_summary, issue_order, label_score
 from denoise.core.training import logits_of
 
 from ..data import load_data, read_once
+from ..data.registry import labels_fingerprint, read_index
 from ..data.samples import Samples, load_samples
 from ..device import resolve_device
 from ..errors import InputError, UsageError
@@ -199,6 +201,12 @@ def summary_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.summary.csv")
 
 
+def data_record_path(out: Path) -> Path:
+    """Where ``issues`` records the data an issues CSV ``out`` was made from (``issues.csv``: ``issues.data.json``),
+    which ``denoise fix`` checks the data it corrects against."""
+    return out.with_name(f"{out.stem}.data.json")
+
+
 def issues(scores: Path, partition: Path, *, out: Path | None = None, data: str | None = None,
            model: Path | None = None, every: bool = False, summary: Path | None = None, arch: str | None = None,
            device: str = "auto") -> dict:
@@ -218,6 +226,11 @@ def issues(scores: Path, partition: Path, *, out: Path | None = None, data: str 
     if summary is not None:
         summary_text = csv_text(per_class, SUMMARY_COLUMNS)
         atomic_write(summary, lambda tmp: tmp.write_text(summary_text))
+    if out is not None and data is not None:
+        split = read_index(data, "train")
+        record = json.dumps({"data": data, "samples": len(split.labels), "classes": split.classes,
+                             "labels_sha256": labels_fingerprint(split)}, indent=2)
+        atomic_write(data_record_path(Path(out)), lambda tmp: tmp.write_text(record))
     return {"out": None if out is None else str(out), "summary": None if summary is None else str(summary),
             "samples": len(suspects.given), "flagged": int(suspects.flagged.sum()),
             "suggested_by": suspects.suggested_by, "classes": per_class, "rows": records, "csv": text}

@@ -142,12 +142,11 @@ def read_once() -> Iterator[None]:
         _read = outer
 
 
-def load_data(spec: str, split: str = "train") -> Dataset:
-    """Read split ``split`` of the data set named by ``spec`` (kinds: ``SPEC_KINDS``)."""
+def _read_split(spec: str, split: str) -> tuple[tuple, tuple[int, int] | None]:
+    """The reader's ``(inputs, labels, classes, transform, origin)`` of split ``split`` of ``spec`` (labels as
+    an int64 tensor), and the spec's subset ``(per_class, seed)`` (None: the whole split), not yet applied."""
     if split not in SPLITS:
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
-    if _read is not None and (spec, split) in _read:
-        return _read[spec, split]
     name, location, query = _parts(spec)
     if name not in SPEC_KINDS:
         raise UsageError(f"unknown data spec {spec!r} (kinds: {', '.join(SPEC_KINDS)}; e.g. digits, npz:FILE)")
@@ -161,13 +160,21 @@ def load_data(spec: str, split: str = "train") -> Dataset:
             raise InputError(path, "no such file or directory")
     options, subset = _query(spec, kind, query)
     inputs, labels, classes, transform, origin = kind.reader(path, split, **options)
+    return (inputs, torch.as_tensor(np.asarray(labels), dtype=torch.long), [str(c) for c in classes], transform,
+            origin), subset
+
+
+def load_data(spec: str, split: str = "train") -> Dataset:
+    """Read split ``split`` of the data set named by ``spec`` (kinds: ``SPEC_KINDS``)."""
+    if _read is not None and (spec, split) in _read:
+        return _read[spec, split]
+    (inputs, labels, classes, transform, origin), subset = _read_split(spec, split)
     if len(labels) == 0:
         raise InputError(spec, f"the {split} split has no samples")
     if not isinstance(inputs, Inputs):
         inputs = torch.as_tensor(inputs, dtype=torch.float32)
         if not torch.isfinite(inputs).all():  # pixels decoded from files are bytes: always finite
             raise InputError(spec, "inputs contain NaN or infinite values")
-    labels = torch.as_tensor(labels, dtype=torch.long)
     if subset is not None:
         rows = stratified_rows(labels.numpy(), *subset)
         inputs, labels, origin = take(inputs, rows), labels[torch.as_tensor(rows)], origin.take(rows)
@@ -179,7 +186,7 @@ def load_data(spec: str, split: str = "train") -> Dataset:
             inputs, labels, origin = take(inputs, kept), labels[torch.as_tensor(kept)], origin.take(kept)
             origin.skipped = READING.skipped[spec] = skipped
         inputs = inputs.decoded()
-    dataset = Dataset(inputs, labels, [str(c) for c in classes], spec, split, transform, origin)
+    dataset = Dataset(inputs, labels, classes, spec, split, transform, origin)
     if _read is not None:
         _read[spec, split] = dataset
     return dataset
@@ -189,18 +196,8 @@ def read_index(spec: str, split: str = "train") -> Dataset:
     """Split ``split`` of ``spec`` as its reader gives it, for ``denoise fix``, which maps rows of the user's own
     file: whole (``?per_class=`` not applied: its rows are rows of the file all the same) and its files neither
     checked nor decoded (``inputs`` as the reader returned them). Spec errors as ``load_data``'s."""
-    name, location, query = _parts(spec)
-    if name not in SPEC_KINDS:
-        raise UsageError(f"unknown data spec {spec!r} (kinds: {', '.join(SPEC_KINDS)}; e.g. digits, npz:FILE)")
-    kind = SPEC_KINDS[name]
-    path = Path(location) if kind.needs_path and location else None
-    if kind.needs_path and (path is None or not path.exists()):
-        raise InputError(location or spec, "no such file or directory")
-    options, _subset = _query(spec, kind, query)
-    inputs, labels, classes, transform, origin = kind.reader(path, split, **options)
-    labels = np.asarray(labels, dtype=np.int64)
-    origin = origin or Origin(np.arange(len(labels), dtype=np.int64))
-    return Dataset(inputs, torch.as_tensor(labels), [str(c) for c in classes], spec, split, transform, origin)
+    (inputs, labels, classes, transform, origin), _subset = _read_split(spec, split)
+    return Dataset(inputs, labels, classes, spec, split, transform, origin)
 
 
 def labels_fingerprint(dataset: Dataset) -> str:

@@ -20,8 +20,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
+from denoise.core.batches import loaded
 from denoise.core.inputs import normalize
 from denoise.core.noise import gaussian_input_noise
 
@@ -116,9 +116,6 @@ class Inputs:
     @property
     def shape(self) -> torch.Size:
         return torch.Size((len(self.rows), *self.source.sample_shape))
-
-    def dim(self) -> int:
-        return len(self.shape)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -251,23 +248,10 @@ def cached(source: Source, describe: str = "decode") -> Source:
     if not source.decodes or len(source) == 0 or size > cache_budget_bytes():
         return source
     blocks = [np.arange(start, min(start + 256, len(source))) for start in range(0, len(source), 256)]
-    loader = DataLoader(_RawBlocks(source, blocks), batch_size=None, num_workers=workers_for(source) or 0)
+    batches = loaded(len(blocks), lambda i: source.read(blocks[i]), torch.device("cpu"), workers_for(source) or 0)
     out = torch.empty((len(source), *source.sample_shape), dtype=source.dtype)
     with progress(describe, len(source)) as advance:
-        for rows, batch in zip(blocks, loader):
+        for rows, batch in zip(blocks, batches):
             out[rows[0]:rows[-1] + 1] = batch
             advance(len(rows))
     return TensorSource(out)
-
-
-class _RawBlocks(torch.utils.data.Dataset):
-    """Block i of a source's samples, as read (uint8), for ``cached``."""
-
-    def __init__(self, source: Source, blocks: list[np.ndarray]):
-        self.source, self.blocks = source, blocks
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.source.read(self.blocks[i])

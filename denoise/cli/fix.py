@@ -1,27 +1,15 @@
 """``denoise fix``: an issues CSV (``denoise issues``, edited by hand or not) applied to a copy of the user's labels.
 
-Which rows are acted on, and how. Each listed row's ``action`` cell, where the CSV has that column and the cell
-is not empty, says it: ``relabel`` (to its ``suggested_label``, which a person may have edited), ``drop`` (the
-sample leaves the data) or ``keep``; a person's word wins over every threshold. A row without one is relabeled
-when it is a label issue (``is_label_issue`` true; a CSV without that column: every listed row) and it passes
-the thresholds given: ``--max-score S`` (its ``label_score`` is at most S: low scores are the likely wrong
-labels) and ``--min-suggested-prob P`` (its ``suggested_prob`` is at least P); else it is kept. A relabel to
-the label the sample already has changes nothing and counts as kept.
+Each listed row's ``action`` cell, where filled, says what is done (``relabel`` to its ``suggested_label``,
+``drop``, ``keep``): a person's word wins over every threshold. A row without one is relabeled when it is a label
+issue and passes ``--max-score`` (``label_score`` at most S) and ``--min-suggested-prob`` (``suggested_prob`` at
+least P); else it is kept. A relabel to the label the sample already has counts as kept.
 
-What is written, never over the input (``--out`` must be another file), atomically:
-
-- ``npz:FILE``: an .npz with the same arrays, ``y`` corrected, dropped rows removed from every per-row array
-  (``x``, ``y``, ``split``, ...). Without ``classes``, ``y`` holds label values; where the correction leaves a
-  value with no sample, ``classes`` (the names the file had) is added and ``y`` becomes indices into it, so
-  the classes a model was trained with stay those of the data.
-- ``csv:FILE``: a manifest with the same columns, ``label`` corrected, dropped rows removed; paths rewritten
-  relative to ``--out``'s folder where it is another than the input's.
-- ``imagefolder:DIR``: a ``csv:`` manifest ``path,label[,split]`` of every file (``split`` where DIR has
-  train/ and test/), paths relative to ``--out``'s folder; nothing is moved.
-
-The CSV must match the data: every ``row`` a row of the train split (``Dataset.origin.rows``), listed once, its
-``given_label`` the data's label of that row, its ``path`` (where given) that row's file, and every label
-it relabels to one of the data's class names; else one line naming the CSV's line, exit 2.
+Written atomically, never over the input: ``npz:`` the same arrays with ``y`` corrected and dropped rows removed
+(``classes`` added where a label value is left with no sample); ``csv:`` the same manifest, paths relative to
+``--out``'s folder; ``imagefolder:`` a ``csv:`` manifest of every file, nothing moved. The CSV must match the
+data (each ``row`` a train-split row listed once, its ``given_label`` and ``path`` that row's, every relabel a
+class name); else one line naming the CSV's line, exit 2. Details: docs/report.md, *denoise fix*.
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """Ctrl-C (SIGINT) and SIGTERM end any command cleanly: ``denoise: interrupted``, exit code 128 + the signal.
 
 The handler raises ``Interrupted``, a BaseException, so no ``except Exception`` on the way turns it into
-another error, while every ``finally`` runs: temporary files are removed (``atomic_write``, ``NpzStream``),
-locks released, and the last resume state of ``train``/``finetune`` stays as it was written. A second
-signal while that unwinding runs ends the process at once; nothing half-written is left either way, since
-outputs only appear by an atomic rename. Cleanup that runs after a finished write (``NpzStream`` removing its
-parts), and taking and releasing a lock (``denoise.cli.files.lock.hold``), are ``deferred``: a signal that lands in them
-waits until they are done, so they can't leave their files behind.
+another error, while every ``finally`` runs: temporary files are removed, locks released, resume states kept as
+written. A second signal during that unwinding ends the process at once; outputs only appear by an atomic rename,
+so nothing half-written is left either way. Cleanup after a finished write and taking or releasing a lock are
+``deferred``: a signal that lands in them waits until they are done.
 
-A signal whose ``Interrupted`` was swallowed on its way (raised in a finalizer, or in Python code that native
-code called and whose error it dropped) still stops the output: ``atomic_write`` calls ``check`` just before
-its rename. A signal after the rename ends the command with the same line and code, the finished output in
-place. The console script ends with ``exit_now``, so a signal that lands as the process exits is still
-reported. Processes forked from this one (DataLoader workers) ignore SIGINT, which Ctrl-C sends them too: this
-process stops them as it unwinds.
+A signal whose ``Interrupted`` was swallowed (raised in a finalizer, or in Python code called by native code that
+dropped its error) still stops the output: ``atomic_write`` calls ``check`` just before its rename. The console
+script ends with ``exit_now``, so a signal that lands as the process exits is still reported. Forked processes
+(DataLoader workers) ignore SIGINT; this process stops them as it unwinds.
 """
 
 from __future__ import annotations

@@ -19,13 +19,12 @@ DEFAULT_FEATURES = ("prototype", "attribution", "loss")
 # attribution_log_norm; "auto" takes the margin, unless (almost) no sample looks more like another
 # class than its own (fewer than NO_LABEL_NOISE of them): then the labels show no sign of noise, and
 # the split is oriented by attribution energy, which corrupted inputs raise. Without "prototype" among
-# the features, "auto" takes the loss.
+# the features, "auto" takes the loss (docs/decisions/0014-orientation.md).
 ORIENTATIONS = ("auto", "margin", "loss", "norm")
 NO_LABEL_NOISE = 0.01
 # Oriented by attribution energy, a class's noisy component must carry at least e^0.4 = 1.5 times the
-# energy of its clean one, or the class is all clean: with clean labels and clean inputs the two halves
-# of a class differ by 0.0-0.2 nats (digits, memorizing MLP: the mixture used to flag 61 % of a clean
-# train split), with half the inputs corrupted (input-gaussian, sigma 4.5) by 0.6-0.8 nats.
+# energy of its clean one, or the class is all clean: the halves of a clean class differ by far less than
+# corrupted inputs make them (docs/decisions/0014-orientation.md).
 MIN_NORM_GAP = 0.4
 CLEAN_THRESHOLD = 0.5  # a sample is called clean when its clean probability is at least this
 

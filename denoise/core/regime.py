@@ -1,64 +1,17 @@
-"""Which signal tells mislabeled samples apart depends on whether the model memorized its training labels.
+"""Which detector splits a partition, chosen from the data: the model's regime, then the kind of noise.
 
-A model that fits (almost) every training label, the noisy ones included, has a loss near zero on all of
-them: loss and prediction carry no sign of the noise, and its attributions do (``partition``: prototype
-margin, attribution vectors). A model that did not memorize them (a CNN trained for a realistic number of
-epochs, or early-stopped) predicts another class for many mislabeled samples, and their loss is high: the
-per-sample loss separates them (the DivideMix criterion), while attribution patterns of unfitted samples
-are mixed. ``features="auto"`` chooses from the data, by the share ``fit`` of training labels the model
-predicts: "memorized" at ``fit >= MEMORIZED_FIT``, else "generalizing". The choice is recorded.
+A model that fits (almost) every training label has memorized them: its loss and predictions carry no sign of
+the noise, its attributions do (``partition``: prototype margin, attribution vectors). A model that did not
+predicts another class for many mislabeled samples, so their per-sample loss separates them (the DivideMix
+criterion). ``features="auto"`` calls the model "memorized" at ``fit >= MEMORIZED_FIT`` (the share of training
+labels it predicts), else "generalizing"; the record says which (see docs/decisions/0001-regime.md).
 
-The regime also sets the last round's fine-tuning (``rounds.RunOptions.recipe``): the shrink warm start,
-which makes a network forget what it memorized, is for memorized models only. On a validation split of CIFAR-10 noisy
-training data (40 % symmetric; accuracy against the noisy labels) fine-tuning the generalizing CNN from
-shrunk weights scored 0.3245, from its own weights 0.3285, the input model 0.3270.
-
-In the memorized regime round 1 also chooses whether the attribution block (principal components of the
-attribution vectors) joins the prototype margin and the loss. A split that is about the label noise has
-two components far apart in the prototype margin; where the vectors' largest variation is something else
-(fsdd: the speaker) the split with the block follows it, and its components overlap in the margin. So the
-block stays only where the split with it separates the margin clearly (``margin_separation``, Ashman's D
-per class, at least ``SEPARATION``, the usual bound for two well-separated components); else the margin
-and loss alone split, in round 1 and the rounds after it (``rounds.plan``). Round 1, seed 0,
-validation cells of 2026-11-26: D 2.50-3.36 on digits (symmetric 40 %, 60 %, asymmetric 40 %), 1.21 and
-1.73 on fsdd (symmetric, instance 40 %); docs/quality.md, *One set of defaults*.
-
-Evidence for the threshold (noisy models of the benchmarks, 2026-11-26): digits MLP fits 100 % of its
-noisy labels, fsdd MLP 91-100 % (attribution detects there: F1 0.86-0.95 at 40 %), CIFAR-10 CNN
-(10k images, 60 epochs) 39 % at 40 % noise and 60 % at 10 % (global loss mixture F1 0.60 at 10 % against
-0.36 for the attribution mixture, which flagged 38 % of the samples).
-
-Where the model generalizes, a label mixture's noisy component also takes hard clean samples: ones with a high
-loss, or unlike their class's attribution pattern, that the model still predicts as labeled. A model that did not
-memorize its labels and predicts the given one speaks for it, so such samples are called clean
-(``cleared_by_prediction`` in the record: the share cleared). A memorizing model predicts every label, so nothing
-is cleared there. This matters most in fsdd's rounds after the first: fine-tuned from shrunk weights on the clean
-part only, their models fit under 90 % of the labels, and what they predict carries evidence. On its validation
-splits (33 cells, 0-40 % noise and corrupted inputs, seeds 0-2; true labels of the split; docs/quality.md,
-*Cleared by prediction*) the last round's model scored 1.4 points higher on average (better in 18 cells, worse in
-4), the share flagged at 10 % noise fell from 16-19 % to 11-17 %, and the cells more than 0.5 below the input went
-from 10 to 3. On fsdd's test split (3 seeds) it gained less: the average over the input went from +4.4 to +4.7
-points, and instance 60 % seed 0 now loses 2.0. On digits (every round memorizes) nothing changes; on CIFAR-10 the
-loss mixture's flagged samples are almost all predicted as another class (0-0.2 % cleared).
-
-Corrupted inputs, not labels, are the other noise. The loss does not find them (CIFAR-10 cnn, half the images with
-Gaussian noise of sigma 4.5, the paper's setting: loss mixture F1 0.35), nor do the attributions in every model
-(ResNet-18 on all of CIFAR-10, which fits 93 % of its labels: attribution mixture F1 0.50 on a lent H200;
-docs/quality.md, *Corrupted inputs in every regime*). Their high-pass energy does, whatever the model
-(``attribution.input_high_pass``): in every regime a per-class mixture over it (``input_clean_probability``) is
-fitted first; a class splits where its two components stand at least ``INPUT_SEPARATION`` apart (Ashman's D) and
-the smaller holds at least ``INPUT_MIN_SHARE`` of it, and where at least half the classes split, their high-energy
-components are called corrupted and that split is the partition (``input-energy-mixture``); else the regime's label
-mixture is. D per class on the validation cells' train inputs (2026-11-27; seeds 0-2 on digits and fsdd, seeds 0-1
-on a CIFAR-10 subset of 300 images a class): without corrupted inputs at most 2.66 (digits), 3.26 (fsdd), 1.82
-(CIFAR-10); with half or a fifth of them corrupted at least 16.0, 25.2, 10.9. The bound sits between, a factor of
-about 1.8 from each. The inputs' whole energy (their log-norm, used before) separated less: without corruption up
-to 6.25 on fsdd, whose speakers record at different loudness, with it from 7.35 (CIFAR-10). The share and the
-majority keep outliers and one odd class out: on scikit-learn's bundled tables, standardized per feature, one class
-of iris (4 features) reached D 8.44 with one sample against 49, and one of digits 14.90 with a handful; neither
-flags anything now, while half the rows of wine and breast_cancer with sigma 4.5 noise are found (D 6.41-7.07 and
-6.42-6.49). With corrupted inputs the split alone (F1 1.000) fine-tuned the CIFAR-10 cnn to 0.421 on the validation
-split's clean images, the union with the loss mixture (F1 0.915) to 0.391, the input 0.376.
+- Corrupted inputs are looked for first, in either regime, by their high-pass energy
+  (``input_clean_probability``; docs/decisions/0005-corrupted-inputs.md).
+- Memorized: the attribution block joins the features only where the split with it separates the prototype
+  margin (``margin_separation`` >= ``SEPARATION``; docs/decisions/0004-attribution-block.md).
+- Generalizing: samples the model predicts as labeled are clean (``_cleared_by_prediction``;
+  docs/decisions/0010-cleared-by-prediction.md). The regime also sets the rounds (``rounds.RunOptions``).
 """
 
 from __future__ import annotations

@@ -3,12 +3,9 @@
 A round fine-tunes on the samples its partition calls clean and drops the flagged ones. A flagged sample
 whose evidence (the prediction of the model that made the round's scores) points confidently to another
 class can instead join the fine-tuning with that class as its label. In round 1 a model that memorized its
-labels predicts the given label, so nothing is relabeled there (a generalizing one often predicts the true
-class); from round 2 on that model is a cleaned one, and how often it is right depends on how much of the
-noise it forgot: in the last round of digits (40 % symmetric, seed 0, head-only early rounds) it still
-predicted the given label for 94 % of the truly mislabeled flagged samples; on fsdd (all-layer rounds) 96 %
-of the samples its confident suggestions (``RELABEL_PROBABILITY``) relabeled got their true label under
-symmetric noise, 65 % under instance noise (train split, against the injected noise; docs/relabel.md).
+labels predicts the given label, so nothing is relabeled there; from round 2 on that model is a cleaned one,
+and how often it is right depends on how much of the noise it forgot (docs/relabel.md,
+docs/decisions/0012-relabel-off.md).
 
 Notation: N samples, C classes; labels are the given (possibly noisy) ones.
 """
@@ -18,10 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 # A flagged sample is relabeled only when the suggested class holds at least this share of the softmax. A wrong
-# relabel teaches a wrong label, worse than dropping the sample, so the rule asks for a confident model. Chosen
-# on the validation split (docs/quality.md, Relabel vs drop) from 0.5 (the class likelier than all others
-# together) and 0.9: fsdd under 40 % instance noise, whose relabels were right for 53 % at 0.5 and 65 % at 0.9,
-# lost 1.1 points to dropping at 0.5 and gained 0.7 at 0.9; in the other cells the two differ by 0.4 points or less.
+# relabel teaches a wrong label, worse than dropping the sample, so the rule asks for a confident model
+# (docs/decisions/0012-relabel-off.md).
 RELABEL_PROBABILITY = 0.9
 
 

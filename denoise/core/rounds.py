@@ -1,23 +1,14 @@
 """The round plan of the method, and the one walk of it that ``denoise run`` and ``bench quality`` share.
 
 Round r attributes with the model fine-tuned in round r-1 (the noisy model in round 1), partitions, and
-fine-tunes the *noisy* model on the clean part. Where the model memorized its labels, every round fine-tunes
-all layers from weights shrunk toward zero (``shrink``), which forgets the memorized noise: the early rounds'
-models then fit under 90 % of the labels, so what they predict joins the next round's evidence
-(``regime``: cleared by prediction), and later rounds see the features round 1 chose
-(``denoise.core.regime``: with or without the attribution block). The rounds are more, short ones, and so is
-the last round's fine-tune (``MEMORIZED_ROUNDS``; measured in docs/quality.md). The last round, whose
-partition is the cleanest, also measures sensitivity on the noisy model and prunes it before fine-tuning
-(pruning on an early, rougher partition removed the wrong units and made the rounds diverge).
-
-Before round 1 fine-tunes, a fraction of the samples its partition calls clean is held out (``holdout``):
-no round fine-tunes on them, and at the end they decide whether the last round's model or the input model
-is handed back (``denoise.core.selection``: first, do no harm; validation samples the input model was not
-trained on decide instead where the caller has them, and nothing is held out). With ``relabel`` the last round also
-fine-tunes on the flagged samples whose evidence points confidently to another class, with that class as
-their label (``denoise.core.relabel``); held-out samples stay out. Earlier rounds always drop them: their
-model detects in the next round, and one trained on relabels detected worse (digits, 40 % asymmetric: the
-next round flagged 210 samples instead of 583, of 575 mislabeled ones).
+fine-tunes the *noisy* model on the clean part. Round 1's partition says the model's regime
+(``denoise.core.regime``), which sets the rounds: where the model memorized its labels, all-layer rounds from
+shrunk weights that forget the noise, so later rounds' models carry evidence (``MEMORIZED_ROUNDS``); where it
+generalizes, or its inputs are corrupted, one round (``GENERALIZING_ROUNDS``, ``CORRUPTED_ROUNDS``). Only the last
+round, whose partition is the cleanest, measures sensitivity and prunes. Before round 1 fine-tunes, ``holdout`` of
+its clean samples are held out; at the end they (or validation samples) decide whether the last round's model or
+the input is handed back (``denoise.core.selection``). With ``relabel`` only the last round also fine-tunes on
+confidently relabeled flagged samples (``denoise.core.relabel``; docs/decisions/0012-relabel-off.md).
 
 ``plan(options)`` says what each round does; ``run_rounds`` walks the plan over any ``Steps``: files on
 disk (``denoise.cli.stages.FileSteps``, what ``denoise run`` walks) or models in memory (``MemorySteps``, what the
@@ -47,34 +38,15 @@ from .batches import take
 from .training import Recipe, fit
 
 
-# A memorized model's rounds: (round_train, rounds, round_epochs, last round's epochs). 4 all-layer rounds, 10
-# epochs each but the last's 15, took 14 % of the noisy model's training time on average on fsdd and at most 22 %,
-# against 22 % and 34 % for 5 x 10 and 30 epochs, and scored higher: +5.7 points over the input on average against
-# +2.8 (fsdd, 20 validation cells of 10-40 % noise; true labels of the validation split; docs/quality.md, *Shorter
-# rounds*). Where the attribution block joined round 1's features (every digits cell), the early rounds used to
-# fine-tune the head only (3 x 30, on cached features): their models kept memorizing, so nothing was cleared by
-# prediction, and at 10 % noise round 3 still flagged 19-25 % of the samples. All-layer rounds there scored +0.8
-# points over them on average on digits (30 validation cells of 0-40 % noise, seeds 0-2; +1.7 at 10-20 %, -1.5 at
-# instance 40 %, where the head-only rounds flagged nothing, -1.3 at asymmetric 40 %) and +4.2 on the 5 fsdd cells
-# whose round 1 kept the block (docs/quality.md, *All-layer rounds everywhere*).
+# A memorized model's rounds: (round_train, rounds, round_epochs, last round's epochs): 4 all-layer rounds of 10
+# epochs, the last of 15 (docs/decisions/0002-memorized-rounds.md).
 MEMORIZED_ROUNDS = ("all", 4, 10, 15)
-# Where the model generalizes (``regime``: the loss mixture detects) one round, and a shorter last fine-tune.
-# The input model's own loss already shows its noise, and early rounds dulled it: on a CIFAR-10 validation
-# cell (cnn, 8,000 samples, 40 % symmetric, seed 0; docs/quality.md) round 1 flagged 41.9 % with F1 0.773,
-# round 3 after two head-only rounds 29.8 % with F1 0.745. On the validation split (2,000 samples, noisy
-# labels, sampling error +-0.010) one round of 10 epochs scored 0.3245, of 30 epochs 0.3250, three rounds
-# 0.3295, the input 0.3280: alike, at 30 s against 69 s and 107 s. Nor is such a model pruned (no memorized
-# noise for its units to hold, and one stage less): without pruning it scored 0.3270 and 0.3305 (seeds 0, 1),
-# pruned 0.3245 and 0.3285; on the 10 % and instance 40 % cells 0.5060 vs 0.5050 and 0.3985 vs 0.4000, all
-# within sampling error. (On the test split the pruned model of the 40 % cell lost 1.1 points, unseen by the
-# no-harm check; that was not used to choose.)
+# Where the model generalizes (``regime``: the loss mixture detects) one unpruned round: the input's own loss
+# already shows its noise, and early rounds dulled it (docs/decisions/0003-generalizing-rounds.md).
 GENERALIZING_ROUNDS, GENERALIZING_EPOCHS = 1, 10
 # Where round 1 found corrupted inputs instead (``regime.INPUT_DETECTOR``, in either regime), one round: that
-# split comes from the inputs alone, so a later round would find it again. The fine-tune on the rest learns what
-# the input model could not, and it pays to train longer: on the CIFAR-10 validation cell (half the inputs
-# corrupted; accuracy on the validation split's clean images, input model 0.376) 10 epochs scored 0.421 and
-# 0.419 (seeds 1, 2), 20 epochs 0.454 and 0.452, 30 epochs 0.476 and 0.493. 20 keeps the run within a quarter
-# of retraining's time (it fine-tunes on the clean half, for a third of the input's 60 epochs).
+# split comes from the inputs alone, so a later round would find it again; its fine-tune on the rest is longer
+# (docs/decisions/0006-corrupted-round.md).
 CORRUPTED_ROUNDS, CORRUPTED_EPOCHS = 1, 20
 
 
@@ -150,7 +122,8 @@ class RunOptions:
     def recipe(self, number: int, last: bool, regime: str = MEMORIZED) -> Recipe:
         """Round ``number``'s fine-tuning: the last round's ``train``/``epochs`` or those of the rounds before
         it; shrunk in the last round and in all-layer early rounds (shrinking head-only rounds hurt detection),
-        where the model memorized its labels (``denoise.core.regime``): shrinking is how it forgets them."""
+        where the model memorized its labels (``denoise.core.regime``): shrinking is how it forgets them
+        (docs/decisions/0011-shrink-warm-start.md)."""
         shrink = self.shrink if regime == MEMORIZED and (last or self.round_train == "all") else 1.0
         return Recipe(epochs=self.epochs if last else self.round_epochs, lr=self.lr, batch_size=self.batch_size,
                       train=self.train if last else self.round_train, shrink=shrink, seed=self.seed + number,

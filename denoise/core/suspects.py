@@ -6,18 +6,12 @@ Plain arrays in, plain arrays out, as ``partition`` (in the manner of cleanlab's
 chooses (a model's prediction).
 
 ``label_score`` (N,) in (0, 1), low = the given label is likely wrong, ranks the samples by the partition's
-evidence without saturating (a mixture posterior sits at exactly 0 or 1 for most samples: digits, 5 of 1,437
-strictly between 0.001 and 0.999). Each evidence is rank-normalized to its mid-rank percentile ``(r + 0.5) / N``
-(``r`` the 0-based position in ascending order; samples with equal values share their mean position), so the
-score is never exactly 0 or 1. Which evidence counts follows ``regime``: where the scoring model generalizes
-(fits under ``MEMORIZED_FIT`` of its labels) the score is the mean of the percentile of the clean probability
-(equal ones ordered by descending loss) and the percentile of the negative loss; where it memorized them, every
-loss is near zero and says nothing the posterior does not, and the score is the posterior's percentile alone,
-equal posteriors sharing it. Digits, 30 % symmetric label noise, an MLP trained 300 epochs and `denoise run`'s 4
-rounds (two noise draws; tests/test_fix.py prints the first): AUROC against the truth 0.970 and 0.984 in round 1
-(memorized) for the posterior and this score alike; in rounds 2-4 the posterior 0.967-0.980, this score
-0.995-0.997. Not kept: the mean of both ranks in round 1, 0.964-0.968 (below the posterior), and the posterior
-to ``TIED_BELOW`` with ties by loss (``suspect_order``), 0.977 in round 1 on one draw.
+evidence without saturating (a mixture posterior sits at exactly 0 or 1 for most samples). Each evidence is
+rank-normalized to its mid-rank percentile ``(r + 0.5) / N`` (``r`` the 0-based position in ascending order;
+equal values share their mean position), so the score is never exactly 0 or 1. Where the scoring model
+generalizes (fits under ``MEMORIZED_FIT`` of its labels) the score is the mean of the percentile of the clean
+probability (ties by descending loss) and that of the negative loss; where it memorized them every loss is near
+zero, and the score is the posterior's percentile alone (docs/decisions/0013-label-score.md).
 """
 
 from __future__ import annotations

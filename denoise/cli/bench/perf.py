@@ -5,15 +5,12 @@ spec with symmetric label noise:
 
 * in this process, batch by batch and interleaved so that load from other programs hits both sides
   alike: plain inference vs attribution at the classifier's input (``attribution_vs_inference``), and
-  the per-class loop vs the batched attribution at a mid-network layer (``batched_vs_loop``,
-  ``max_abs_diff``);
-* in one fresh child process per stage (``denoise.cli.bench.perf_stages``), after an untimed warm-up run of
-  the same stage: each stage's samples/second and peak RSS, at N and at 10 N for attribute, partition
-  and sensitivity (``rss_10n_vs_n``, always on synthetic images); fine-tuning and retraining are timed
-  over ``train_steps`` optimizer steps and scaled to full epochs (``pipeline_vs_retrain``, from the
-  rounds of ``denoise.core.rounds.plan``). The seven stages at N run ``repeats`` times in turn and each
-  stage's fastest run counts, so that a burst of load from other programs does not land on one side of
-  the ratio.
+  the per-class loop vs the batched attribution at a mid-network layer (``batched_vs_loop``, ``max_abs_diff``);
+* in one fresh child process per stage (``denoise.cli.bench.perf_stages``), after an untimed warm-up: each
+  stage's samples/second and peak RSS, at N and at 10 N for attribute, partition and sensitivity
+  (``rss_10n_vs_n``); fine-tuning and retraining over ``train_steps`` steps, scaled to full epochs
+  (``pipeline_vs_retrain``, from the rounds of ``denoise.core.rounds.plan``). The stages at N run ``repeats``
+  times in turn and each stage's fastest run counts, so that a burst of load does not land on one side.
 """
 
 from __future__ import annotations

@@ -2,24 +2,16 @@
 
 For every cell (data, noise kind, rate, seed) the train split gets noise (``denoise inject-noise``), a
 model is trained until it fits the noisy labels (``noisy``), and then each of these is run and timed:
+``retrain`` (the same recipe from scratch on all the noisy data, another seed); for each detector the rounds
+of ``denoise.core.rounds.plan``, walked in memory by the same ``run_rounds`` that ``denoise run`` walks over
+files, no-harm choice included, without pruning (``finetune-only``) and with it (``denoise``), and with
+``--relabel`` also ``denoise-relabel`` (``RunOptions.relabel``); ``oracle`` (the recipe on the truly clean
+samples only). Timings are wall seconds of each method alone, the noisy model's training excluded,
+cleanlab-cv's K trainings included. Accuracy is on the untouched test split, or with ``--eval-on validation``
+on a held-out part of the noisy train split against its noisy labels, for choosing settings.
 
-* ``retrain``: the same recipe from scratch on all the noisy data (another seed);
-* for each detector, the rounds of ``denoise.core.rounds.plan`` walked in memory by the same
-  ``run_rounds`` that ``denoise run`` walks over files, no-harm choice included: fine-tuning the noisy
-  model on the clean part without pruning (``finetune-only``) and with pruning (``denoise``), each run
-  and timed on its own, as a user would run it; with ``--relabel`` also ``denoise-relabel``, the same as
-  ``denoise`` but fine-tuning on the confidently relabeled flagged samples too (``RunOptions.relabel``),
-  where ``finetune-only`` and ``denoise`` always drop them;
-* ``oracle``: the same recipe from scratch on the truly clean samples only.
-
-Timings are wall seconds of each method alone, the noisy model's training excluded (it is the input of
-every method), cleanlab-cv's K trainings included. Every accuracy is on the untouched test split, or
-with ``--eval-on validation`` on a held-out part of the noisy train split, scored against its noisy
-labels, for choosing settings without the test split.
-
-With ``--out`` every row is written as it comes, and each cell's noisy model is kept beside the file
-(``OUT.models/``), so ``--resume`` runs only the rows the file lacks, on the same noisy model: a cell cut
-off mid-way (a session's end, a lent GPU's time limit) or a detector added later costs no retraining.
+With ``--out`` every row is written as it comes and each cell's noisy model is kept beside the file
+(``OUT.models/``), so ``--resume`` runs only the rows the file lacks, on the same noisy model.
 """
 
 from __future__ import annotations

@@ -7,25 +7,11 @@ that memorized its labels predicts the given label, so its own prediction in the
 else the ``predicted`` class the scores file records (the model that made the scores).
 
 Columns (``COLUMNS``; names as cleanlab's Datalab where the meaning is the same), one row per sample, sorted by
-``label_score`` ascending (ties: higher loss first, then ``index``):
-
-- ``row``: the sample's row in the user's own file or manifest (``Dataset.origin.rows``: ``npz:`` the row of
-  ``x``, ``csv:`` the data row, header excluded, ``imagefolder:`` the position in the split's sorted listing,
-  ``digits`` the row of ``load_digits``); empty without ``--data``.
-- ``path``: the sample's file, relative to the spec's path (``csv:`` as the manifest writes it); empty for
-  array kinds and without ``--data``.
-- ``index``: the position in the train split, as the stage files number samples.
-- ``given_label``, ``suggested_label``: class names (label numbers without ``--data``).
-- ``suggested_prob``: the softmax probability of ``suggested_label`` under the model that suggested it.
-- ``label_score``: in (0, 1), low = the given label is likely wrong (``denoise.core.suspects.label_score``: a
-  rank-normalized blend of ``clean_prob`` and ``loss``, the posterior's alone where the scoring model memorized
-  its labels).
-- ``is_label_issue``: ``True`` where the partition calls the sample noisy (every row but under ``--all``).
-- ``clean_prob``: the partition's mixture posterior of being clean; ``loss``: cross-entropy against the given
-  label, nats.
-
-The per-class summary (``SUMMARY_COLUMNS``): per given class its samples, the flagged ones, ``noise_rate``
-(flagged / samples) and the most frequent suggested swap among the flagged (``swap_to``, ``swap_count``).
+``label_score`` ascending (ties: higher loss first, then ``index``): ``row`` (in the user's own file,
+``Dataset.origin.rows``), ``path``, ``index`` (in the train split), ``given_label``, ``suggested_label``,
+``suggested_prob``, ``label_score`` (low = likely wrong), ``is_label_issue``, ``clean_prob``, ``loss`` (nats).
+The per-class summary (``SUMMARY_COLUMNS``): per given class its samples, the flagged ones, ``noise_rate`` and
+the most frequent suggested swap (``swap_to``, ``swap_count``). Every column: docs/report.md, *denoise issues*.
 """
 
 from __future__ import annotations

@@ -283,3 +283,25 @@ def test_a_killed_attribute_resumes_from_what_it_had_written(denoise, tmp_path, 
     monkeypatch.setattr(stages, "attribute_batches", counted)
     stages.attribute(model, "digits", out, batch_size=100, resume=True)
     assert sum(s.stop - s.start for s in seen) == 1437
+
+
+def test_an_unreadable_recording_is_checked_and_skipped_like_an_image(tmp_path):
+    import soundfile
+
+    from denoise.cli.data.source import set_reading
+
+    rng = np.random.default_rng(0)
+    for digit in range(2):
+        for k in range(5, 9):  # index 5 and above: the train split
+            soundfile.write(tmp_path / f"{digit}_ann_{k}.wav", rng.normal(0, 0.1, 8000).astype(np.float32), 8000)
+    soundfile.write(tmp_path / "1_ann_9.wav", np.zeros(800, np.float32), 16000)  # another sample rate
+    (tmp_path / "0_ann_9.wav").write_bytes(b"RIFF\x00\x00not audio")
+    spec = f"fsdd:{tmp_path}"
+    with pytest.raises(Exception, match="0_ann_9.wav: is not a readable audio file.*skip-unreadable"):
+        load_data(spec)
+    set_reading(skip_unreadable=True)
+    try:
+        data = load_data(spec)
+    finally:
+        set_reading()
+    assert len(data.labels) == 8 and sorted(e["path"] for e in data.origin.skipped) == ["0_ann_9.wav", "1_ann_9.wav"]

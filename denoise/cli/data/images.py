@@ -162,8 +162,8 @@ def image_problem(file: str, data: bytes | None = None) -> str | None:  # FileSo
 
 
 def _decode_bounded(file: Path, size: int | None = None, data: bytes | None = None) -> torch.Tensor:
-    """(3, H, W) uint8 RGB of an image file (or of its bytes ``data``), its size read from the header first: at most DENOISE_MAX_PIXELS
-    are decoded. A JPEG is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) where that still leaves both
+    """(3, H, W) uint8 RGB of an image file (or of its bytes ``data``), its size read from the header first: at
+    most DENOISE_MAX_PIXELS are decoded. A JPEG is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) where that still leaves both
     sides at least ``size`` (faster, and what a resize to ``size`` would average away), or where its full
     size is over the bound; any other image over the bound is refused (a few kilobytes of PNG can claim
     gigapixels)."""

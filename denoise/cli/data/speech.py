@@ -65,29 +65,30 @@ def clip_features(file: str, seconds: float, sample_rate: int, features: str) ->
 
 
 def _speech(files: list[Path], seconds: float, features: str, source: str):
-    """A lazy view of the clips' features (cached or streamed by ``load_data``) and the transform record. Every file's header is read first: one of another sample rate is refused up front."""
+    """A lazy view of the clips' features and the transform record; the first file sets the sample rate, and
+    ``load_data`` checks every other file's header against it before any work (``audio_problem``)."""
     sample_rate = _read_clip(files[0], seconds)[1]
-    for file in files[1:]:
-        _check_file(file, sample_rate)
     decode = functools.partial(clip_features, seconds=seconds, sample_rate=sample_rate, features=features)
     shape = tuple(decode(str(files[0])).shape)
-    clips = FileSource([str(f) for f in files], decode, shape, torch.float32)
+    clips = FileSource([str(f) for f in files], decode, shape, torch.float32,
+                       check=functools.partial(audio_problem, sample_rate=sample_rate))
     transform = {"source": source, "features": features, "sample_rate": sample_rate, "seconds": seconds,
                  "bins": int(shape[1])}
     return Inputs.of(clips), transform
 
 
-def _check_file(path: Path, sample_rate: int) -> None:
-    """InputError unless ``path`` is an audio file of ``sample_rate`` within the bounds (its header only)."""
+def audio_problem(path: str, sample_rate: int) -> str | None:  # FileSource.check of audio files
+    """Why ``path`` is not an audio file of ``sample_rate`` within the bounds (its header only), or None."""
     import soundfile
 
     try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(path)
+        _check_header(Path(path), info, sample_rate)
+    except InputError as exc:
+        return exc.problem
     except Exception as exc:
-        raise _unreadable(path, exc) from None
-    _check_header(path, info, sample_rate)
-    if info.frames == 0:
-        raise InputError(path, "audio file has no samples")
+        return _unreadable(Path(path), exc).problem
+    return "audio file has no samples" if info.frames == 0 else None
 
 
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")

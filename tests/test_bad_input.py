@@ -139,6 +139,12 @@ CASES = [
         g / "scores.npz", t / "s.npz", loss=np.zeros(10, np.float32)), "--out", "OUT"], "length"),
     ("duplicate indices", lambda g, t: ["partition", "--scores", _rewrite_npz(
         g / "scores.npz", t / "s.npz", index=np.zeros(150, np.int64)), "--out", "OUT"], "duplicate"),
+    # files of an earlier format: refused, naming the version that wrote them and the command that rewrites them
+    ("scores of an earlier format", lambda g, t: ["partition", "--scores", _rewrite_npz(
+        g / "scores.npz", t / "s.npz", input_high_pass=None), "--out", "OUT"], "run `denoise attribute` again"),
+    ("partition of an earlier format", lambda g, t: ["finetune", "--model", g / "model.safetensors", "--data",
+                                                     f"npz:{TINY}", "--partition", _rewrite_npz(
+        g / "partition.npz", t / "p.npz", suggested=None), "--out", "OUT"], "earlier format (written by denoise"),
     ("wrong kind of npz", lambda g, t: ["partition", "--scores", g / "sensitivity.npz", "--out", "OUT"],
      "not a scores file"),
     ("text file as npz", lambda g, t: ["partition", "--scores", _text(t / "s.npz"), "--out", "OUT"], "s.npz"),

@@ -12,7 +12,7 @@ from denoise.cli.bench import quality
 from denoise.cli.data.noise import inject_noise
 from denoise.cli.model_commands import train
 from conftest import TINY
-from denoise.core.rounds import MemorySteps, Round, RunOptions, plan
+from denoise.core.rounds import Choice, MemorySteps, Round, RunOptions, plan
 from denoise.core.training import Recipe
 
 STEPS = ("attribute", "partition", "choice", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
@@ -95,8 +95,8 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     assert ((prob < 0.5) == noisy).mean() > 0.95
     assert partition_scores(generalizing, labels, features="prototype")[1]["detector"] == "attribution-mixture"
     options = RunOptions(rounds=2)
-    assert [r.finetune.shrink for r in plan(options, {"regime": "memorized"})] == [0.5, 0.5]
-    assert [r.finetune.shrink for r in plan(options, {"regime": "generalizing"})] == [1.0, 1.0]
+    assert [r.finetune.shrink for r in plan(options, Choice("memorized"))] == [0.5, 0.5]
+    assert [r.finetune.shrink for r in plan(options, Choice("generalizing"))] == [1.0, 1.0]
 
 
 def test_the_partition_does_not_depend_on_the_names_of_the_classes():
@@ -166,7 +166,7 @@ def test_corrupted_inputs_are_split_by_their_high_pass_energy_in_either_regime_n
         prob, record = partition_scores({**scores, "predicted": predicted, "input_high_pass": raised}, labels)
         assert record["regime"] == regime and record["detector"] == "input-energy-mixture"
         assert ((prob < 0.5) == corrupted).all() and abs(record["corrupted_inputs"] - corrupted.mean()) < 1e-12
-        [only] = plan(RunOptions(), record)
+        [only] = plan(RunOptions(), Choice.of(record))
         assert (only.finetune.epochs, only.prune) == (CORRUPTED_EPOCHS, regime == "memorized")
     name, score = separating_score({**scores, "input_high_pass": raised}, labels, record["detector"])  # the report's
     assert name == "input high-pass energy (log)" and np.array_equal(score, raised)
@@ -281,15 +281,16 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
     assert kept["features"] == "prototype,attribution,loss" and kept["separation"] >= SEPARATION
     left_out = partition_scores(*_attribution_fixture(0.3, 2.0, seed=1))[1]
     assert left_out["features"] == "prototype,loss" and left_out["separation"] < SEPARATION
+    kept, left_out = Choice.of(kept), Choice.of(left_out)
     for choice in (kept, left_out):
         rounds = plan(RunOptions(), choice)
         assert [(r.finetune.train, r.finetune.epochs, r.finetune.shrink) for r in rounds[:-1]] == [("all", 10, 0.5)] * 3
         assert rounds[-1].finetune.epochs == 15 < Recipe.epochs  # all-layer rounds forgot the noise: a shorter last fine-tune
-        assert [r.features for r in rounds] == ["auto"] + [choice["features"]] * 3 and rounds[-1].prune
+        assert [r.features for r in rounds] == ["auto"] + [choice.features] * 3 and rounds[-1].prune
     assert [r.finetune.train for r in plan(RunOptions(rounds=2, round_train="head"), left_out)] == ["head", "all"]
     explicit = plan(RunOptions(features="prototype,attribution,loss"), left_out)
     assert {r.features for r in explicit} == {"prototype,attribution,loss"}
-    loss = plan(RunOptions(rounds=2), {"regime": "generalizing", "detector": "loss-mixture"})
+    loss = plan(RunOptions(rounds=2), Choice("generalizing", detector="loss-mixture"))
     assert [r.features for r in loss] == ["auto", "auto"]  # no features recorded: later rounds choose again
     # later rounds (choose_block False) and explicit features do not choose
     assert "separation" not in partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), choose_block=False)[1]
@@ -301,19 +302,19 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
 
 def test_a_generalizing_model_gets_one_round_with_a_shorter_fine_tune_unless_options_say_otherwise():
     """The loss mixture of a model that did not memorize its labels detects in one round: the plan is a
-    single round of GENERALIZING_EPOCHS, neither pruned nor shrunk; explicit --rounds and --epochs still win."""
+    single round of GENERALIZING_SCHEDULE.epochs, neither pruned nor shrunk; explicit --rounds and --epochs still win."""
     from denoise.core.regime import GENERALIZING
-    from denoise.core.rounds import CORRUPTED_EPOCHS, GENERALIZING_EPOCHS
+    from denoise.core.rounds import CORRUPTED_EPOCHS, GENERALIZING_SCHEDULE
 
-    choice = {"regime": GENERALIZING, "features": None}
+    choice = Choice(GENERALIZING)
     [only] = plan(RunOptions(), choice)
     assert (only.last, only.prune, only.finetune.shrink) == (True, False, 1.0)
-    assert only.finetune.epochs == GENERALIZING_EPOCHS
-    corrupted = {**choice, "detector": "input-energy-mixture"}  # what the fine-tune learns from takes longer
+    assert only.finetune.epochs == GENERALIZING_SCHEDULE.epochs
+    corrupted = Choice(GENERALIZING, detector="input-energy-mixture")  # what the fine-tune learns from takes longer
     assert plan(RunOptions(), corrupted)[0].finetune.epochs == CORRUPTED_EPOCHS
     assert plan(RunOptions(epochs=7), corrupted)[0].finetune.epochs == 7
     assert plan(RunOptions(prune_generalizing=True), choice)[0].prune  # an explicit --ratio prunes it
     assert RunOptions().resolved(choice).rounds == 1
     assert [r.finetune.epochs for r in plan(RunOptions(rounds=2, epochs=7), choice)] == [10, 7]
-    memorized = plan(RunOptions(), {"regime": "memorized", "features": None})[-1]
+    memorized = plan(RunOptions(), Choice("memorized"))[-1]
     assert (memorized.finetune.epochs, memorized.prune) == (15, True)

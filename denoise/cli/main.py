@@ -7,11 +7,10 @@ if __name__ == "__main__":  # python -m denoise.cli.main: a signal during the im
 
     quiet_until_started()
 
-import functools
 import json
 import sys
+from dataclasses import replace
 import traceback
-from inspect import Parameter, signature as signature_of
 from pathlib import Path
 from typing import Optional
 
@@ -19,8 +18,8 @@ from typer._click import exceptions as click_exceptions  # typer vendors click; 
 import typer
 from rich.table import Table
 
-from denoise.core.relabel import RELABEL_PROBABILITY
 from denoise.core.rounds import RunOptions
+from denoise.core.selection import holdout_fraction
 from denoise.core.training import Recipe
 
 from . import distributed, model_commands, stages
@@ -28,70 +27,23 @@ from .bench.perf import perf_command
 from .bench.quality import quality_command
 from .bench.scale import scale_command
 from .data import spec_help
-from .data.source import set_reading
 from .data.noise import inject_noise as inject_noise_file
 from .data.samples import NORMALIZE_HELP
 from .fix import fix_command
 from .files.shards import merge as merge_shards
 from .demo import NOISY_EPOCHS
-from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError
+from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError, usage_errors
 from .files.lock import lock_outputs
 from .output import emit, stderr_log, stdout, to_json
-from .pipeline import EPOCHS_HELP, ROUND_EPOCHS_HELP, ROUND_TRAIN_HELP, ROUNDS_HELP
+from .options import (AUGMENT_HELP, Arch, Augment, AugmentAsTrained, BatchSize, By, Data, Device, Dims, Features,
+                      Json, Layer, Lr, Model, Noise, Orient, PerClass, Precision, Relabel, Seed, Shrink, Target,
+                      Train, TrainBatchSize, WeightDecay, reads_data, run_options)
 from .pipeline import run as run_pipeline
 from .signals import Interrupted, interruptible
 
 app = typer.Typer(help="Clean a classifier trained on noisy data without retraining it from scratch.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 _state = {"debug": False}
-
-Data = typer.Option(..., "--data", help=spec_help())
-Noise = typer.Option(None, "--noise", help="Noise file from `inject-noise`: its labels (and input noise) are used.")
-Model = typer.Option(..., "--model", help="Checkpoint (.safetensors) written by denoise.")
-Arch = typer.Option(None, "--arch", help="Confirm a user module:function architecture recorded in the checkpoint; "
-                                          "user code is imported only when named here.")
-Device = typer.Option("auto", "--device", help="auto, cpu or cuda.")
-Json = typer.Option(False, "--json", help="Print one JSON object instead of a table.")
-Layer = typer.Option(None, "--layer", help="Layer spec: a module name (its output) or NAME:input. "
-                                           "Default: the input of the final classifier layer.")
-BatchSize = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass.")
-Orient = typer.Option(RunOptions.orient, "--orient", help="How partition picks the noisy component: auto (the "
-                      "one that looks more like other classes; where no sample does, the one with more attribution "
-                      "energy, as corrupted inputs have), margin, loss or norm.")
-Relabel = typer.Option(RunOptions.relabel, "--relabel/--no-relabel", help="Also fine-tune (run: in the last round) "
-                       "on the flagged samples whose suggested class (the prediction in the partition's scores) is "
-                       f"another with probability >= {RELABEL_PROBABILITY:g}, relabeled to it, instead of dropping "
-                       "them (docs/relabel.md).")
-Precision = typer.Option("fp32", "--precision", help="Forward passes in fp32, or under bf16/fp16 autocast "
-                                                     "(see the README's performance section for the deviation).")
-AUGMENT_HELP = ("Training augmentation: none, flip-crop (random crop of the image padded by 4 pixels + horizontal "
-                "flip: the CIFAR recipe) or imagenet (random resized crop + flip); recorded in the checkpoint.")
-Augment = typer.Option("none", "--augment", help=AUGMENT_HELP)
-AugmentAsTrained = typer.Option(stages.AS_TRAINED, "--augment", help=AUGMENT_HELP + f" Default {stages.AS_TRAINED}: "
-                                "the one the checkpoint records it was trained with.")
-Workers = typer.Option(None, "--workers", min=0, help="Loader processes that decode files (imagefolder, csv, wds, "
-                       "speech folders); 0 decodes in this process. Default: one fewer than the usable cores, at "
-                       "most 8. Results do not depend on it.")
-SkipUnreadable = typer.Option(False, "--skip-unreadable", help="Drop image or audio files that cannot be read "
-                              "(their paths are recorded in the output) instead of refusing the data set.")
-
-
-def reads_data(command):
-    """Give ``command`` the options of every command that reads a data spec, declared once: ``--workers`` and
-    ``--skip-unreadable`` (``denoise.cli.data.source.set_reading``) are set before the command runs."""
-    signature = signature_of(command)
-    shared = [Parameter("workers", Parameter.KEYWORD_ONLY, default=Workers, annotation="Optional[int]"),
-              Parameter("skip_unreadable", Parameter.KEYWORD_ONLY, default=SkipUnreadable, annotation="bool")]
-
-    @functools.wraps(command)
-    def with_reading(*args, workers: Optional[int] = None, skip_unreadable: bool = False, **kwargs):
-        set_reading(workers, skip_unreadable)
-        return command(*args, **kwargs)
-
-    with_reading.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *shared])
-    with_reading.__annotations__ = {**command.__annotations__, "workers": "Optional[int]", "skip_unreadable": "bool"}
-    return with_reading
-
 
 @app.callback()
 def main_options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
@@ -129,9 +81,8 @@ def train(data: str = Data, noise: Optional[Path] = Noise,
           arch: str = typer.Option(..., "--arch", help="mlp, cnn, kws, resnet18-cifar, tv:NAME or module:function."),
           arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help="JSON object of architecture arguments."),
           normalize: str = typer.Option("data", "--normalize", help=NORMALIZE_HELP),
-          epochs: int = typer.Option(..., "--epochs"), seed: int = typer.Option(0, "--seed"),
-          lr: float = typer.Option(Recipe.lr, "--lr"), weight_decay: float = typer.Option(Recipe.weight_decay, "--weight-decay"),
-          batch_size: int = typer.Option(Recipe.batch_size, "--batch-size", min=1),
+          epochs: int = typer.Option(..., "--epochs"), seed: int = Seed, lr: float = Lr,
+          weight_decay: float = WeightDecay, batch_size: int = TrainBatchSize,
           save_every: int = typer.Option(0, "--save-every", min=0, help="Also keep OUT-epochK.safetensors every K epochs."),
           resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
           augment: str = Augment,
@@ -157,7 +108,7 @@ def evaluate(model: Path = Model, data: str = Data, split: str = typer.Option("t
 @app.command()
 @reads_data
 def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise, layer: Optional[str] = Layer,
-              target: str = typer.Option("label", "--target", help="label: the given label's logit; max: the top logit."),
+              target: str = Target,
               split: str = typer.Option("train", "--split"), out: Path = typer.Option(..., "--out"),
               batch_size: int = BatchSize, device: str = Device, arch: Optional[str] = Arch,
               dtype: str = typer.Option("float32", "--dtype", help="Storage of the attributions: float32 or float16."),
@@ -183,18 +134,9 @@ def merge(files: list[Path] = typer.Argument(..., help="Shard files from `attrib
 
 @app.command()
 def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from `attribute`."),
-              per_class: bool = typer.Option(True, "--per-class/--global", help="One mixture per given label, or one."),
-              features: str = typer.Option(RunOptions.features, "--features",
-                                           help="auto (the detector the model's regime calls for: the attribution "
-                                                "mixture where the model fits at least 90 % of its labels, with the "
-                                                "attribution block only where its split separates the prototype "
-                                                "margin clearly, else the loss mixture), or a comma list for the "
-                                                "attribution mixture of "
-                                                "prototype (how much more a sample's attribution looks like another "
-                                                "class's than its label's), attribution, loss, margin, confidence."),
-              dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components kept of the attributions."),
+              per_class: bool = PerClass, features: str = Features, dims: int = Dims,
               truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: also report detection quality."),
-              orient: str = Orient, seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"),
+              orient: str = Orient, seed: int = Seed, out: Path = typer.Option(..., "--out"),
               as_json: bool = Json) -> None:
     """Split samples into clean and noisy with a 2-component Gaussian mixture: partition.npz."""
     emit(stages.partition(scores, out, per_class=per_class, features=features, truth=truth, dims=dims, seed=seed,
@@ -220,8 +162,7 @@ def prune(model: Path = Model,
           sensitivity_file: Path = typer.Option(..., "--sensitivity", help="sensitivity.npz from `sensitivity`."),
           ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of the layer's units to remove, in (0, 1)."),
           count: Optional[int] = typer.Option(None, "--count", help="Number of units to remove."),
-          by: str = typer.Option("noisy", "--by", help="noisy: only units whose coefficient points toward noisy "
-                                                      "samples; abs: by |coefficient| (the paper)."),
+          by: str = By,
           force: bool = typer.Option(False, "--force", help="Prune even if the sensitivity was computed for another model."),
           out: Path = typer.Option(..., "--out"), arch: Optional[str] = Arch, as_json: bool = Json) -> None:
     """Remove the most noise-sensitive units; the mask is kept in the checkpoint."""
@@ -233,15 +174,9 @@ def prune(model: Path = Model,
 @reads_data
 def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
              partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
-             train: str = typer.Option(Recipe.train, "--train", help="head: the final classifier layer only; all: every layer."),
-             epochs: int = typer.Option(Recipe.epochs, "--epochs"), lr: float = typer.Option(Recipe.lr, "--lr"),
-             weight_decay: float = typer.Option(Recipe.weight_decay, "--weight-decay"),
-             batch_size: int = typer.Option(Recipe.batch_size, "--batch-size", min=1),
-             shrink: float = typer.Option(RunOptions.shrink, "--shrink",
-                                          help="Multiply the trained weights by this factor in (0, 1] before "
-                                               "fine-tuning (a shrink warm start: forgets memorized noise faster); "
-                                               "1 keeps them as they are."),
-             seed: int = typer.Option(0, "--seed"),
+             train: str = Train, epochs: int = typer.Option(Recipe.epochs, "--epochs"), lr: float = Lr,
+             weight_decay: float = WeightDecay, batch_size: int = TrainBatchSize, shrink: float = Shrink,
+             seed: int = Seed,
              resume: bool = typer.Option(False, "--resume", help="Continue from OUT.resume.safetensors if present."),
              exclude: Optional[Path] = typer.Option(None, "--exclude", help="holdout.npz (from `denoise run`): "
                                                     "samples never fine-tuned on, kept for the no-harm check."),
@@ -325,34 +260,10 @@ def report_(run_folder: Optional[Path] = typer.Option(None, "--workdir", help="W
 
 @app.command()
 @reads_data
+@run_options()
 def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         workdir: Path = typer.Option(..., "--workdir", help="Directory for every stage's output (round1/, round2/, ...)."),
-        rounds: Optional[int] = typer.Option(RunOptions.rounds, "--rounds", min=1, help="Re-attribute with the fine-tuned model and "
-                                              f"partition again {ROUNDS_HELP}"),
-        layer: Optional[str] = Layer, target: str = typer.Option(RunOptions.target, "--target"),
-        per_class: bool = typer.Option(RunOptions.per_class, "--per-class/--global"),
-        features: str = typer.Option(RunOptions.features, "--features"),
-        dims: int = typer.Option(RunOptions.dims, "--dims", min=1),
-        orient: str = Orient,
-        ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of units to prune in the last round "
-                                              f"(default: {RunOptions.prune_ratio:g} where the model memorized its "
-                                              "labels, none where it generalizes; given, in either); 0 turns "
-                                              "pruning off."),
-        by: str = typer.Option(RunOptions.prune_by, "--by"),
-        train: str = typer.Option(RunOptions.train, "--train", help="Fine-tuning of the last round: all layers, or the head."),
-        round_train: str = typer.Option(RunOptions.round_train, "--round-train", help="Fine-tuning of the rounds before the last: "
-                                        f"head (on cached features, cheap), all, or {ROUND_TRAIN_HELP}."),
-        epochs: Optional[int] = typer.Option(RunOptions.epochs, "--epochs", min=1,
-                                             help=f"Fine-tuning epochs of the last round {EPOCHS_HELP}"),
-        round_epochs: Optional[int] = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
-                                                   help=f"Fine-tuning epochs of each round before the last {ROUND_EPOCHS_HELP}"),
-        lr: float = typer.Option(RunOptions.lr, "--lr"),
-        shrink: float = typer.Option(RunOptions.shrink, "--shrink",
-                                     help="Shrink warm start of the last round's fine-tuning (and of every round "
-                                          "with --round-train all): its weights are first multiplied by this "
-                                          "factor in (0, 1]; 1 turns it off."),
-        batch_size: int = typer.Option(RunOptions.batch_size, "--batch-size", min=1),
-        seed: int = typer.Option(RunOptions.seed, "--seed"),
+        options: RunOptions = RunOptions(),
         holdout: Optional[float] = typer.Option(None, "--holdout", help="Fraction of the samples round 1 calls "
                                                 "clean that no round fine-tunes on; they decide whether a round's "
                                                 "model or the input model is handed back (first, do no harm). 0 "
@@ -362,20 +273,12 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                                                  "of samples the model was not trained on, labels possibly noisy: "
                                                  "they decide the no-harm check instead of held-out samples, and "
                                                  "every training sample can be fine-tuned on."),
-        relabel: bool = Relabel,
         truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: report detection quality each round."),
         report: bool = typer.Option(False, "--report", help="Also write WORKDIR/report.html (`denoise report`)."),
-        augment: str = AugmentAsTrained,
         device: str = Device, arch: Optional[str] = Arch, as_json: bool = Json) -> None:
     """The five stages in order, in rounds; stages whose outputs are up to date are skipped."""
-    if ratio is not None and not 0 <= ratio < 1:
-        raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
-    options = RunOptions(rounds=rounds, layer=layer, target=target, per_class=per_class, features=features, dims=dims,
-                         orient=orient, prune_ratio=RunOptions.prune_ratio if ratio is None else ratio or None,
-                         prune_generalizing=bool(ratio), prune_by=by, train=train, round_train=round_train,
-                         epochs=epochs, round_epochs=round_epochs, lr=lr, shrink=shrink, batch_size=batch_size,
-                         seed=seed, holdout=(0.0 if validation else RunOptions.holdout) if holdout is None else holdout,
-                         relabel=relabel, augment=augment)
+    with usage_errors():
+        options = replace(options, holdout=holdout_fraction(holdout, validation is not None))
     result = run_pipeline(model, data, workdir, options, noise=noise, truth=truth, validation=validation,
                           device=device, arch=arch, log=stderr_log(quiet=as_json), warn=stderr_log())
     if report and distributed.main_process():  # under torchrun rank 0 alone writes the report

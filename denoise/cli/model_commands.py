@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from denoise.core.augment import augmenter
+from denoise.core.batches import BATCH_SIZE
 from denoise.core.metrics import classification_metrics
 from denoise.core.training import Recipe, logits_of
 
@@ -62,7 +63,7 @@ def train(data: str, arch: str, out: Path, recipe: Recipe, *, noise: Path | None
             "train_accuracy": fitted["accuracy"], "seconds": seconds}
 
 
-def evaluate(model: Path, data: str, split: str = "test", *, noise: Path | None = None, batch_size: int = 256,
+def evaluate(model: Path, data: str, split: str = "test", *, noise: Path | None = None, batch_size: int = BATCH_SIZE,
              device: str = "auto", arch: str | None = None) -> dict:
     """Accuracy, macro precision/recall/F1 and top-3 of a checkpoint on a split (labels as given)."""
     dev = resolve_device(device)

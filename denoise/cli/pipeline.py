@@ -17,8 +17,8 @@ from typing import Callable
 
 from denoise.core.augment import augmenter
 from denoise.core.regime import MEMORIZED
-from denoise.core.rounds import CORRUPTED_EPOCHS, GENERALIZING_EPOCHS, MEMORIZED_ROUNDS, RunOptions, run_rounds
-from denoise.core.selection import HOLDOUT, INPUT, check_holdout
+from denoise.core.rounds import RunOptions, run_rounds
+from denoise.core.selection import HOLDOUT, INPUT
 
 from .data import read_once
 from .data.samples import check_validation
@@ -28,15 +28,6 @@ from .errors import usage_errors
 from .files.checkpoint import ModelInfo, read_metadata
 from .files.paths import atomic_write
 from .stages import AS_TRAINED, FileSteps, held_out_correct
-
-# help texts of the early-round options that round 1 sets from the data when left out (`run`, `bench quality`)
-_TRAIN, _ROUNDS, _ROUND_EPOCHS, _LAST_EPOCHS = MEMORIZED_ROUNDS
-ROUNDS_HELP = f"(default: {_ROUNDS}, or 1 where the model generalizes or the inputs are corrupted)."
-ROUND_TRAIN_HELP = f"auto ({_TRAIN})"
-ROUND_EPOCHS_HELP = f"(default: {_ROUND_EPOCHS})."
-EPOCHS_HELP = (f"(default: {_LAST_EPOCHS}, or {GENERALIZING_EPOCHS} where the model generalizes: a single round; "
-               f"{CORRUPTED_EPOCHS} where the inputs are corrupted: a single round).")
-
 
 def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Path | None = None,
         truth: Path | None = None, validation: str | None = None, device: str = "auto", arch: str | None = None,
@@ -60,8 +51,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     if options.augment == AS_TRAINED:
         options = replace(options, augment=info.augment)
     with usage_errors():
-        options.check()
-        check_holdout(options.holdout, validation=validation is not None)
+        options.check(validation=validation is not None)
         augmenter(options.augment, tuple(info.input_shape))
     workdir.mkdir(parents=True, exist_ok=True)
     ranks = join(resolve_device(device))

@@ -17,14 +17,14 @@ import torch
 
 from denoise.core.attribution import attribute_batches, check_target
 from denoise.core.augment import augmenter
-from denoise.core.batches import check_precision, take
+from denoise.core.batches import BATCH_SIZE, check_precision, take
 from denoise.core.layers import LayerError, apply_unit_masks, default_layer, resolve_layer
 from denoise.core.metrics import detection_metrics
 from denoise.core.partition import CLEAN_THRESHOLD, check_orientation
-from denoise.core.regime import AUTO, INPUT_DETECTOR, check_features, partition_scores
+from denoise.core.regime import AUTO, check_features, partition_scores
 from denoise.core.pruning import check_amount, prune_mask
 from denoise.core.relabel import fine_tuning_set, suggestion
-from denoise.core.rounds import Round
+from denoise.core.rounds import Choice, Round
 from denoise.core.selection import held_out_correct as correct_of_held_out
 from denoise.core.selection import holdout_mask
 from denoise.core.sensitivity import layer_moments
@@ -38,7 +38,7 @@ from .errors import InputError, UsageError, usage_errors
 from .files.checkpoint import ModelInfo, build_model, load_checkpoint, load_weights, read_metadata, save_checkpoint
 from .files.provenance import check_made_from, is_current, provenance, skipped
 from .files.shards import merge_ranks, rank_path, remove_rank_files, shard_meta
-from .files.stage_files import SCHEMAS, check_same_samples, load_npz, save_npz
+from .files.stage_files import check_same_samples, load_npz, save_npz
 from .files.streaming import NpzStream
 from .fit import finish, fit
 from .output import progress
@@ -46,7 +46,6 @@ from .stage_timing import earlier_stages, stage_record
 
 SCORE_DTYPES = {"float32": np.float32, "float16": np.float16}
 AS_TRAINED = "as-trained"  # --augment of finetune and run: the augmentation the checkpoint records it was trained with
-SCHEMAS["holdout"] = {"is_held": (1, "b"), "index": (1, "iu")}  # samples no round fine-tunes on
 
 
 def _layer(model, spec: str | None, source: str, samples: Samples | None = None) -> str:
@@ -61,7 +60,7 @@ def _layer(model, spec: str | None, source: str, samples: Samples | None = None)
 
 
 def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, layer: str | None = None,
-              target: str = "label", split: str = "train", batch_size: int = 256, device: str = "auto",
+              target: str = "label", split: str = "train", batch_size: int = BATCH_SIZE, device: str = "auto",
               arch: str | None = None, dtype: str = "float32", precision: str = "fp32", shard: str | None = None,
               reuse: bool = False, resume: bool = False) -> dict:
     """Per-sample gradient x activation at a layer, plus loss, margin, confidence and predicted class.
@@ -202,7 +201,7 @@ def _held(path: Path | None, samples: Samples) -> np.ndarray:
 
 
 def held_out_correct(model: Path, data: str, holdout_file: Path | None, *, noise: Path | None = None,
-                     batch_size: int = 256, device: str = "auto", arch: str | None = None) -> np.ndarray:
+                     batch_size: int = BATCH_SIZE, device: str = "auto", arch: str | None = None) -> np.ndarray:
     """(M,) bool: whether the checkpoint classifies each held-out sample as labelled: those of a holdout file of
     ``data``'s train split or, without one, every sample of it (validation samples)."""
     dev = resolve_device(device)
@@ -226,7 +225,7 @@ def _with_partition(model: Path, data: str, partition_file: Path, noise: Path | 
 
 
 def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, noise: Path | None = None,
-                layer: str | None = None, batch_size: int = 256, device: str = "auto", arch: str | None = None,
+                layer: str | None = None, batch_size: int = BATCH_SIZE, device: str = "auto", arch: str | None = None,
                 precision: str = "fp32", shard: str | None = None, reuse: bool = False) -> dict:
     """Regress the partition's noisy indicator on a layer's standardized units; writes coefficients and ranks.
 
@@ -316,9 +315,6 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
     dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
     with usage_errors():
         augmenter(recipe.augment, tuple(checkpoint.info.input_shape))
-    if relabel and "suggested" not in flags:
-        raise InputError(partition_file, "holds no suggested labels (written before --relabel existed); run "
-                                         "partition again")
     suggestions = (flags["suggested"], flags["suggested_prob"]) if relabel else ()
     rows, targets, relabeled = fine_tuning_set(flags["label"], flags["is_clean"], _held(exclude, samples),
                                                *suggestions)
@@ -400,17 +396,18 @@ class FileSteps:
                                            by=self.options.prune_by, arch=self.arch, reuse=True))
         return out
 
-    def choice(self, partition_file: Path) -> dict:
+    def choice(self, partition_file: Path) -> Choice:
         """The regime, features and detector the partition file records (round 1's, which set the rounds: said
         on the log)."""
         arrays, meta = load_npz(partition_file, "partition")
         results = meta["results"]
-        corrupted = " (corrupted inputs)" if results.get("detector") == INPUT_DETECTOR else ""
+        choice = Choice.of(results)
+        corrupted = " (corrupted inputs)" if choice.corrupted_inputs else ""
         share = results.get("cleared_by_prediction")
         cleared = f", after clearing {share:.1%} it predicts as labeled" if share else ""
         self.log(f"round 1: the model fits {results['fit']:.1%} of its labels ({results['regime']}); the "
                  f"{results['detector']} flags {np.mean(~arrays['is_clean']):.1%} of the samples{corrupted}{cleared}")
-        return {"regime": results["regime"], "features": results.get("features"), "detector": results.get("detector")}
+        return choice
 
     def hold_out(self, partition_file: Path, round: Round) -> Path:
         """round{r}/holdout.npz of the partition (the held-out samples)."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import autocast, device_batches
+from .batches import BATCH_SIZE, autocast, device_batches
 from .errors import OptionError
 from .layers import applied_linears, layer_hook, output_linear, pool_units, resolve_layer
 
@@ -152,7 +152,7 @@ def input_high_pass(inputs: torch.Tensor) -> torch.Tensor:
 
 
 def attribute_batches(model: nn.Module, inputs, labels: torch.Tensor, layer: str, *, target: str = "label",
-                      batch_size: int = 256, device: torch.device = torch.device("cpu"), precision: str = "fp32"
+                      batch_size: int = BATCH_SIZE, device: torch.device = torch.device("cpu"), precision: str = "fp32"
                       ) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
     """Score every sample of ``(N, ...)`` inputs against ``(N,)`` given labels, one batch at a time.
 

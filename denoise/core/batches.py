@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import OptionError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+BATCH_SIZE = 256  # samples per forward pass where nothing trains (scoring, moments, evaluation, reading)
 
 
 def batch_slices(n: int, batch_size: int) -> list[slice]:

@@ -3,8 +3,8 @@
 Round r attributes with the model fine-tuned in round r-1 (the noisy model in round 1), partitions, and
 fine-tunes the *noisy* model on the clean part. Round 1's partition says the model's regime
 (``denoise.core.regime``), which sets the rounds: where the model memorized its labels, all-layer rounds from
-shrunk weights that forget the noise, so later rounds' models carry evidence (``MEMORIZED_ROUNDS``); where it
-generalizes, or its inputs are corrupted, one round (``GENERALIZING_ROUNDS``, ``CORRUPTED_ROUNDS``). Only the last
+shrunk weights that forget the noise, so later rounds' models carry evidence; where it generalizes, or its
+inputs are corrupted, one round (``schedule``). Only the last
 round, whose partition is the cleanest, measures sensitivity and prunes. Before round 1 fine-tunes, ``holdout`` of
 its clean samples are held out; at the end they (or validation samples) decide whether the last round's model or
 the input is handed back (``denoise.core.selection``). With ``relabel`` only the last round also fine-tunes on
@@ -34,27 +34,69 @@ from .pruning import check_amount, prune_mask
 from .relabel import fine_tuning_set, suggestion
 from .selection import HOLDOUT_FRACTION, INPUT, check_holdout, choose, held_out_correct, holdout_mask
 from .sensitivity import layer_moments
-from .batches import take
+from .batches import BATCH_SIZE, take
 from .training import Recipe, fit
 
 
-# A memorized model's rounds: (round_train, rounds, round_epochs, last round's epochs): 4 all-layer rounds of 10
-# epochs, the last of 15 (docs/decisions/0002-memorized-rounds.md).
-MEMORIZED_ROUNDS = ("all", 4, 10, 15)
-# Where the model generalizes (``regime``: the loss mixture detects) one unpruned round: the input's own loss
-# already shows its noise, and early rounds dulled it (docs/decisions/0003-generalizing-rounds.md).
-GENERALIZING_ROUNDS, GENERALIZING_EPOCHS = 1, 10
-# Where round 1 found corrupted inputs instead (``regime.INPUT_DETECTOR``, in either regime), one round: that
-# split comes from the inputs alone, so a later round would find it again; its fine-tune on the rest is longer
-# (docs/decisions/0006-corrupted-round.md).
+@dataclass(frozen=True)
+class Schedule:
+    """The rounds a regime calls for, where the options leave them to the data: how many, the fine-tuning
+    (``train`` and ``epochs``) of each round before the last, the last round's epochs, and whether it prunes."""
+
+    rounds: int
+    round_train: str
+    round_epochs: int
+    epochs: int
+    prune: bool
+
+
+# A memorized model: all-layer rounds from shrunk weights that forget the noise
+# (docs/decisions/0002-memorized-rounds.md).
+MEMORIZED_SCHEDULE = Schedule(rounds=4, round_train="all", round_epochs=10, epochs=15, prune=True)
+# A model that generalizes (the loss mixture detects): one unpruned round; the input's own loss already shows
+# its noise (docs/decisions/0003-generalizing-rounds.md).
+GENERALIZING_SCHEDULE = replace(MEMORIZED_SCHEDULE, rounds=1, epochs=10, prune=False)
+# Corrupted inputs, in either regime: one longer round; that split comes from the inputs alone, so a later round
+# would find it again (docs/decisions/0006-corrupted-round.md). It prunes as the regime's schedule says.
 CORRUPTED_ROUNDS, CORRUPTED_EPOCHS = 1, 20
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What round 1's partition chose from the data: the ``regime`` it found the model in, the ``features`` its
+    mixture saw (None for the loss mixture and the baselines) and the ``detector`` that split it
+    (``regime.partition_scores``; None for the baselines). Serializes to the record's keys (``asdict``)."""
+
+    regime: str = MEMORIZED
+    features: str | None = None
+    detector: str | None = None
+
+    @classmethod
+    def of(cls, record: dict) -> "Choice":
+        """The choice a partition's record (``regime.partition_scores``) holds."""
+        return cls(record["regime"], record.get("features"), record.get("detector"))
+
+    @property
+    def corrupted_inputs(self) -> bool:
+        """Whether the split is of corrupted inputs rather than of noisy labels."""
+        return self.detector == INPUT_DETECTOR
+
+
+def schedule(choice: Choice | None) -> Schedule:
+    """The schedule round 1's ``choice`` calls for (``MEMORIZED_SCHEDULE`` without one)."""
+    if choice is None:
+        return MEMORIZED_SCHEDULE
+    regime = GENERALIZING_SCHEDULE if choice.regime == GENERALIZING else MEMORIZED_SCHEDULE
+    if choice.corrupted_inputs:
+        return replace(regime, rounds=CORRUPTED_ROUNDS, epochs=CORRUPTED_EPOCHS)
+    return regime
 
 
 @dataclass
 class RunOptions:
     """The options of ``denoise run`` that shape its rounds; every default of the method is written here."""
 
-    rounds: int | None = None  # None: by round 1's regime (MEMORIZED_ROUNDS, GENERALIZING_ROUNDS)
+    rounds: int | None = None  # None: by round 1's choice (schedule)
     layer: str | None = None  # attribution and pruning layer (default: the classifier's input)
     target: str = "label"
     per_class: bool = True
@@ -62,12 +104,12 @@ class RunOptions:
     dims: int = 10
     orient: str = "auto"  # how partition picks the noisy component (denoise.core.partition.ORIENTATIONS)
     prune_ratio: float | None = 0.1  # None: no sensitivity and no pruning (fine-tuning only)
-    prune_generalizing: bool = False  # prune a model that generalizes too (not by default: GENERALIZING_ROUNDS)
+    prune_generalizing: bool = False  # prune a model that generalizes too (not by default: GENERALIZING_SCHEDULE)
     prune_by: str = "noisy"
     train: str = "all"  # fine-tuning of the last round
-    round_train: str = AUTO  # fine-tuning of the rounds before the last: head, all, or auto (MEMORIZED_ROUNDS)
-    epochs: int | None = None  # of the last round's fine-tuning; None: MEMORIZED_ROUNDS, or GENERALIZING_EPOCHS
-    round_epochs: int | None = None  # fine-tuning epochs of each round before the last; None: MEMORIZED_ROUNDS
+    round_train: str = AUTO  # fine-tuning of the rounds before the last: head, all, or auto (schedule)
+    epochs: int | None = None  # of the last round's fine-tuning; None: by round 1's choice (schedule)
+    round_epochs: int | None = None  # fine-tuning epochs of each round before the last; None: schedule
     lr: float = Recipe.lr
     shrink: float = 0.5  # shrink warm start of memorized models' last round and all-layer earlier rounds
     batch_size: int = Recipe.batch_size
@@ -76,9 +118,10 @@ class RunOptions:
     relabel: bool = False  # the last round fine-tunes on confidently relabeled flagged samples too
     augment: str = "none"  # of every round's fine-tuning (denoise.core.augment.AUGMENTATIONS)
 
-    def check(self) -> None:
+    def check(self, validation: bool = False) -> None:
         """Raise OptionError for the first option out of range, before any round runs (a wrong ``features``
-        or ``prune_ratio`` would otherwise surface only after the attributions were made)."""
+        or ``prune_ratio`` would otherwise surface only after the attributions were made); ``validation``:
+        whether validation samples decide the no-harm check (``selection.check_holdout``)."""
         check_features(self.features)
         check_orientation(self.orient)
         check_target(self.target)
@@ -89,7 +132,7 @@ class RunOptions:
                 raise OptionError({"ratio": "prune_ratio", "by": "prune_by"}[exc.option], exc.problem) from None
         if self.rounds is not None and self.rounds < 1:
             raise OptionError("rounds", "must be at least 1")
-        check_holdout(self.holdout)
+        check_holdout(self.holdout, validation)
         resolved = self.resolved()
         resolved.recipe(1, last=True).check()
         try:
@@ -98,26 +141,16 @@ class RunOptions:
             raise OptionError({"epochs": "round_epochs", "train": "round_train"}.get(exc.option, exc.option),
                               exc.problem) from None
 
-    def resolved(self, choice: dict | None = None) -> "RunOptions":
-        """These options with the round fields left to the data (``rounds``, ``round_epochs``, ``epochs`` None,
-        ``round_train`` auto) set by round 1's ``choice`` (its partition's record, ``regime.partition_scores``):
-        ``CORRUPTED_ROUNDS`` and ``CORRUPTED_EPOCHS`` where its ``detector`` found corrupted inputs, else where the
-        model generalizes ``GENERALIZING_ROUNDS`` and ``GENERALIZING_EPOCHS``, else (or without a choice)
-        ``MEMORIZED_ROUNDS``; a model that generalizes unpruned (``prune_ratio`` None) unless
-        ``prune_generalizing``."""
-        train, rounds, epochs, last_epochs = MEMORIZED_ROUNDS
-        prune_ratio = self.prune_ratio
-        choice = choice or {}
-        if choice.get("regime") == GENERALIZING:
-            rounds, last_epochs = GENERALIZING_ROUNDS, GENERALIZING_EPOCHS
-            prune_ratio = prune_ratio if self.prune_generalizing else None
-        if choice.get("detector") == INPUT_DETECTOR:
-            rounds, last_epochs = CORRUPTED_ROUNDS, CORRUPTED_EPOCHS
-        return replace(self, round_train=train if self.round_train == AUTO else self.round_train,
-                       prune_ratio=prune_ratio,
-                       rounds=rounds if self.rounds is None else self.rounds,
-                       round_epochs=epochs if self.round_epochs is None else self.round_epochs,
-                       epochs=last_epochs if self.epochs is None else self.epochs)
+    def resolved(self, choice: Choice | None = None) -> "RunOptions":
+        """These options with the fields left to the data (``rounds``, ``round_epochs``, ``epochs`` None,
+        ``round_train`` auto) set by the ``schedule`` of round 1's ``choice``; unpruned (``prune_ratio`` None)
+        where that schedule does not prune, unless ``prune_generalizing``."""
+        chosen = schedule(choice)
+        return replace(self, round_train=chosen.round_train if self.round_train == AUTO else self.round_train,
+                       prune_ratio=self.prune_ratio if chosen.prune or self.prune_generalizing else None,
+                       rounds=chosen.rounds if self.rounds is None else self.rounds,
+                       round_epochs=chosen.round_epochs if self.round_epochs is None else self.round_epochs,
+                       epochs=chosen.epochs if self.epochs is None else self.epochs)
 
     def recipe(self, number: int, last: bool, regime: str = MEMORIZED) -> Recipe:
         """Round ``number``'s fine-tuning: the last round's ``train``/``epochs`` or those of the rounds before
@@ -144,16 +177,16 @@ class Round:
     features: str = AUTO  # what the round's partition sees (RunOptions.features; later rounds keep round 1's choice)
 
 
-def plan(options: RunOptions, choice: dict | None = None) -> list[Round]:
-    """The rounds of ``denoise run`` for ``options``, in order, after round 1's partition made ``choice`` (its
-    record: the model's ``regime`` sets the fine-tuning recipes and, where ``options.features`` is auto, its
-    ``features`` what later rounds' partitions see; the loss mixture records none, and later rounds choose again)."""
-    resolved, recorded = options.resolved(choice), choice or {}
-    regime, chosen = recorded.get("regime", MEMORIZED), recorded.get("features")
-    later = chosen if options.features == AUTO and chosen else options.features
+def plan(options: RunOptions, choice: Choice | None = None) -> list[Round]:
+    """The rounds of ``denoise run`` for ``options``, in order, after round 1's partition made ``choice``: its
+    ``schedule`` and regime set the fine-tuning recipes and, where ``options.features`` is auto, its ``features``
+    what later rounds' partitions see (the loss mixture records none, and later rounds choose again)."""
+    resolved, chosen = options.resolved(choice), choice or Choice()
+    later = chosen.features if options.features == AUTO and chosen.features else options.features
     last = resolved.rounds
-    return [Round(r, r == last, bool(resolved.prune_ratio) and r == last, resolved.recipe(r, r == last, regime),
-                  options.relabel and r == last, options.features if r == 1 else later)
+    return [Round(r, r == last, bool(resolved.prune_ratio) and r == last,
+                  resolved.recipe(r, r == last, chosen.regime), options.relabel and r == last,
+                  options.features if r == 1 else later)
             for r in range(1, last + 1)]
 
 
@@ -172,9 +205,8 @@ class Steps(Protocol):
     def prune(self, model: Any, sensitivity: Any, round: Round) -> Any:
         """``model`` with the most noise-sensitive units removed (``RunOptions.prune_ratio``)."""
 
-    def choice(self, partition: Any) -> dict:
-        """What the partition chose from the data: the ``regime`` (``denoise.core.regime.REGIMES``) it found
-        the model in, and the ``features`` its mixture saw (absent for the loss mixture and baselines)."""
+    def choice(self, partition: Any) -> Choice:
+        """What the partition chose from the data."""
 
     def hold_out(self, partition: Any, round: Round) -> Any:
         """The held-out samples: ``RunOptions.holdout`` of those the partition calls clean."""
@@ -222,11 +254,10 @@ def run_rounds(steps: Steps, options: RunOptions, noisy: Any,
     the last round's model (``denoise.core.selection``) on the held-out samples or, given ``validation``, on
     samples the input model was not trained on: ``validation(model)`` is (M,) bool, whether ``model`` classifies
     each of those samples as labelled; then nothing is held out (``options.holdout`` must be 0)."""
-    if validation is not None:
-        check_holdout(options.holdout, validation=True)
+    options.check(validation=validation is not None)
     partition = detect(steps, plan(options)[0], noisy)  # round 1 detects alike in every regime
     choice = steps.choice(partition)
-    rounds, regime, used = plan(options, choice), choice["regime"], options.resolved(choice)
+    rounds, regime, used = plan(options, choice), choice.regime, options.resolved(choice)
     held = steps.hold_out(partition, rounds[0]) if options.holdout else None
     current = noisy
     for round in rounds:
@@ -276,7 +307,7 @@ class MemorySteps:
     """
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, options: RunOptions, device: torch.device,
-                 batch_size: int = 256):
+                 batch_size: int = BATCH_SIZE):
         self.inputs, self.labels, self.options, self.device, self.batch_size = inputs, labels, options, device, batch_size
 
     def _layer(self, model: nn.Module) -> str:
@@ -292,16 +323,16 @@ class MemorySteps:
     def partition(self, scores: dict[str, np.ndarray], round: Round) -> "MemoryPartition":
         """``partition_scores`` of the scores."""
         options, labels = self.options, self.labels.numpy()
-        prob, choice = partition_scores(scores, labels, features=round.features, per_class=options.per_class,
+        prob, record = partition_scores(scores, labels, features=round.features, per_class=options.per_class,
                                         dims=options.dims, seed=options.seed, orient=options.orient,
                                         choose_block=round.number == 1)
-        return MemoryPartition(prob >= CLEAN_THRESHOLD, prob, choice["regime"],
+        return MemoryPartition(prob >= CLEAN_THRESHOLD, prob, record["regime"],
                                *suggestion(labels, scores["predicted"], scores["confidence"], scores["margin"]),
-                               choice.get("features"), choice["detector"])
+                               record.get("features"), record["detector"])
 
-    def choice(self, partition: "MemoryPartition") -> dict:
+    def choice(self, partition: "MemoryPartition") -> Choice:
         """The regime, features and detector recorded with the partition."""
-        return {"regime": partition.regime, "features": partition.features, "detector": partition.detector}
+        return Choice(partition.regime, partition.features, partition.detector)
 
     def sensitivity(self, model: nn.Module, partition, round: Round) -> dict[str, np.ndarray]:
         """``UnitMoments.solve`` of the units at the layer: ``coefficient`` (U,) and the rest."""

@@ -43,6 +43,14 @@ def check_holdout(fraction: float, validation: bool = False) -> None:
                                      f"{fraction}")
 
 
+def holdout_fraction(given: float | None, validation: bool) -> float:
+    """The fraction held out: ``given`` or, left out, ``HOLDOUT_FRACTION`` (0 where ``validation`` samples
+    decide), checked by ``check_holdout``."""
+    fraction = (0.0 if validation else HOLDOUT_FRACTION) if given is None else given
+    check_holdout(fraction, validation)
+    return fraction
+
+
 def holdout_mask(is_clean: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """(N,) bool: ``round(fraction * clean)`` of the (N,) ``is_clean`` samples, drawn by ``seed``."""
     check_holdout(fraction)

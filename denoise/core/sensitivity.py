@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .attribution import layer_activations
-from .batches import autocast, device_batches
+from .batches import BATCH_SIZE, autocast, device_batches
 
 
 class UnitMoments:
@@ -151,7 +151,7 @@ def _positions(key: np.ndarray) -> np.ndarray:
     return positions
 
 
-def layer_moments(model: nn.Module, inputs, is_noisy: np.ndarray, layer: str, *, batch_size: int = 256,
+def layer_moments(model: nn.Module, inputs, is_noisy: np.ndarray, layer: str, *, batch_size: int = BATCH_SIZE,
                   device: torch.device = torch.device("cpu"), precision: str = "fp32",
                   on_batch: Callable[[int], None] | None = None) -> UnitMoments:
     """``UnitMoments`` of the units at ``layer`` (channels averaged over space) and the (N,) noisy indicator,

@@ -27,7 +27,7 @@ import torch
 import typer
 
 from denoise.core import attribution as attr
-from denoise.core.batches import autocast, device_batches
+from denoise.core.batches import BATCH_SIZE, autocast, device_batches
 from denoise.core.layers import default_layer
 from denoise.core.rounds import RunOptions, plan
 
@@ -177,7 +177,7 @@ def perf_command(arch: str = typer.Option("resnet18-cifar", "--arch", help="Arch
                  data: str = typer.Option("synthetic", "--data", help="synthetic (32x32 images made on demand) or "
                                                                        "a data spec, e.g. digits."),
                  noise_rate: float = typer.Option(0.4, "--noise-rate", help="Symmetric label noise on a data spec."),
-                 batch_size: int = typer.Option(256, "--batch-size", min=1),
+                 batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", min=1),
                  mid_layer: str = typer.Option(None, "--mid-layer", help="Layer of batched_vs_loop "
                                                                           "(default: layer3 of resnet18-cifar)."),
                  loop_batches: int = typer.Option(2, "--loop-batches", min=1, help="Batches timed for batched_vs_loop."),

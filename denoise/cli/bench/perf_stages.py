@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from denoise.core.batches import BATCH_SIZE
 from denoise.core.layers import default_layer
 from denoise.core.noise import symmetric_noise
 from denoise.core.rounds import RunOptions
@@ -53,7 +54,7 @@ class PerfConfig:
     device: str = "auto"
     data: str = "synthetic"
     noise_rate: float = 0.4  # symmetric label noise on a data spec
-    batch_size: int = 256
+    batch_size: int = BATCH_SIZE
     mid_layer: str | None = None  # default: MID_LAYERS[arch]
     loop_batches: int = 2  # batches timed for batched_vs_loop
     rss_n: int | None = None  # N of rss_10n_vs_n, on synthetic images (default: n)

@@ -21,7 +21,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from denoise.core.batches import loaded
+from denoise.core.batches import BATCH_SIZE, batch_slices, loaded
 from denoise.core.inputs import normalize
 from denoise.core.noise import gaussian_input_noise
 
@@ -247,7 +247,7 @@ def cached(source: Source, describe: str = "decode") -> Source:
     size = len(source) * int(np.prod(source.sample_shape)) * source.dtype.itemsize
     if not source.decodes or len(source) == 0 or size > cache_budget_bytes():
         return source
-    blocks = [np.arange(start, min(start + 256, len(source))) for start in range(0, len(source), 256)]
+    blocks = [np.arange(rows.start, rows.stop) for rows in batch_slices(len(source), BATCH_SIZE)]
     batches = loaded(len(blocks), lambda i: source.read(blocks[i]), torch.device("cpu"), workers_for(source) or 0)
     out = torch.empty((len(source), *source.sample_shape), dtype=source.dtype)
     with progress(describe, len(source)) as advance:

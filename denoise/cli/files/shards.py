@@ -22,12 +22,9 @@ from denoise.core.shards import CoverageError, missing, owners
 from ..errors import InputError, UsageError
 from .paths import check_input_path
 from .provenance import check_made_from
-from .stage_files import SCHEMAS, load_npz, read_meta, read_npz_arrays, save_npz
+from .stage_files import load_npz, read_meta, read_npz_arrays, save_npz
 from .streaming import NpzStream
 
-SCHEMAS["scores-shard"] = SCHEMAS["scores"]
-SCHEMAS["sensitivity-shard"] = {"n": (0, "iu"), "mean_y": (0, "f"), "syy": (0, "f"), "mean_x": (1, "f"),
-                                "cxy": (1, "f"), "cxx": (2, "f")}  # UnitMoments.arrays
 WHOLE_ARRAYS = ("label", "index")  # written by ``NpzStream.finish``, as a single process does; the rest stream
 
 

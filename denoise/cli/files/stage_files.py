@@ -20,20 +20,27 @@ from .paths import atomic_write, check_input_path
 from .streaming import StoredRows, read_npy_header
 
 
-# kind -> {array name: (ndim, dtype kind letters)}; the arrays of one file that have dimensions share
-# their first one (samples, or units for a sensitivity file).
+# kind -> {array name: (ndim, dtype kind letters)}, every kind of .npz in one place; the arrays of one file that
+# have dimensions share their first one (samples, or units for a sensitivity file).
+SCORES = {"attribution": (2, "f"), "loss": (1, "f"), "margin": (1, "f"), "confidence": (1, "f"),
+          "predicted": (1, "iu"), "label": (1, "iu"), "index": (1, "iu"), "input_high_pass": (1, "f")}
 SCHEMAS: dict[str, dict[str, tuple[int, str]]] = {
-    "scores": {"attribution": (2, "f"), "loss": (1, "f"), "margin": (1, "f"), "confidence": (1, "f"),
-               "predicted": (1, "iu"), "label": (1, "iu"), "index": (1, "iu"), "input_high_pass": (1, "f")},
+    "scores": SCORES,
+    "scores-shard": SCORES,  # one shard's rows (denoise.cli.files.shards)
     "partition": {"clean_prob": (1, "f"), "is_clean": (1, "b"), "label": (1, "iu"), "index": (1, "iu"),
                   "suggested": (1, "iu"), "suggested_prob": (1, "f")},  # the scores' evidence, for finetune --relabel
+    "holdout": {"is_held": (1, "b"), "index": (1, "iu")},  # samples no round fine-tunes on
     "sensitivity": {"coefficient": (1, "f"), "rank": (1, "iu"), "rank_noisy": (1, "iu"), "r2": (0, "f"),
                     "mean": (1, "f"), "std": (1, "f")},
+    "sensitivity-shard": {"n": (0, "iu"), "mean_y": (0, "f"), "syy": (0, "f"), "mean_x": (1, "f"),
+                          "cxy": (1, "f"), "cxx": (2, "f")},  # UnitMoments.arrays, summed by denoise merge
     "noise": {"labels": (1, "iu"), "true_labels": (1, "iu"), "is_noisy": (1, "b"), "index": (1, "iu")},
 }
-# arrays a file of that kind may lack: partition files written before relabeling existed still serve every
-# reader but finetune --relabel; score files written before the corrupted-input check are partitioned without it
-OPTIONAL_ARRAYS: dict[str, set[str]] = {"partition": {"suggested", "suggested_prob"}, "scores": {"input_high_pass"}}
+# the command that writes each kind again, named when a file of an earlier format lacks an array
+WRITTEN_BY = {"scores": "denoise attribute", "scores-shard": "denoise attribute --shard", "partition":
+              "denoise partition", "holdout": "denoise run", "sensitivity": "denoise sensitivity",
+              "sensitivity-shard": "denoise sensitivity --shard", "noise": "denoise inject-noise"}
+
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write ``arrays`` and ``meta`` (JSON) atomically as an uncompressed .npz at ``path``."""
@@ -61,7 +68,7 @@ def load_npz(path: str | Path, kind: str, on_disk: tuple[str, ...] = ()) -> tupl
     if meta.get("kind") != kind:
         found = meta.get("kind")
         raise InputError(path, f"is a {found} file, not a {kind} file" if found else f"is not a denoise {kind} file")
-    _check_arrays(path, kind, arrays)
+    _check_arrays(path, kind, arrays, meta)
     return arrays, meta
 
 def read_npz_arrays(path: Path, on_disk: tuple[str, ...] = ()) -> dict:
@@ -122,13 +129,15 @@ def read_meta(path: Path, raw) -> dict:
         raise InputError(path, "its meta entry is not valid JSON") from None
     return meta if isinstance(meta, dict) else {}
 
-def _check_arrays(path: Path, kind: str, arrays: dict[str, np.ndarray]) -> None:
+def _check_arrays(path: Path, kind: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
     lengths = set()
     for name, (ndim, dtype_kinds) in SCHEMAS[kind].items():
         if name not in arrays:
-            if name in OPTIONAL_ARRAYS.get(kind, ()):
-                continue
-            raise InputError(path, f"has no {name!r} array")
+            version = meta.get("version")
+            if version is None:
+                raise InputError(path, f"has no {name!r} array")
+            raise InputError(path, f"has no {name!r} array: it is of an earlier format (written by denoise "
+                                   f"{version}); run `{WRITTEN_BY[kind]}` again to rewrite it")
         array = arrays[name]
         if array.ndim != ndim:
             raise InputError(path, f"array {name!r} has {array.ndim} dimensions, expected {ndim}")

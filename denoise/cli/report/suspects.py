@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from denoise.core.batches import BATCH_SIZE
 from denoise.core.partition import CLEAN_THRESHOLD
 from denoise.core.relabel import suggestion
 from denoise.core.suspects import class_summary, issue_order, label_score
@@ -116,7 +117,7 @@ def predictions(model: Path, data: str, scores: Path, meta: dict, index: np.ndar
     checkpoint = load_checkpoint(model, dev, allow_arch=arch)
     samples = load_samples(data, "train", checkpoint.info, recorded_noise(scores, meta))
     check_same_samples(scores, index, data, samples.index)
-    top = logits_of(checkpoint.model, samples.inputs, 256, dev).double().softmax(1).max(1)
+    top = logits_of(checkpoint.model, samples.inputs, BATCH_SIZE, dev).double().softmax(1).max(1)
     return top.indices.numpy(), top.values.numpy(), samples
 
 

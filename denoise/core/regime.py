@@ -19,12 +19,15 @@ from __future__ import annotations
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
+from .detectors import ATTRIBUTION_MIXTURE, INPUT_ENERGY_MIXTURE, LOSS_MIXTURE
 from .partition import CLEAN_THRESHOLD, DEFAULT_FEATURES, clean_probability, parse_features, prototype_margin
 
 MEMORIZED_FIT = 0.9
 AUTO = "auto"
 REGIMES = MEMORIZED, GENERALIZING = ("memorized", "generalizing")
-ATTRIBUTION_DETECTOR, LOSS_DETECTOR, INPUT_DETECTOR = "attribution-mixture", "loss-mixture", "input-energy-mixture"
+# The names a record's ``detector`` holds; what each detector is: ``detectors.method_detector(name)``
+ATTRIBUTION_DETECTOR, LOSS_DETECTOR, INPUT_DETECTOR = (d.name for d in (ATTRIBUTION_MIXTURE, LOSS_MIXTURE,
+                                                                         INPUT_ENERGY_MIXTURE))
 MARGIN_FEATURES = ("prototype", "loss")  # the features without the attribution block
 SEPARATION = 2.0  # Ashman's D above which two components count as clearly separated (the usual bound)
 INPUT_SEPARATION = 6.0  # Ashman's D of a class's high-pass energy split above which its inputs count as corrupted
@@ -119,7 +122,8 @@ def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, featu
     (the module's rule) or a comma list, which always uses ``clean_probability`` with those features.
     choose_block: whether ``"auto"`` also chooses the attribution block by ``margin_separation`` (round 1; later
     rounds keep round 1's choice). Returns ``(clean_prob (N,) float64 in [0, 1], record)``; the record
-    (JSON-able) holds ``fit``, ``regime``, ``detector`` (``attribution-mixture``, ``loss-mixture`` or
+    (JSON-able) holds ``fit``, ``regime``, ``detector`` (the name of ``detectors.ATTRIBUTION_MIXTURE``,
+    ``LOSS_MIXTURE`` or ``INPUT_ENERGY_MIXTURE``: ``attribution-mixture``, ``loss-mixture`` or
     ``input-energy-mixture``), the share of ``corrupted_inputs`` (None: the scores lack the inputs' high-pass
     energy, or ``features`` is a list), the attribution mixture's ``features`` and, where the block was chosen, the
     ``separation`` of the split with it (None: nothing flagged, the block stays); for the label mixtures the
@@ -133,10 +137,10 @@ def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, featu
         inputs_clean = input_clean_probability(scores["input_high_pass"], labels, seed)
         record["corrupted_inputs"] = float(np.mean(inputs_clean < CLEAN_THRESHOLD))
         if record["corrupted_inputs"] > 0:
-            return inputs_clean, {**record, "detector": INPUT_DETECTOR}
+            return inputs_clean, {**record, "detector": INPUT_ENERGY_MIXTURE.name}
     if kinds is None and regime == GENERALIZING:
         prob = loss_clean_probability(scores["loss"], seed)
-        return _cleared_by_prediction(prob, scores, labels, {**record, "detector": LOSS_DETECTOR})
+        return _cleared_by_prediction(prob, scores, labels, {**record, "detector": LOSS_MIXTURE.name})
     mixture = {"per_class": per_class, "dims": dims, "seed": seed, "orient": orient}
     prob = clean_probability(scores, labels, features=kinds or DEFAULT_FEATURES, **mixture)
     if kinds is None and choose_block:
@@ -144,7 +148,7 @@ def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, featu
         if record["separation"] is not None and record["separation"] < SEPARATION:
             kinds = MARGIN_FEATURES
             prob = clean_probability(scores, labels, features=kinds, **mixture)
-    return _cleared_by_prediction(prob, scores, labels, {**record, "detector": ATTRIBUTION_DETECTOR,
+    return _cleared_by_prediction(prob, scores, labels, {**record, "detector": ATTRIBUTION_MIXTURE.name,
                                                          "features": ",".join(kinds or DEFAULT_FEATURES)})
 
 

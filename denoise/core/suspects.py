@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .partition import CLEAN_THRESHOLD, prototype_margin
-from .regime import INPUT_DETECTOR, LOSS_DETECTOR, MEMORIZED_FIT
+from .detectors import method_detector
+from .partition import CLEAN_THRESHOLD
+from .regime import MEMORIZED_FIT
 
 
 TIED_BELOW = 1e-6  # clean probabilities are compared to this precision (see suspect_order)
@@ -105,13 +106,10 @@ def swap_counts(given: np.ndarray, suggested: np.ndarray, classes: int) -> np.nd
     return np.bincount(given * classes + suggested, minlength=classes * classes).reshape(classes, classes)
 
 
-def separating_score(scores: dict, labels: np.ndarray, detector: str) -> tuple[str, np.ndarray]:
-    """``(name, (N,) float64)``: the score the partition's detector splits the samples by, higher = more
-    likely noisy: the loss (nats) for the loss mixture, the input's high-pass energy (log) for the input-energy
-    mixture, else the prototype margin of the (N, U) attributions (read one class's rows at a time, so a
-    ``StoredRows`` is never read whole)."""
-    if detector == LOSS_DETECTOR:
-        return "loss (nats)", np.asarray(scores["loss"], dtype=np.float64)
-    if detector == INPUT_DETECTOR:
-        return "input high-pass energy (log)", np.asarray(scores["input_high_pass"], dtype=np.float64)
-    return "prototype margin", prototype_margin(scores["attribution"], labels)
+def separating_score(scores: dict, labels: np.ndarray, detector: str | None) -> tuple[str, np.ndarray]:
+    """``(name, (N,) float64)``: the score the partition's ``detector`` (its recorded name) splits the samples by,
+    higher = more likely noisy (``detectors.MethodDetector.separating_score``): the loss (nats) for the loss
+    mixture, the input's high-pass energy (log) for the input-energy mixture, else the prototype margin of the
+    (N, U) attributions (read one class's rows at a time, so a ``StoredRows`` is never read whole)."""
+    found = method_detector(detector)
+    return found.score_name, found.separating_score(scores, labels)

@@ -1,11 +1,8 @@
-"""The baseline detectors of ``bench quality``, as ``denoise.core.rounds.MemorySteps`` whose attribute and
-partition steps are replaced: the same rounds, another way of telling clean from noisy.
-
-* ``disagreement``: flag where the current model's prediction is not the given label;
-* ``loss``: the DivideMix criterion on the current model's per-sample losses;
-* ``cleanlab``: ``find_label_issues`` on the current model's own softmax probabilities;
-* ``cleanlab-cv``: ``find_label_issues`` on out-of-fold probabilities of K models trained from scratch
-  (the split does not depend on the model: one round).
+"""The detectors of ``bench quality`` as ``denoise.core.rounds.MemorySteps``: one class, ``DetectorSteps``,
+built from a registered ``denoise.core.detectors.Detector``. The same rounds, another way of telling clean from
+noisy: the method's own partition for evidence ``SCORES``; for any other evidence, attribute yields the (N, C)
+logits of the round's model and partition hands the evidence made of them (or the out-of-fold probabilities,
+whatever the model) to the detector's split.
 """
 
 from __future__ import annotations
@@ -16,80 +13,42 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from denoise.core.detectors import disagreement_split
-from denoise.core.regime import loss_clean_probability
-from denoise.core.partition import CLEAN_THRESHOLD
-from denoise.core.rounds import MemoryPartition, MemorySteps, Round
 from denoise.core.batches import take
+from denoise.core.detectors import LOGITS, LOSS, OUT_OF_FOLD, PROBS, SCORES, Detector
+from denoise.core.rounds import MemoryPartition, MemorySteps, Round
 from denoise.core.training import Recipe, logits_of
 
-from ..errors import UsageError
 from .training import train_model
 
 EVAL_BATCH = 256
 
 
-def cleanlab_split(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cleanlab's split of (N,) given labels under (N, C) probabilities: ``(is_clean (N,) bool, label quality
-    (N,) in [0, 1])``."""
-    try:
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
-    except ImportError:
-        raise UsageError("the cleanlab detectors need cleanlab: pip install 'denoise[bench]' "
-                         "(or leave them out with --detectors)") from None
-    issues = find_label_issues(labels, probs, n_jobs=1)
-    return ~issues, get_label_quality_scores(labels, probs)
+class DetectorSteps(MemorySteps):
+    """The in-memory steps of ``detector`` (``out_of_fold``: (N, C) probabilities, for evidence ``OUT_OF_FOLD``)."""
 
+    def __init__(self, detector: Detector, *args, out_of_fold: np.ndarray | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if detector.evidence == OUT_OF_FOLD and out_of_fold is None:
+            raise ValueError(f"detector {detector.name!r} needs out-of-fold probabilities")
+        self.detector, self.out_of_fold = detector, out_of_fold
 
-class LossSteps(MemorySteps):
-    """Detect by per-sample loss: attribute yields the (N, C) logits, partition a 1-D loss mixture."""
-
-    def attribute(self, model, round: Round) -> torch.Tensor:
-        """(N, C) logits of ``model`` over the train split."""
+    def attribute(self, model, round: Round):
+        """The method's scores for ``SCORES``, else the (N, C) logits of ``model`` over the train split (whose
+        fit says the regime, and whose predictions are the suggested labels)."""
+        if self.detector.evidence == SCORES:
+            return super().attribute(model, round)
         return logits_of(model, self.inputs, EVAL_BATCH, self.device)
 
-    def partition(self, logits: torch.Tensor, round: Round) -> MemoryPartition:
-        """A 2-component mixture over the per-sample losses."""
-        loss = F.cross_entropy(logits, self.labels, reduction="none").numpy()
-        prob = loss_clean_probability(loss, self.options.seed)
-        return MemoryPartition.of(prob >= CLEAN_THRESHOLD, prob, logits, self.labels)
-
-
-class DisagreementSteps(LossSteps):
-    """Detect by disagreement of the current model's prediction with the given label."""
-
-    def partition(self, logits: torch.Tensor, round: Round) -> MemoryPartition:
-        """``disagreement_split`` under the softmax of the (N, C) logits."""
-        split = disagreement_split(logits.softmax(1).numpy(), self.labels.numpy())
+    def partition(self, scores, round: Round) -> MemoryPartition:
+        """The method's partition for ``SCORES``, else the detector's split of its evidence."""
+        if self.detector.evidence == SCORES:
+            return super().partition(scores, round)
+        logits = scores
+        evidence = {LOGITS: lambda: logits.numpy(), PROBS: lambda: logits.softmax(1).numpy(),
+                    LOSS: lambda: F.cross_entropy(logits, self.labels, reduction="none").numpy(),
+                    OUT_OF_FOLD: lambda: self.out_of_fold}[self.detector.evidence]()
+        split = self.detector.split(evidence, self.labels.numpy(), self.options.seed)
         return MemoryPartition.of(*split, logits, self.labels)
-
-
-class CleanlabSteps(LossSteps):
-    """Detect with cleanlab on the current model's softmax probabilities."""
-
-    def partition(self, logits: torch.Tensor, round: Round) -> MemoryPartition:
-        """``cleanlab_split`` under the softmax of the (N, C) logits."""
-        split = cleanlab_split(self.labels.numpy(), logits.softmax(1).numpy())
-        return MemoryPartition.of(*split, logits, self.labels)
-
-
-class CrossValidatedSteps(CleanlabSteps):
-    """Detect with cleanlab on out-of-fold probabilities (``probs`` (N, C)), whatever the model."""
-
-    def __init__(self, *args, probs: np.ndarray, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.probs = probs
-
-    def attribute(self, model, round: Round) -> tuple[np.ndarray, torch.Tensor]:
-        """The out-of-fold (N, C) probabilities, whatever ``model`` is, and the (N, C) logits of ``model``
-        (whose fit says the regime, and whose predictions are the suggested labels)."""
-        return self.probs, super().attribute(model, round)
-
-    def partition(self, scores: tuple[np.ndarray, torch.Tensor], round: Round) -> MemoryPartition:
-        """``cleanlab_split`` under the out-of-fold probabilities."""
-        probs, logits = scores
-        return MemoryPartition.of(*cleanlab_split(self.labels.numpy(), probs), logits, self.labels)
 
 
 def cross_validated_probs(info, inputs: torch.Tensor, labels: torch.Tensor, recipe: Recipe, folds: int, seed: int,

@@ -6,8 +6,9 @@ model is trained until it fits the noisy labels (``noisy``), and then each of th
 of ``denoise.core.rounds.plan``, walked in memory by the same ``run_rounds`` that ``denoise run`` walks over
 files, no-harm choice included, without pruning (``finetune-only``) and with it (``denoise``), and with
 ``--relabel`` also ``denoise-relabel`` (``RunOptions.relabel``); ``oracle`` (the recipe on the truly clean
-samples only). Timings are wall seconds of each method alone, the noisy model's training excluded,
-cleanlab-cv's K trainings included. Accuracy is on the untouched test split, or with ``--eval-on validation``
+samples only). The detectors are those registered in ``denoise.core.detectors.DETECTORS``. Timings are wall
+seconds of each method alone, the noisy model's training excluded, the K trainings of an out-of-fold detector
+(cleanlab-cv) included. Accuracy is on the untouched test split, or with ``--eval-on validation``
 on a held-out part of the noisy train split against its noisy labels, for choosing settings.
 
 With ``--out`` every row is written as it comes and each cell's noisy model is kept beside the file
@@ -17,6 +18,7 @@ With ``--out`` every row is written as it comes and each cell's noisy model is k
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import sys
 import tempfile
@@ -30,6 +32,7 @@ import typer
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from denoise.core.detectors import DETECTORS, OUT_OF_FOLD
 from denoise.core.metrics import classification_metrics, detection_metrics
 from denoise.core.noise import NOISE_KINDS
 from denoise.core.rounds import MemorySteps, RunOptions, run_rounds
@@ -44,11 +47,10 @@ from ..device import resolve_device
 from ..errors import UsageError, usage_errors
 from ..files.checkpoint import ModelInfo, load_checkpoint, read_metadata, save_checkpoint
 from ..output import stderr_log, to_json
-from ..pipeline import EPOCHS_HELP, ROUND_EPOCHS_HELP, ROUND_TRAIN_HELP, ROUNDS_HELP
+from ..options import Device, run_options
 from ..timing import timed
-from .baselines import (EVAL_BATCH, CleanlabSteps, CrossValidatedSteps, DisagreementSteps, LossSteps,
-                        cross_validated_probs)
-from .quality_tables import DETECTORS, markdown, read_rows, write_rows
+from .baselines import EVAL_BATCH, DetectorSteps, cross_validated_probs
+from .quality_tables import markdown, read_rows, write_rows
 from .training import train_model
 
 VALIDATION_FRACTION = 0.2
@@ -70,7 +72,7 @@ class Cell:
 
 @dataclass
 class Settings:
-    """The benchmark's fixed recipe: noisy-model epochs, cleanlab-cv folds, and the method's options."""
+    """The benchmark's fixed recipe: noisy-model epochs, out-of-fold detectors' folds, and the method's options."""
 
     arch: str
     epochs: int
@@ -102,13 +104,10 @@ def make_cell(data: str, kind: str, rate: float, seed: int, settings: Settings, 
 
 
 def detector_steps(detector: str, cell: Cell, settings: Settings, options: RunOptions, probs=None) -> MemorySteps:
-    """The in-memory steps of one detector (cleanlab-cv's: over its out-of-fold ``probs``)."""
-    samples, device = cell.train, settings.device
-    if detector == "cleanlab-cv":
-        return CrossValidatedSteps(samples.inputs, samples.labels, options, device, probs=probs)
-    steps = {"attribution": MemorySteps, "attribution-global": MemorySteps, "disagreement": DisagreementSteps,
-             "loss": LossSteps, "cleanlab": CleanlabSteps}[detector]
-    return steps(samples.inputs, samples.labels, replace(options, per_class=detector != "attribution-global"), device)
+    """The in-memory steps of the registered ``detector`` (an out-of-fold one's: over its out-of-fold ``probs``)."""
+    found, samples = DETECTORS[detector], cell.train
+    return DetectorSteps(found, samples.inputs, samples.labels, replace(options, per_class=found.per_class),
+                         settings.device, out_of_fold=probs)
 
 
 def _methods(settings: Settings) -> list[tuple[str, bool, bool]]:
@@ -187,8 +186,9 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
     if not store.has(key, "none", "oracle"):
         add("none", "oracle", *timed(lambda: trained(take(samples.inputs, clean_rows), samples.labels[clean_rows], seed + 2)))
     for detector in left:
-        probs, before = None, 0.0  # cleanlab-cv's K trainings, counted in both of its methods' time
-        if detector == "cleanlab-cv":
+        found = DETECTORS[detector]
+        probs, before = None, 0.0  # an out-of-fold detector's K trainings, counted in both of its methods' time
+        if found.evidence == OUT_OF_FOLD:
             recipe = Recipe(epochs=settings.epochs, seed=seed)
             probs, before = timed(lambda: cross_validated_probs(cell.info, samples.inputs, samples.labels, recipe,
                                                                 settings.folds, seed, device))
@@ -196,7 +196,7 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
             if store.has(key, detector, method):
                 continue
             variant = replace(options, prune_ratio=options.prune_ratio if pruned else None, relabel=relabel,
-                              rounds=1 if detector == "cleanlab-cv" else options.rounds)
+                              rounds=1 if found.one_round else options.rounds)
             steps = detector_steps(detector, cell, settings, variant, probs)
             outcome, seconds = timed(lambda: run_rounds(steps, variant, noisy))
             add(detector, method, outcome.model, seconds + before,
@@ -235,6 +235,11 @@ def _check(kinds: list[str], rates: list[float], detectors: list[str], methods: 
         raise UsageError("--rates must be a comma list of fractions in [0, 1) (0: no noise at all)")
     if any(d not in DETECTORS for d in detectors):
         raise UsageError(f"--detectors must be a comma list of {', '.join(DETECTORS)}")
+    for name in detectors:
+        for module in DETECTORS[name].requires:
+            if importlib.util.find_spec(module) is None:
+                raise UsageError(f"the {name} detector needs {module}: pip install 'denoise[bench]' "
+                                 "(or leave it out with --detectors)")
     if not methods or any(m not in METHODS for m in methods):
         raise UsageError(f"--methods must be a comma list of {', '.join(METHODS)}")
     if not options.prune_ratio or folds < 2:
@@ -243,6 +248,7 @@ def _check(kinds: list[str], rates: list[float], detectors: list[str], methods: 
         options.check()
 
 
+@run_options(epochs_flag="--finetune-epochs", every=False)
 def quality_command(
         data: str = typer.Option(..., "--data", help="Data spec: digits, npz:FILE, fsdd:DIR, cifar10:DIR, ..."),
         arch: Optional[str] = typer.Option(None, "--arch", help="Default: the data kind's: mlp (digits, npz), kws "
@@ -256,27 +262,9 @@ def quality_command(
         detectors: str = typer.Option(",".join(DETECTORS), "--detectors", help="Comma list of detectors to run."),
         epochs: int = typer.Option(NOISY_EPOCHS, "--epochs", min=1, help="Epochs of the noisy, retrained, oracle and "
                                                                 "cross-validation models."),
-        folds: int = typer.Option(3, "--folds", help="K of cleanlab-cv's K-fold cross-validation."),
-        rounds: Optional[int] = typer.Option(RunOptions.rounds, "--rounds", min=1, help=f"Detect-and-fine-tune rounds {ROUNDS_HELP}"),
-        target: str = typer.Option(RunOptions.target, "--target", help="Attribute the label's logit or the top one."),
-        features: str = typer.Option(RunOptions.features, "--features", help="auto (by the model's regime) or "
-                                                                              "what our mixture sees."),
-        dims: int = typer.Option(RunOptions.dims, "--dims", min=1, help="Principal components of the attributions."),
-        orient: str = typer.Option(RunOptions.orient, "--orient", help="How our mixture's noisy component is "
-                                                                       "chosen: auto, margin, loss or norm."),
-        ratio: float = typer.Option(RunOptions.prune_ratio, "--ratio",
-                                    help="Fraction of units to prune (memorized models only)."),
-        by: str = typer.Option(RunOptions.prune_by, "--by", help="noisy (signed coefficient) or abs."),
-        train: str = typer.Option(RunOptions.train, "--train", help="Fine-tune all layers or the head (last round)."),
-        round_train: str = typer.Option(RunOptions.round_train, "--round-train",
-                                        help=f"What the rounds before the last fine-tune: head, all, or {ROUND_TRAIN_HELP}."),
-        finetune_epochs: Optional[int] = typer.Option(RunOptions.epochs, "--finetune-epochs", min=1,
-                                                      help=f"Fine-tuning epochs of the last round {EPOCHS_HELP}"),
-        round_epochs: Optional[int] = typer.Option(RunOptions.round_epochs, "--round-epochs", min=1,
-                                                   help=f"Fine-tuning epochs of each round before the last {ROUND_EPOCHS_HELP}"),
-        lr: float = typer.Option(RunOptions.lr, "--lr", help="Fine-tuning learning rate."),
-        shrink: float = typer.Option(RunOptions.shrink, "--shrink", help="Shrink warm start of the last fine-tune "
-                                                                          "and of all-layer early rounds (1: off)."),
+        folds: int = typer.Option(3, "--folds", help="K of the out-of-fold detectors' (cleanlab-cv's) K-fold "
+                                                     "cross-validation."),
+        options: RunOptions = RunOptions(),
         methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods",
                                     help=f"Comma list of the methods run with each detector: {', '.join(METHODS)} "
                                          "(a short GPU lease can run denoise alone)."),
@@ -286,7 +274,7 @@ def quality_command(
                                                               "train split scored on its noisy labels."),
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch and BLAS (1 keeps "
                                                                 "shared-machine timings steady)."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        device: str = Device,
         out: Optional[Path] = typer.Option(None, "--out", help="CSV of every row, rewritten after each row; each "
                                                                "cell's noisy model is kept in OUT.models/."),
         resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and run only the missing "
@@ -301,9 +289,6 @@ def quality_command(
         kinds, rate_list, seed_list = ["symmetric"], [0.4], seed_list[:1]
     names = _list(detectors, str, "--detectors")
     method_list = _list(methods, str, "--methods") + (["denoise-relabel"] if relabel else [])
-    options = RunOptions(rounds=rounds, target=target, features=features, dims=dims, orient=orient, prune_ratio=ratio,
-                         prune_by=by, train=train, round_train=round_train, epochs=finetune_epochs,
-                         round_epochs=round_epochs, lr=lr, shrink=shrink)
     _check(kinds, rate_list, names, method_list, options, folds)
     if eval_on not in ("test", "validation"):
         raise UsageError("--eval-on must be test or validation")

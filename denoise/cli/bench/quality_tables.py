@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from denoise.core import detectors as registry
 from denoise.core.noise import NOISE_KINDS
 
 COLUMNS = ("data", "kind", "rate", "seed", "detector", "method", "test_accuracy", "precision", "recall", "f1",
@@ -16,8 +17,10 @@ COLUMNS = ("data", "kind", "rate", "seed", "detector", "method", "test_accuracy"
 # columns read as None in them.
 NUMERIC = {"rate": float, "seed": int, "test_accuracy": float, "precision": float, "recall": float, "f1": float,
            "auroc": float, "seconds": float, "flagged": float}
-DETECTORS = ("attribution", "attribution-global", "disagreement", "loss", "cleanlab", "cleanlab-cv")
-BASELINES = ("disagreement", "loss", "cleanlab")  # the detectors ours must beat with no extra training
+# The registered detectors (``denoise.core.detectors.DETECTORS``) at import, in table order, and the baselines ours
+# must beat with no extra training; the tables read the registry itself, so a detector registered later shows too.
+DETECTORS = tuple(registry.DETECTORS)
+BASELINES = tuple(name for name, d in registry.DETECTORS.items() if d.baseline)
 METHODS = ("noisy", "retrain", "oracle", "finetune-only", "denoise", "denoise-relabel")  # the last: --relabel
 
 
@@ -28,14 +31,15 @@ def _fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     mean = f"{float(np.mean(values)):.{digits}f}"
     return f"{mean} ± {float(np.std(values, ddof=1)):.{digits}f}" if len(values) > 1 else mean
 
-_ORDER = {"kind": NOISE_KINDS, "detector": ("none", *DETECTORS), "method": METHODS}
-
 def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
-    """Rows grouped by ``keys``, groups in table order (noise kinds, detectors and methods as listed)."""
+    """Rows grouped by ``keys``, groups in table order (noise kinds, detectors and methods as listed; a detector
+    no longer registered last)."""
+    order = {"kind": NOISE_KINDS, "detector": ("none", *registry.DETECTORS), "method": METHODS}
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
-    rank = lambda key: tuple(_ORDER[k].index(v) if k in _ORDER else v for k, v in zip(keys, key))  # noqa: E731
+    place = lambda k, v: order[k].index(v) if v in order[k] else len(order[k])  # noqa: E731
+    rank = lambda key: tuple(place(k, v) if k in order else v for k, v in zip(keys, key))  # noqa: E731
     return dict(sorted(groups.items(), key=lambda item: rank(item[0])))
 
 def _mean(rows: list[dict], cell: tuple, detector: str, method: str, column: str = "test_accuracy") -> float:
@@ -66,12 +70,13 @@ def markdown(rows: list[dict]) -> str:
         cols.append(_fmt([r["seconds"] for r in group], 1, 1))
         lines.append(f"| {data} | {kind} | {rate:g} | {detector} | {method} | " + " | ".join(cols) + " |")
     cells = list(_groups(rows, ("data", "kind", "rate")))
-    detectors = [d for d in DETECTORS if any(r["detector"] == d for r in rows)]
+    detectors = [d for d in registry.DETECTORS if any(r["detector"] == d for r in rows)]
+    baselines = [name for name, d in registry.DETECTORS.items() if d.baseline]
     lines += _gain_table(rows, cells, detectors, "Pruning", "denoise", "finetune-only")
     if any(r["method"] == "denoise-relabel" for r in rows):
         lines += _gain_table(rows, cells, detectors, "Relabeling", "denoise-relabel", "denoise")
     lines += ["", "Ours (`attribution`, `denoise`) against the baselines (means over seeds; best other F1: of the "
-              f"detectors that need no extra training, {', '.join(BASELINES)}, those run in the cell)", "",
+              f"detectors that need no extra training, {', '.join(baselines)}, those run in the cell)", "",
               "| data | noise | rate | denoise − noisy | denoise − retrain (points) | gap noisy→oracle "
               "recovered | flagged | F1 (best other) | denoise / retrain seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for cell in cells:
@@ -82,7 +87,7 @@ def markdown(rows: list[dict]) -> str:
                    for m in ("denoise", "retrain")}
         recovered = f"{(ours - noisy) / (oracle - noisy):.0%}" if oracle - noisy >= 0.01 else "no gap (< 1 point)"
         flagged, f1 = (_fmt([_mean(rows, cell, "attribution", "denoise", k)]) for k in ("flagged", "f1"))
-        others = {d: _mean(rows, cell, d, "denoise", "f1") for d in BASELINES}
+        others = {d: _mean(rows, cell, d, "denoise", "f1") for d in baselines}
         best = max((d for d in others if not math.isnan(others[d])), key=others.get, default=None)
         versus = f"{f1} ({best} {others[best]:.3f})" if best else f1
         lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]:g} | {100 * (ours - noisy):+.1f} | "

@@ -19,6 +19,7 @@ from .quality_tables import BASELINES, markdown, read_rows
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "benchmarks" / "results"
 PAGE = "docs/results.md"
+BASE = "../benchmarks/results/"  # docs/results.md's path to the files
 BLOCK = re.compile(r"(<!-- results:([\w-]+) -->\n)(.*?)(<!-- /results -->)", re.S)
 
 # the README's headline cell (40 % symmetric, seed 0) per data set: column title, results file
@@ -54,7 +55,7 @@ def _cell(rows: list[dict], detector: str, method: str, kind: str = "symmetric",
 
 
 def _source(names: list[str], base: str) -> str:
-    """A line naming the results files a block is made of (links relative to ``base``), with their dates."""
+    """A line naming the results files a table is made of (links relative to ``base``), with their dates."""
     meta = index()
     return "Source: " + ", ".join(f"[{n}]({base}{n}) ({meta[n]['date']}, {meta[n]['commit']})" for n in names) + "."
 
@@ -78,7 +79,7 @@ def demo_detection() -> str:
             f"gains {gain:.0f} points over retraining in {_pct(share)} of its time.\n")
 
 
-def quality_headline(base: str = "../benchmarks/results/") -> str:
+def quality_headline() -> str:
     """The README's quality table: 40 % symmetric noise, seed 0, the defaults, per data set."""
     table = {"our detection F1 (best other)": [], "noisy → `denoise` (retrain; oracle)": [],
              "noisy→oracle gap recovered": [], "`denoise` / `retrain` wall time": []}
@@ -97,19 +98,20 @@ def quality_headline(base: str = "../benchmarks/results/") -> str:
         table["`denoise` / `retrain` wall time"].append(_pct(ours["seconds"] / retrain["seconds"]))
     lines = ["| | " + " | ".join(title for title, _ in HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in table.items()]
-    return "\n".join(lines) + "\n\n" + _source([name for _, name in HEADLINE], base) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def _pct(share: float) -> str:
     return f"{share:.0%}".replace("%", " %")
 
 
-def _ratio(values: list[float]) -> str:
-    shown = sorted({f"{round(v, 3):g}" for v in values}, key=float)
+def _ratio(values: list[float], fixed: bool = False) -> str:
+    """The value, or the range of the values: to 3 decimals, trailing zeros dropped, or to 2 with ``fixed``."""
+    shown = sorted({f"{v:.2f}" if fixed else f"{round(v, 3):g}" for v in values}, key=float)
     return shown[0] if len(shown) == 1 else f"{shown[0]}–{shown[-1]}"
 
 
-def perf_headline(base: str = "../benchmarks/results/") -> str:
+def perf_headline() -> str:
     """``bench perf``'s five ratios, per headline run (a range where a setting ran more than once)."""
     runs = [([_json(n) for n in names], skipped) for _, names, skipped in PERF]
     lines = ["| key | target | " + " | ".join(title for title, *_ in PERF) + " |", "|---|---|" + "---|" * len(PERF)]
@@ -117,8 +119,19 @@ def perf_headline(base: str = "../benchmarks/results/") -> str:
         lines.append(f"| `{key}` | {target} | " + " | ".join("not measured" if key in skipped else
                                                               _ratio([r[key] for r in records])
                                                               for records, skipped in runs) + " |")
-    names = [n for _, names, _ in PERF for n in names]
-    return "\n".join(lines) + "\n\n" + _source(names, base) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def perf_summary() -> str:
+    """The README's sentence of ``bench perf`` figures, from the headline runs."""
+    cpu, digits, gpu, warm = ([_json(n) for n in names] for _, names, _ in PERF)
+    pick = lambda key, *runs: _ratio([r[key] for records in runs for r in records], fixed=True)  # noqa: E731
+    return (f"attribution runs at inference speed at the classifier's input (ResNet-18: "
+            f"{pick('attribution_vs_inference', cpu)} on CPU, {pick('attribution_vs_inference', gpu)} on an H100), "
+            f"batching beats a per-class loop {pick('batched_vs_loop', cpu, gpu, warm)}×, peak memory at 10 N "
+            f"is {pick('rss_10n_vs_n', cpu, digits, gpu, warm)} times that at N, and the rounds of a `denoise run` "
+            f"take {pick('pipeline_vs_retrain', digits)} of retraining's time on digits, "
+            f"{pick('pipeline_vs_retrain', cpu)} for ResNet-18 on CPU\n")
 
 
 def _quality_section(name: str, meta: dict) -> list[str]:
@@ -153,11 +166,10 @@ def _log_section(name: str, meta: dict) -> list[str]:
     return [f"### {name}", "", f"{meta['what']}.", "", _provenance(name, meta), "", "```", text, "```", ""]
 
 
-def blocks(base: str = "../benchmarks/results/") -> dict[str, str]:
-    """Block name -> its text, for the marked blocks of README.md and docs/*.md (``base``: the page's path to
-    benchmarks/results/)."""
-    return {"demo": demo_table(), "demo-detection": demo_detection(), "quality-headline": quality_headline(base),
-            "perf-headline": perf_headline(base)}
+def blocks() -> dict[str, str]:
+    """Block name -> its text, for the marked blocks of README.md and docs/*.md."""
+    return {"demo": demo_table(), "demo-detection": demo_detection(), "quality-headline": quality_headline(),
+            "perf-headline": perf_headline(), "perf-summary": perf_summary()}
 
 
 def results_page() -> str:
@@ -170,10 +182,10 @@ def results_page() -> str:
              "[quality.md](quality.md), [performance.md](performance.md).", "",
              "## The demo", "", "`bash scripts/demo.sh --json` (seed 0):", "", demo_table().rstrip(), "",
              demo_detection().rstrip(), "", _provenance("demo.json", meta["demo.json"]), "",
-             "## Quality headline: 40 % symmetric noise, seed 0, the defaults", "",
-             quality_headline().rstrip(), "",
-             "## Performance headline: `bench perf`'s ratios", "",
-             perf_headline().rstrip(), "",
+             "## Quality headline", "", "40 % symmetric noise, seed 0, the defaults:", "",
+             quality_headline().rstrip(), "", _source([name for _, name in HEADLINE], BASE), "",
+             "## Performance headline", "", "`bench perf`'s ratios:", "",
+             perf_headline().rstrip(), "", _source([n for _, names, _ in PERF for n in names], BASE), "",
              "## Every results file", "",
              "Quality tables: mean ± sample std over seeds, as `bench quality --markdown` prints them.", ""]
     for name in sorted(meta, key=_order):
@@ -200,13 +212,12 @@ def update(text: str, made: dict[str, str]) -> str:
 def pages() -> dict[Path, str]:
     """Path -> the text the data makes of it: docs/results.md, and every README.md or docs/*.md page with
     marked blocks."""
-    out = {ROOT / PAGE: results_page()}
+    made, out = blocks(), {ROOT / PAGE: results_page()}
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         if path != ROOT / PAGE:
             text = path.read_text(encoding="utf-8")
             if BLOCK.search(text):
-                out[path] = update(text, blocks("benchmarks/results/" if path.parent == ROOT else
-                                                "../benchmarks/results/"))
+                out[path] = update(text, made)
     return out
 
 

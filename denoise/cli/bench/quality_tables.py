@@ -75,18 +75,21 @@ def markdown(rows: list[dict]) -> str:
     lines += _gain_table(rows, cells, detectors, "Pruning", "denoise", "finetune-only")
     if any(r["method"] == "denoise-relabel" for r in rows):
         lines += _gain_table(rows, cells, detectors, "Relabeling", "denoise-relabel", "denoise")
-    lines += ["", "Ours (`attribution`, `denoise`) against the baselines (means over seeds; best other F1: of the "
+    ours_name = registry.OURS
+    lines += ["", f"Ours (`{ours_name}`, `denoise`) against the baselines (means over seeds; best other F1: of the "
               f"detectors that need no extra training, {', '.join(baselines)}, those run in the cell)", "",
               "| data | noise | rate | denoise − noisy | denoise − retrain (points) | gap noisy→oracle "
               "recovered | flagged | F1 (best other) | denoise / retrain seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for cell in cells:
-        ours, retrain = _mean(rows, cell, "attribution", "denoise"), _mean(rows, cell, "none", "retrain")
+        ours, retrain = _mean(rows, cell, ours_name, "denoise"), _mean(rows, cell, "none", "retrain")
+        if math.isnan(ours):  # ours not run in this cell: nothing to set against the baselines
+            continue
         noisy, oracle = _mean(rows, cell, "none", "noisy"), _mean(rows, cell, "none", "oracle")
         seconds = {m: np.mean([r["seconds"] for r in rows if (r["data"], r["kind"], r["rate"]) == cell
-                               and r["method"] == m and r["detector"] in ("attribution", "none")])
+                               and r["method"] == m and r["detector"] in (ours_name, "none")])
                    for m in ("denoise", "retrain")}
         recovered = f"{(ours - noisy) / (oracle - noisy):.0%}" if oracle - noisy >= 0.01 else "no gap (< 1 point)"
-        flagged, f1 = (_fmt([_mean(rows, cell, "attribution", "denoise", k)]) for k in ("flagged", "f1"))
+        flagged, f1 = (_fmt([_mean(rows, cell, ours_name, "denoise", k)]) for k in ("flagged", "f1"))
         others = {d: _mean(rows, cell, d, "denoise", "f1") for d in baselines}
         best = max((d for d in others if not math.isnan(others[d])), key=others.get, default=None)
         versus = f"{f1} ({best} {others[best]:.3f})" if best else f1

@@ -134,6 +134,33 @@ def perf_summary() -> str:
             f"{pick('pipeline_vs_retrain', cpu)} for ResNet-18 on CPU\n")
 
 
+def scale_table() -> str:
+    """``bench scale``'s memory at N and 8 N and its rates (scale-cpu-n100.json)."""
+    record = _json("scale-cpu-n100.json")
+    n, peak = record["n"], record["peak_rss_mb"]
+    lines = [f"| | N = {n} | 8 N = {8 * n} | 8 N / N |", "|---|---|---|---|"]
+    for stage, label in (("attribute", "`attribute`"), ("finetune", "`finetune` (1 epoch)")):
+        lines.append(f"| peak RSS, {label} | {peak[f'{stage}_{n}']:,.0f} MiB | {peak[f'{stage}_{8 * n}']:,.0f} MiB | "
+                     f"{record['rss_8n_vs_n'][stage]:.3f} |")
+    workers = record["workers_images_per_s"]
+    return ("\n".join(lines) + f"\n\n`attribute` ran at {record['attribute_images_per_s']:.1f} images/s, the plain "
+            f"DataLoader + forward loop over the same files at {record['loop_images_per_s']:.1f} "
+            f"(`attribute_vs_loop` {record['attribute_vs_loop']:.2f}); with {', '.join(workers)} workers: "
+            f"{', '.join(f'{v:.1f}' for v in workers.values())} images/s.\n")
+
+
+def wds_table() -> str:
+    """Samples/s of reading WebDataset shards (wds-read-800.json, ``benchmarks/wds_read.py``)."""
+    record = _json("wds-read-800.json")
+    rates = record["samples_per_s"]
+    rows = (("`webdataset.WebDataset` (its sequential iterator)", "webdataset_sequential"),
+            ("our tar-header index, read in order", "index_in_order"),
+            ("our tar-header index, read shuffled (as training reads)", "index_shuffled"))
+    lines = ["| reader | samples/s |", "|---|---|"] + [f"| {label} | {rates[key]:,.0f} |" for label, key in rows]
+    return ("\n".join(lines) + f"\n\nIndexing the {record['shards']} shards took {record['index_seconds']:.2f} s "
+            f"({record['samples']} samples).\n")
+
+
 def _quality_section(name: str, meta: dict) -> list[str]:
     rows = read_rows(RESULTS / name)
     tables = markdown(rows)
@@ -169,7 +196,8 @@ def _log_section(name: str, meta: dict) -> list[str]:
 def blocks() -> dict[str, str]:
     """Block name -> its text, for the marked blocks of README.md and docs/*.md."""
     return {"demo": demo_table(), "demo-detection": demo_detection(), "quality-headline": quality_headline(),
-            "perf-headline": perf_headline(), "perf-summary": perf_summary()}
+            "perf-headline": perf_headline(), "perf-summary": perf_summary(), "scale": scale_table(),
+            "wds-read": wds_table()}
 
 
 def results_page() -> str:
@@ -195,7 +223,13 @@ def results_page() -> str:
             lines += _log_section(name, meta[name])
         elif name.startswith("perf-"):
             lines += _perf_section(name, meta[name])
+        elif name in _TABLES:
+            lines += [f"### {name}", "", f"{meta[name]['what']}.", "", _provenance(name, meta[name]), "",
+                      _TABLES[name]().rstrip(), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+_TABLES = {"scale-cpu-n100.json": scale_table, "wds-read-800.json": wds_table}
 
 
 def _order(name: str) -> tuple:

@@ -126,12 +126,12 @@ def perf_summary() -> str:
     """The README's sentence of ``bench perf`` figures, from the headline runs."""
     cpu, digits, gpu, warm = ([_json(n) for n in names] for _, names, _ in PERF)
     pick = lambda key, *runs: _ratio([r[key] for records in runs for r in records], fixed=True)  # noqa: E731
-    return (f"attribution runs at inference speed at the classifier's input (ResNet-18: "
+    return (f"Attribution runs at inference speed at the classifier's input (ResNet-18: "
             f"{pick('attribution_vs_inference', cpu)} on CPU, {pick('attribution_vs_inference', gpu)} on an H100), "
             f"batching beats a per-class loop {pick('batched_vs_loop', cpu, gpu, warm)}×, peak memory at 10 N "
             f"is {pick('rss_10n_vs_n', cpu, digits, gpu, warm)} times that at N, and the rounds of a `denoise run` "
             f"take {pick('pipeline_vs_retrain', digits)} of retraining's time on digits, "
-            f"{pick('pipeline_vs_retrain', cpu)} for ResNet-18 on CPU\n")
+            f"{pick('pipeline_vs_retrain', cpu)} for ResNet-18 on CPU.\n")
 
 
 def scale_table() -> str:
@@ -167,11 +167,12 @@ def _quality_section(name: str, meta: dict) -> list[str]:
     return [f"### {name}", "", f"{meta['what']}.", "", _provenance(name, meta), "", tables.rstrip(), ""]
 
 
-def _provenance(name: str, meta: dict) -> str:
-    lines = [f"[{name}](../benchmarks/results/{name}): made at {meta['commit']} on {meta['date']}, "
-             f"{meta['machine']}" + (f"; {meta['note']}" if meta.get("note") else "") + ", by", "", "```bash",
-             *meta["command"], "```"]
-    return "\n".join(lines)
+def _provenance(name: str, meta: dict, base: str = BASE) -> str:
+    """Where a results file came from: its link, commit, date, machine, note, and the command that made it."""
+    lines = [f"[{name}]({base}{name}): made at {meta['commit']} on {meta['date']}; machine: {meta['machine']}."]
+    if meta.get("note"):
+        lines.append(f"Note: {meta['note']}.")
+    return "\n".join([*lines, "", "```bash", *meta["command"], "```"])
 
 
 def _perf_section(name: str, meta: dict) -> list[str]:

@@ -12,7 +12,8 @@ from denoise.cli.bench import quality
 from denoise.cli.data.noise import inject_noise
 from denoise.cli.model_commands import train
 from conftest import TINY
-from denoise.core.rounds import Choice, MemorySteps, Round, RunOptions, plan
+from denoise.cli.bench.baselines import DetectorSteps
+from denoise.core.rounds import Choice, Round, RunOptions, plan
 from denoise.core.training import Recipe
 
 STEPS = ("attribute", "partition", "choice", "sensitivity", "prune", "hold_out", "finetune", "held_out_correct")
@@ -48,7 +49,7 @@ def test_bench_quality_and_denoise_run_make_the_same_stage_calls(tmp_path, monke
     train(data, "mlp", model, Recipe(epochs=400), noise=noise, device="cpu")  # memorized: the last round prunes
     run_calls, bench_calls = [], []
     monkeypatch.setattr(pipeline, "FileSteps", _recording(stages.FileSteps, run_calls))
-    monkeypatch.setattr(quality, "MemorySteps", _recording(MemorySteps, bench_calls))
+    monkeypatch.setattr(quality, "DetectorSteps", _recording(DetectorSteps, bench_calls))
     pipeline.run(model, data, tmp_path / "work", options, noise=noise, device="cpu")
     settings = quality.Settings("mlp", 400, 2, options, torch.device("cpu"), tuple(quality.METHODS))
     store = quality.Store([], None)
@@ -86,14 +87,14 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
     labels, noisy, true, attribution = _pair_flipped(rng, 3, 60, 1 / 3, spread=0.3)
     memorized = {"attribution": attribution, "loss": rng.uniform(0, 1e-3, len(labels)), "predicted": labels}
     prob, record = partition_scores(memorized, labels)
-    assert record["regime"] == "memorized" and record["detector"] == "attribution-mixture" and record["fit"] == 1.0
+    assert record.regime == "memorized" and record.detector == "attribution-mixture" and record.fit == 1.0
     assert ((prob < 0.5) == noisy).mean() > 0.95
     loss = np.where(noisy, rng.uniform(2, 4, len(labels)), rng.uniform(0, 0.5, len(labels)))
     generalizing = {**memorized, "loss": loss, "predicted": true}  # fits 2/3 of its labels
     prob, record = partition_scores(generalizing, labels)
-    assert record["regime"] == "generalizing" and record["detector"] == "loss-mixture"
+    assert record.regime == "generalizing" and record.detector == "loss-mixture"
     assert ((prob < 0.5) == noisy).mean() > 0.95
-    assert partition_scores(generalizing, labels, features="prototype")[1]["detector"] == "attribution-mixture"
+    assert partition_scores(generalizing, labels, features="prototype")[1].detector == "attribution-mixture"
     options = RunOptions(rounds=2)
     assert [r.finetune.shrink for r in plan(options, Choice("memorized"))] == [0.5, 0.5]
     assert [r.finetune.shrink for r in plan(options, Choice("generalizing"))] == [1.0, 1.0]
@@ -115,11 +116,11 @@ def test_the_partition_does_not_depend_on_the_names_of_the_classes():
     for regime, predicted in (("memorized", labels), ("generalizing", generalizing)):
         prob, record = partition_scores({**scores, "predicted": predicted}, labels)
         renamed = partition_scores({**scores, "predicted": (predicted + 1) % classes}, (labels + 1) % classes)
-        assert record["regime"] == regime and 0 < (prob < 0.5).mean() < 1
+        assert record.regime == regime and 0 < (prob < 0.5).mean() < 1
         np.testing.assert_allclose(renamed[0], prob, atol=1e-9)
-        assert renamed[1].keys() == record.keys()
-        for key, value in record.items():
-            assert renamed[1][key] == (pytest.approx(value) if isinstance(value, float) else value)
+        assert renamed[1].to_json().keys() == record.to_json().keys()
+        for key, value in record.to_json().items():
+            assert renamed[1].to_json()[key] == (pytest.approx(value) if isinstance(value, float) else value)
 
 
 def test_where_the_model_generalizes_a_flagged_sample_it_predicts_as_labeled_is_called_clean():
@@ -136,11 +137,11 @@ def test_where_the_model_generalizes_a_flagged_sample_it_predicts_as_labeled_is_
     loss = np.where(noisy | hard, rng.uniform(2, 4, len(labels)), rng.uniform(0, 0.5, len(labels)))
     scores = {"attribution": rng.uniform(0, 1, (len(labels), 8)), "loss": loss, "predicted": predicted}
     prob, record = partition_scores(scores, labels)
-    assert record["regime"] == "generalizing" and record["detector"] == "loss-mixture"
+    assert record.regime == "generalizing" and record.detector == "loss-mixture"
     assert np.array_equal(prob < 0.5, noisy) and (prob[hard] == 1).all()
-    assert record["cleared_by_prediction"] == hard.mean() > 0.1
+    assert record.cleared_by_prediction == hard.mean() > 0.1
     prob, record = partition_scores({**scores, "predicted": labels, "loss": loss * 1e-4}, labels, features="loss")
-    assert record["regime"] == "memorized" and record["cleared_by_prediction"] is None
+    assert record.regime == "memorized" and record.cleared_by_prediction is None
     assert (prob[noisy | hard] < 0.5).mean() > 0.9  # the mixture's own split, with no prediction to clear it
 
 
@@ -164,17 +165,17 @@ def test_corrupted_inputs_are_split_by_their_high_pass_energy_in_either_regime_n
               "predicted": np.where(rng.uniform(size=len(labels)) < 0.5, labels, (labels + 1) % 4)}
     for regime, predicted in (("generalizing", scores["predicted"]), ("memorized", labels)):
         prob, record = partition_scores({**scores, "predicted": predicted, "input_high_pass": raised}, labels)
-        assert record["regime"] == regime and record["detector"] == "input-energy-mixture"
-        assert ((prob < 0.5) == corrupted).all() and abs(record["corrupted_inputs"] - corrupted.mean()) < 1e-12
-        [only] = plan(RunOptions(), Choice.of(record))
+        assert record.regime == regime and record.detector == "input-energy-mixture"
+        assert ((prob < 0.5) == corrupted).all() and abs(record.corrupted_inputs - corrupted.mean()) < 1e-12
+        [only] = plan(RunOptions(), Choice.of(record.to_json()))
         assert (only.finetune.epochs, only.prune) == (CORRUPTED_EPOCHS, regime == "memorized")
-    name, score = separating_score({**scores, "input_high_pass": raised}, labels, record["detector"])  # the report's
+    name, score = separating_score({**scores, "input_high_pass": raised}, labels, record.detector)  # the report's
     assert name == "input high-pass energy (log)" and np.array_equal(score, raised)
     record = partition_scores({**scores, "input_high_pass": natural}, labels)[1]
-    assert record["detector"] == "loss-mixture" and record["corrupted_inputs"] == 0
+    assert record.detector == "loss-mixture" and record.corrupted_inputs == 0
     record = partition_scores({**scores, "predicted": labels, "input_high_pass": natural}, labels)[1]
-    assert record["detector"] == "attribution-mixture" and record["corrupted_inputs"] == 0
-    assert partition_scores(scores, labels)[1]["corrupted_inputs"] is None  # a score file from before the check
+    assert record.detector == "attribution-mixture" and record.corrupted_inputs == 0
+    assert partition_scores(scores, labels)[1].corrupted_inputs is None  # a score file from before the check
 
 
 def test_a_few_outliers_or_one_odd_class_are_not_corrupted_inputs():
@@ -278,10 +279,10 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
     from denoise.core.regime import SEPARATION, margin_separation, partition_scores
 
     kept = partition_scores(*_attribution_fixture(1.0, 0.3, seed=0))[1]
-    assert kept["features"] == "prototype,attribution,loss" and kept["separation"] >= SEPARATION
+    assert kept.features == "prototype,attribution,loss" and kept.separation >= SEPARATION
     left_out = partition_scores(*_attribution_fixture(0.3, 2.0, seed=1))[1]
-    assert left_out["features"] == "prototype,loss" and left_out["separation"] < SEPARATION
-    kept, left_out = Choice.of(kept), Choice.of(left_out)
+    assert left_out.features == "prototype,loss" and left_out.separation < SEPARATION
+    kept, left_out = Choice.of(kept.to_json()), Choice.of(left_out.to_json())
     for choice in (kept, left_out):
         rounds = plan(RunOptions(), choice)
         assert [(r.finetune.train, r.finetune.epochs, r.finetune.shrink) for r in rounds[:-1]] == [("all", 10, 0.5)] * 3
@@ -293,9 +294,8 @@ def test_round_one_keeps_the_attribution_block_only_where_its_split_separates_th
     loss = plan(RunOptions(rounds=2), Choice("generalizing", detector="loss-mixture"))
     assert [r.features for r in loss] == ["auto", "auto"]  # no features recorded: later rounds choose again
     # later rounds (choose_block False) and explicit features do not choose
-    assert "separation" not in partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), choose_block=False)[1]
-    assert partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), features="prototype,attribution,loss")[1][
-        "features"] == "prototype,attribution,loss"
+    assert "separation" not in partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), choose_block=False)[1].to_json()
+    assert partition_scores(*_attribution_fixture(0.3, 2.0, seed=1), features="prototype,attribution,loss")[1].features == "prototype,attribution,loss"
     labels = np.repeat(np.arange(2), 5)
     assert margin_separation(np.arange(10.0), labels, np.ones(10)) is None  # nothing flagged: no evidence
 

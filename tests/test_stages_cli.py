@@ -97,18 +97,6 @@ def test_npz_fixture_cnn_at_a_conv_layer(denoise, tmp_path):
     check_outputs(tmp_path, results, torch.nn.Conv2d)
 
 
-def test_a_score_file_without_the_inputs_high_pass_energy_still_partitions(denoise, tmp_path):
-    """Score files written before ``input_high_pass`` existed lack it: partition reads them, and the record says the
-    corrupted-input check had nothing to go on."""
-    five_stages(denoise, tmp_path, f"npz:{TINY}", "cnn", None, epochs=2, arch_kwargs={"width": 4})
-    with np.load(tmp_path / "scores.npz", allow_pickle=False) as scores:
-        older = {name: scores[name] for name in scores.files if name != "input_high_pass"}
-    np.savez(tmp_path / "older.npz", **older)
-    split = _ok(denoise("partition", "--scores", tmp_path / "older.npz", "--out", tmp_path / "older-split.npz",
-                        "--json"))
-    assert split["regime"] == "generalizing" and split["corrupted_inputs"] is None, split
-
-
 @pytest.mark.slow
 def test_torchvision_resnet18_on_the_tiny_fixture(denoise, tmp_path):
     results = five_stages(denoise, tmp_path, f"npz:{TINY}", "tv:resnet18", "layer4.1.conv2", epochs=2)

@@ -57,7 +57,7 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     ranks = join(resolve_device(device))
     if not ranks.main:  # rank 0 reports for all
         log = warn = lambda _line: None
-    steps = FileSteps(workdir, data, options, noise=noise, truth=truth, device=device, arch=arch, log=log)
+    steps = FileSteps(workdir, data, noise=noise, truth=truth, device=device, arch=arch, log=log)
     if ranks.world > 1:
         steps = RankSteps(ranks, steps)
     started = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Each function returns a JSON-able summary; the typer commands in ``denoise.cli.main`` print it, and ``FileSteps``
 lets ``denoise.core.rounds`` walk them as ``denoise run``. Every output records its provenance
-(``denoise.cli.files.provenance``); with ``reuse`` a stage returns at once when its output is already current.
+(``denoise.cli.files.provenance``); with ``reuse`` a stage returns at once when its output is already current
+(``Output.made``: the skeleton every stage shares).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from denoise.core.augment import augmenter
 from denoise.core.batches import BATCH_SIZE, check_precision, take
 from denoise.core.layers import LayerError, apply_unit_masks, default_layer, resolve_layer
 from denoise.core.metrics import detection_metrics
-from denoise.core.partition import CLEAN_THRESHOLD, check_orientation
-from denoise.core.regime import AUTO, check_features, partition_scores
+from denoise.core.partition import check_orientation
+from denoise.core.regime import AUTO, check_features
 from denoise.core.pruning import check_amount, prune_mask
-from denoise.core.relabel import fine_tuning_set, suggestion
-from denoise.core.rounds import Choice, Round
+from denoise.core.relabel import fine_tuning_set
+from denoise.core.rounds import Choice, Partition, Round
 from denoise.core.selection import held_out_correct as correct_of_held_out
 from denoise.core.selection import holdout_mask
 from denoise.core.sensitivity import layer_moments
@@ -36,7 +37,7 @@ from .device import resolve_device
 from .distributed import join, parse_shard
 from .errors import InputError, UsageError, usage_errors
 from .files.checkpoint import ModelInfo, build_model, load_checkpoint, load_weights, read_metadata, save_checkpoint
-from .files.provenance import check_made_from, is_current, provenance, skipped
+from .files.provenance import Output, check_made_from
 from .files.shards import merge_ranks, rank_path, remove_rank_files, shard_meta
 from .files.stage_files import check_same_samples, load_npz, save_npz
 from .files.streaming import NpzStream
@@ -80,36 +81,38 @@ def attribute(model: Path, data: str, out: Path, *, noise: Path | None = None, l
     requested = parse_shard(shard) if shard else None
     options = {"data": data, "split": split, "layer": layer, "target": target, "dtype": dtype, "precision": precision}
     inputs = {"model": model, "noise": noise}
-    if reuse and is_current(out, "scores", options, inputs):
-        return skipped(out)
-    dev = resolve_device(device)
-    ranks = join(dev)
-    checkpoint = load_checkpoint(model, dev, allow_arch=arch)
-    samples = load_samples(data, split, checkpoint.info, noise)
-    resolved = _layer(checkpoint.model, layer, str(model), samples)
-    meta, total = provenance("scores", options, inputs, {"layer": resolved}), len(samples.labels)
-    number, count = ranks.part(requested, total)
-    written = rank_path(out, ranks.rank, ranks.world) if ranks.world > 1 else out
-    if ranks.world > 1:  # before any rank writes: no shard file of an earlier launch can be merged into this one
-        ranks.main_writes(lambda: remove_rank_files(out))
-    if count > 1:
-        rows = shard_rows(total, number, count)
-        samples = replace(samples, inputs=take(samples.inputs, rows), labels=samples.labels[torch.as_tensor(rows)],
-                          index=samples.index[rows], is_noisy=None)
-    started = time.perf_counter()
-    key = json.dumps([meta["options"], meta["inputs"], number, count, ranks.rank, ranks.world], sort_keys=True)
-    with NpzStream(written, len(samples.labels), resume_key=key if resume else None) as stream:
-        units = stream_scores(checkpoint.model, samples, resolved, target, batch_size, dev, stream, dtype=dtype,
-                              precision=precision)
-        stream.finish({"label": samples.labels.numpy(), "index": samples.index},
-                      shard_meta(meta, number, count, total) if count > 1 else {**meta, "world_size": 1})
-    if ranks.world > 1:
-        ranks.log(f"attribute scored {len(samples.labels)} of {total} samples")
-        ranks.barrier()
-        ranks.main_writes(lambda: merge_ranks(out, ranks.world))
-    seconds = time.perf_counter() - started
-    return {"out": str(out), "layer": resolved, "samples": total if shard is None else len(samples.labels),
-            "units": units, "world_size": ranks.world, "seconds": seconds}
+
+    def make(output: Output) -> dict:
+        dev = resolve_device(device)
+        ranks = join(dev)
+        checkpoint = load_checkpoint(model, dev, allow_arch=arch)
+        samples = load_samples(data, split, checkpoint.info, noise)
+        resolved = _layer(checkpoint.model, layer, str(model), samples)
+        meta, total = output.meta({"layer": resolved}), len(samples.labels)
+        number, count = ranks.part(requested, total)
+        written = rank_path(out, ranks.rank, ranks.world) if ranks.world > 1 else out
+        if ranks.world > 1:  # before any rank writes: no shard file of an earlier launch can be merged into this one
+            ranks.main_writes(lambda: remove_rank_files(out))
+        if count > 1:
+            rows = shard_rows(total, number, count)
+            samples = replace(samples, inputs=take(samples.inputs, rows), labels=samples.labels[torch.as_tensor(rows)],
+                              index=samples.index[rows], is_noisy=None)
+        started = time.perf_counter()
+        key = json.dumps([meta["options"], meta["inputs"], number, count, ranks.rank, ranks.world], sort_keys=True)
+        with NpzStream(written, len(samples.labels), resume_key=key if resume else None) as stream:
+            units = stream_scores(checkpoint.model, samples, resolved, target, batch_size, dev, stream, dtype=dtype,
+                                  precision=precision)
+            stream.finish({"label": samples.labels.numpy(), "index": samples.index},
+                          shard_meta(meta, number, count, total) if count > 1 else {**meta, "world_size": 1})
+        if ranks.world > 1:
+            ranks.log(f"attribute scored {len(samples.labels)} of {total} samples")
+            ranks.barrier()
+            ranks.main_writes(lambda: merge_ranks(out, ranks.world))
+        seconds = time.perf_counter() - started
+        return {"out": str(out), "layer": resolved, "samples": total if shard is None else len(samples.labels),
+                "units": units, "world_size": ranks.world, "seconds": seconds}
+
+    return Output(out, "scores", options, inputs).made(reuse, make)
 
 
 def stream_scores(model, samples: Samples, layer: str, target: str, batch_size: int, device, stream: NpzStream, *,
@@ -160,35 +163,39 @@ def partition(scores: Path, out: Path, *, per_class: bool = True, features: str 
     options = {"per_class": per_class, "features": AUTO if kinds is None else ",".join(kinds), "dims": dims,
                "seed": seed, "orient": orient, "choose_block": choose_block}
     inputs = {"scores": scores, "truth": truth}
-    if reuse and is_current(out, "partition", options, inputs):
-        return skipped(out)
-    arrays, _ = load_npz(scores, "scores", on_disk=("attribution",))  # read one class's rows at a time
-    clean_prob, choice = partition_scores(arrays, arrays["label"], features=options["features"], per_class=per_class,
-                                          dims=dims, seed=seed, orient=orient, choose_block=choose_block)
-    is_clean = clean_prob >= CLEAN_THRESHOLD
-    result = {"out": str(out), "samples": len(clean_prob), "flagged_noisy": int((~is_clean).sum()), **choice}
-    if truth is not None:
-        noise_arrays, _ = load_npz(truth, "noise")
-        check_same_samples(truth, noise_arrays["index"], scores, arrays["index"])
-        result["detection"] = detection_metrics(noise_arrays["is_noisy"], is_clean, clean_prob)
-    suggested, suggested_prob = suggestion(arrays["label"], arrays["predicted"], arrays["confidence"], arrays["margin"])
-    save_npz(out, {"clean_prob": clean_prob, "is_clean": is_clean, "label": arrays["label"], "index": arrays["index"],
-                   "suggested": suggested, "suggested_prob": suggested_prob},
-             provenance("partition", options, inputs, {"detection": result.get("detection"), **choice}))
-    return result
+
+    def make(output: Output) -> dict:
+        arrays, _ = load_npz(scores, "scores", on_disk=("attribution",))  # read one class's rows at a time
+        split, record = Partition.split(arrays, arrays["label"], features=options["features"], per_class=per_class,
+                                        dims=dims, seed=seed, orient=orient, choose_block=choose_block)
+        record = record.to_json()
+        result = {"out": str(out), "samples": len(split.clean_prob), "flagged_noisy": int((~split.is_clean).sum()),
+                  **record}
+        if truth is not None:
+            noise_arrays, _ = load_npz(truth, "noise")
+            check_same_samples(truth, noise_arrays["index"], scores, arrays["index"])
+            result["detection"] = detection_metrics(noise_arrays["is_noisy"], split.is_clean, split.clean_prob)
+        save_npz(out, {"clean_prob": split.clean_prob, "is_clean": split.is_clean, "label": arrays["label"],
+                       "index": arrays["index"], "suggested": split.suggested, "suggested_prob": split.suggested_prob},
+                 output.meta({"detection": result.get("detection"), **record}))
+        return result
+
+    return Output(out, "partition", options, inputs).made(reuse, make)
 
 
 def hold_out(partition_file: Path, out: Path, *, fraction: float, seed: int = 0, reuse: bool = False) -> dict:
     """Set aside ``fraction`` of the samples the partition calls clean (``holdout_mask``): holdout.npz."""
     options = {"fraction": fraction, "seed": seed}
     inputs = {"partition": partition_file}
-    if reuse and is_current(out, "holdout", options, inputs):
-        return skipped(out)
-    arrays, _ = load_npz(partition_file, "partition")
-    with usage_errors():
-        held = holdout_mask(arrays["is_clean"], fraction, seed)
-    save_npz(out, {"is_held": held, "index": arrays["index"]}, provenance("holdout", options, inputs))
-    return {"out": str(out), "held_out": int(held.sum())}
+
+    def make(output: Output) -> dict:
+        arrays, _ = load_npz(partition_file, "partition")
+        with usage_errors():
+            held = holdout_mask(arrays["is_clean"], fraction, seed)
+        save_npz(out, {"is_held": held, "index": arrays["index"]}, output.meta())
+        return {"out": str(out), "held_out": int(held.sum())}
+
+    return Output(out, "holdout", options, inputs).made(reuse, make)
 
 
 def _held(path: Path | None, samples: Samples) -> np.ndarray:
@@ -237,28 +244,30 @@ def sensitivity(model: Path, data: str, partition_file: Path, out: Path, *, nois
     requested = parse_shard(shard) if shard else None
     options = {"data": data, "layer": layer, "precision": precision}
     inputs = {"model": model, "partition": partition_file, "noise": noise}
-    if reuse and is_current(out, "sensitivity", options, inputs):
-        return skipped(out)
-    dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
-    resolved = _layer(checkpoint.model, layer, str(model), samples)
-    ranks, total = join(dev), len(samples.labels)
-    number, count = ranks.part(requested, total)
-    rows = shard_rows(total, number, count)
-    shard_inputs = take(samples.inputs, rows) if count > 1 else samples.inputs
-    with progress("activations", len(rows)) as advance:
-        moments = layer_moments(checkpoint.model, shard_inputs, (~flags["is_clean"])[rows], resolved,
-                                batch_size=batch_size, device=dev, precision=precision, on_batch=advance)
-    meta = provenance("sensitivity", options, inputs, {"layer": resolved})
-    if requested and count > 1:  # an array job's part: its moments, which `denoise merge` sums
-        save_npz(out, moments.arrays(), shard_meta(meta, number, count, total))
-        return {"out": str(out), "layer": resolved, "samples": len(rows), "shard": shard}
-    if ranks.world > 1:
-        ranks.log(f"sensitivity took the moments of {len(rows)} of {total} samples")
-        moments = moments.summed(ranks.sum)
-    result = moments.solve()
-    ranks.main_writes(lambda: save_npz(out, result, {**meta, "world_size": ranks.world}))
-    return {"out": str(out), "layer": resolved, "units": len(result["coefficient"]), "r2": float(result["r2"]),
-            "toward_noisy": int((result["coefficient"] > 0).sum())}
+
+    def make(output: Output) -> dict:
+        dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
+        resolved = _layer(checkpoint.model, layer, str(model), samples)
+        ranks, total = join(dev), len(samples.labels)
+        number, count = ranks.part(requested, total)
+        rows = shard_rows(total, number, count)
+        shard_inputs = take(samples.inputs, rows) if count > 1 else samples.inputs
+        with progress("activations", len(rows)) as advance:
+            moments = layer_moments(checkpoint.model, shard_inputs, (~flags["is_clean"])[rows], resolved,
+                                    batch_size=batch_size, device=dev, precision=precision, on_batch=advance)
+        meta = output.meta({"layer": resolved})
+        if requested and count > 1:  # an array job's part: its moments, which `denoise merge` sums
+            save_npz(out, moments.arrays(), shard_meta(meta, number, count, total))
+            return {"out": str(out), "layer": resolved, "samples": len(rows), "shard": shard}
+        if ranks.world > 1:
+            ranks.log(f"sensitivity took the moments of {len(rows)} of {total} samples")
+            moments = moments.summed(ranks.sum)
+        result = moments.solve()
+        ranks.main_writes(lambda: save_npz(out, result, {**meta, "world_size": ranks.world}))
+        return {"out": str(out), "layer": resolved, "units": len(result["coefficient"]), "r2": float(result["r2"]),
+                "toward_noisy": int((result["coefficient"] > 0).sum())}
+
+    return Output(out, "sensitivity", options, inputs).made(reuse, make)
 
 
 def prune(model: Path, sensitivity_file: Path, out: Path, *, ratio: float | None = None, count: int | None = None,
@@ -268,34 +277,38 @@ def prune(model: Path, sensitivity_file: Path, out: Path, *, ratio: float | None
         check_amount(ratio, count, by)
     options = {"ratio": ratio, "count": count, "by": by}
     inputs = {"model": model, "sensitivity": sensitivity_file}
-    if reuse and is_current(out, "checkpoint", options, inputs):
-        return skipped(out)
-    checkpoint = load_checkpoint(model, "cpu", allow_arch=arch)
-    arrays, meta = load_npz(sensitivity_file, "sensitivity")
-    layer = meta.get("results", {}).get("layer")
-    if not isinstance(layer, str):
-        raise InputError(sensitivity_file, "does not record its layer")
-    _layer(checkpoint.model, layer, str(sensitivity_file))
-    units = len(arrays["coefficient"])
-    if not force:
-        check_made_from(sensitivity_file, meta, "model", model, hint="use --force to prune anyway")
-    previous = checkpoint.info.masks.get(layer)
-    if previous is not None and previous.numel() != units:
-        raise InputError(sensitivity_file, f"has {units} units but the model's mask at {layer} has {previous.numel()}")
-    with usage_errors():
-        keep = prune_mask(arrays["coefficient"], ratio=ratio, count=count, by=by,
-                          keep=None if previous is None else previous.numpy())
-    info = checkpoint.info
-    info.masks[layer] = torch.as_tensor(keep)
-    fresh = build_model(info, str(model))
-    load_weights(model, fresh, checkpoint.model.state_dict())
-    try:
-        apply_unit_masks(fresh, info.masks)
-    except LayerError as exc:
-        raise InputError(sensitivity_file, f"does not fit the model: {exc}") from None
-    save_checkpoint(out, fresh, info, provenance("checkpoint", options, inputs))
-    removed = int((~keep).sum()) - (0 if previous is None else int((~previous).sum()))
-    return {"out": str(out), "layer": layer, "units": units, "removed": removed, "removed_total": int((~keep).sum())}
+
+    def make(output: Output) -> dict:
+        checkpoint = load_checkpoint(model, "cpu", allow_arch=arch)
+        arrays, meta = load_npz(sensitivity_file, "sensitivity")
+        layer = meta.get("results", {}).get("layer")
+        if not isinstance(layer, str):
+            raise InputError(sensitivity_file, "does not record its layer")
+        _layer(checkpoint.model, layer, str(sensitivity_file))
+        units = len(arrays["coefficient"])
+        if not force:
+            check_made_from(sensitivity_file, meta, "model", model, hint="use --force to prune anyway")
+        previous = checkpoint.info.masks.get(layer)
+        if previous is not None and previous.numel() != units:
+            raise InputError(sensitivity_file, f"has {units} units but the model's mask at {layer} has "
+                                               f"{previous.numel()}")
+        with usage_errors():
+            keep = prune_mask(arrays["coefficient"], ratio=ratio, count=count, by=by,
+                              keep=None if previous is None else previous.numpy())
+        info = checkpoint.info
+        info.masks[layer] = torch.as_tensor(keep)
+        fresh = build_model(info, str(model))
+        load_weights(model, fresh, checkpoint.model.state_dict())
+        try:
+            apply_unit_masks(fresh, info.masks)
+        except LayerError as exc:
+            raise InputError(sensitivity_file, f"does not fit the model: {exc}") from None
+        save_checkpoint(out, fresh, info, output.meta())
+        removed = int((~keep).sum()) - (0 if previous is None else int((~previous).sum()))
+        return {"out": str(out), "layer": layer, "units": units, "removed": removed,
+                "removed_total": int((~keep).sum())}
+
+    return Output(out, "checkpoint", options, inputs).made(reuse, make)
 
 
 def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Recipe = Recipe(), *,
@@ -310,29 +323,31 @@ def finetune(model: Path, data: str, partition_file: Path, out: Path, recipe: Re
         recipe.check()
     options = {"data": data, **asdict(recipe), "relabel": relabel}
     inputs = {"model": model, "partition": partition_file, "noise": noise, "exclude": exclude}
-    if reuse and is_current(out, "checkpoint", options, inputs):
-        return skipped(out)
-    dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
-    with usage_errors():
-        augmenter(recipe.augment, tuple(checkpoint.info.input_shape))
-    suggestions = (flags["suggested"], flags["suggested_prob"]) if relabel else ()
-    rows, targets, relabeled = fine_tuning_set(flags["label"], flags["is_clean"], _held(exclude, samples),
-                                               *suggestions)
-    if not rows.any():
-        raise InputError(partition_file, "marks no sample as clean (but held-out ones); nothing to fine-tune on")
-    rows = torch.as_tensor(rows)
-    started = time.perf_counter()
-    made_from = provenance("checkpoint", options, inputs)
-    # a resume state also names the files it fine-tunes from: one of another partition or held-out set is refused
-    hashes = {name: entry["sha256"] for name, entry in made_from["inputs"].items()}
-    losses = fit(checkpoint.model, take(samples.inputs, rows), torch.as_tensor(targets)[rows], recipe, device=dev,
-                 options={**options, "inputs": hashes}, out=out, resume=resume, description="finetune")
-    seconds = time.perf_counter() - started
-    # the mean loss of every epoch from the first (over every rank's samples): the report's curve
-    meta = {**made_from, "results": {"losses": losses}}
-    finish(out, dev, lambda: save_checkpoint(out, checkpoint.model, checkpoint.info, meta))
-    return {"out": str(out), "clean_samples": int(rows.sum()) - int(relabeled.sum()), "relabeled": int(relabeled.sum()),
-            "epochs": recipe.epochs, "train": recipe.train, "shrink": recipe.shrink, "seconds": seconds}
+
+    def make(output: Output) -> dict:
+        dev, checkpoint, samples, flags = _with_partition(model, data, partition_file, noise, device, arch)
+        with usage_errors():
+            augmenter(recipe.augment, tuple(checkpoint.info.input_shape))
+        suggestions = (flags["suggested"], flags["suggested_prob"]) if relabel else ()
+        rows, targets, relabeled = fine_tuning_set(flags["label"], flags["is_clean"], _held(exclude, samples),
+                                                   *suggestions)
+        if not rows.any():
+            raise InputError(partition_file, "marks no sample as clean (but held-out ones); nothing to fine-tune on")
+        rows = torch.as_tensor(rows)
+        started = time.perf_counter()
+        made_from = output.meta()
+        # a resume state also names the files it fine-tunes from: one of another partition or held-out set is refused
+        hashes = {name: entry["sha256"] for name, entry in made_from["inputs"].items()}
+        losses = fit(checkpoint.model, take(samples.inputs, rows), torch.as_tensor(targets)[rows], recipe, device=dev,
+                     options={**options, "inputs": hashes}, out=out, resume=resume, description="finetune")
+        seconds = time.perf_counter() - started
+        # the mean loss of every epoch from the first (over every rank's samples): the report's curve
+        meta = {**made_from, "results": {"losses": losses}}
+        finish(out, dev, lambda: save_checkpoint(out, checkpoint.model, checkpoint.info, meta))
+        return {"out": str(out), "clean_samples": int(rows.sum()) - int(relabeled.sum()),
+                "relabeled": int(relabeled.sum()), "epochs": recipe.epochs, "train": recipe.train, "shrink": recipe.shrink, "seconds": seconds}
+
+    return Output(out, "checkpoint", options, inputs).made(reuse, make)
 
 
 class FileSteps:
@@ -342,9 +357,9 @@ class FileSteps:
     killed run resumes where it stopped. ``summaries`` holds each round's stage summaries, by stage name.
     """
 
-    def __init__(self, workdir: Path, data: str, options, *, noise: Path | None, truth: Path | None, device: str,
+    def __init__(self, workdir: Path, data: str, *, noise: Path | None, truth: Path | None, device: str,
                  arch: str | None, log=lambda _line: None):
-        self.workdir, self.data, self.options = workdir, data, options
+        self.workdir, self.data = workdir, data
         self.noise, self.truth, self.device, self.arch, self.log = noise, truth, device, arch, log
         self.summaries: dict[int, dict] = {}
         self.plan: dict[int, Round] = {}  # what each round did (its last stage's Round: round 1's after the choice)
@@ -368,32 +383,31 @@ class FileSteps:
     def attribute(self, model: Path, round: Round) -> Path:
         """round{r}/scores.npz of ``model`` (the ``attribute`` stage)."""
         out = self._folder(round) / "scores.npz"
-        self._record(round, "attribute", attribute(model, self.data, out, noise=self.noise, layer=self.options.layer,
-                                                   target=self.options.target, device=self.device, arch=self.arch,
+        self._record(round, "attribute", attribute(model, self.data, out, noise=self.noise, layer=round.layer,
+                                                   target=round.target, device=self.device, arch=self.arch,
                                                    reuse=True, resume=True))
         return out
 
     def partition(self, scores: Path, round: Round) -> Path:
         """round{r}/partition.npz of the scores (the ``partition`` stage)."""
-        out, o = self._folder(round) / "partition.npz", self.options
-        self._record(round, "partition", partition(scores, out, per_class=o.per_class, features=round.features,
-                                                   truth=self.truth, dims=o.dims, seed=o.seed, orient=o.orient,
-                                                   choose_block=round.number == 1, reuse=True))
+        out = self._folder(round) / "partition.npz"
+        self._record(round, "partition", partition(scores, out, truth=self.truth, reuse=True,
+                                                   **round.partition_arguments()))
         return out
 
     def sensitivity(self, model: Path, partition_file: Path, round: Round) -> Path:
         """round{r}/sensitivity.npz of ``model`` (the ``sensitivity`` stage)."""
         out = self._folder(round) / "sensitivity.npz"
         self._record(round, "sensitivity", sensitivity(model, self.data, partition_file, out, noise=self.noise,
-                                                       layer=self.options.layer, device=self.device, arch=self.arch,
+                                                       layer=round.layer, device=self.device, arch=self.arch,
                                                        reuse=True))
         return out
 
     def prune(self, model: Path, sensitivity_file: Path, round: Round) -> Path:
         """round{r}/pruned.safetensors (the ``prune`` stage)."""
         out = self._folder(round) / "pruned.safetensors"
-        self._record(round, "prune", prune(model, sensitivity_file, out, ratio=self.options.prune_ratio,
-                                           by=self.options.prune_by, arch=self.arch, reuse=True))
+        self._record(round, "prune", prune(model, sensitivity_file, out, ratio=round.prune_ratio, by=round.prune_by,
+                                           arch=self.arch, reuse=True))
         return out
 
     def choice(self, partition_file: Path) -> Choice:
@@ -412,8 +426,8 @@ class FileSteps:
     def hold_out(self, partition_file: Path, round: Round) -> Path:
         """round{r}/holdout.npz of the partition (the held-out samples)."""
         out = self._folder(round) / "holdout.npz"
-        self._record(round, "holdout", hold_out(partition_file, out, fraction=self.options.holdout,
-                                                seed=self.options.seed, reuse=True))
+        self._record(round, "holdout", hold_out(partition_file, out, fraction=round.holdout, seed=round.seed,
+                                                reuse=True))
         return out
 
     def finetune(self, model: Path, partition_file: Path, held: Path | None, round: Round) -> Path:

@@ -16,18 +16,17 @@ labels it predicts), else "generalizing"; the record says which (see docs/decisi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from .detectors import ATTRIBUTION_MIXTURE, INPUT_ENERGY_MIXTURE, LOSS_MIXTURE
+from .detectors import ATTRIBUTION_MIXTURE, INPUT_ENERGY_MIXTURE, LOSS_MIXTURE, method_detector
 from .partition import CLEAN_THRESHOLD, DEFAULT_FEATURES, clean_probability, parse_features, prototype_margin
 
 MEMORIZED_FIT = 0.9
 AUTO = "auto"
 REGIMES = MEMORIZED, GENERALIZING = ("memorized", "generalizing")
-# The names a record's ``detector`` holds; what each detector is: ``detectors.method_detector(name)``
-ATTRIBUTION_DETECTOR, LOSS_DETECTOR, INPUT_DETECTOR = (d.name for d in (ATTRIBUTION_MIXTURE, LOSS_MIXTURE,
-                                                                         INPUT_ENERGY_MIXTURE))
 MARGIN_FEATURES = ("prototype", "loss")  # the features without the attribution block
 SEPARATION = 2.0  # Ashman's D above which two components count as clearly separated (the usual bound)
 INPUT_SEPARATION = 6.0  # Ashman's D of a class's high-pass energy split above which its inputs count as corrupted
@@ -112,53 +111,81 @@ def margin_separation(margin: np.ndarray, labels: np.ndarray, clean_prob: np.nda
     return float(np.mean(values)) if values else None
 
 
+@dataclass(frozen=True)
+class PartitionRecord:
+    """What ``partition_scores`` found: the model's ``fit`` (share of labels it predicts) and ``regime``, the
+    ``detector`` that split (a ``detectors.METHOD_DETECTORS`` name), the share of ``corrupted_inputs`` (None: no
+    input energies, or ``features`` was a list), the attribution mixture's ``features``, the ``separation`` of
+    the split with the attribution block where round 1 chose it (``chose_block``; None: nothing flagged, the
+    block stays), and for the label mixtures the share ``cleared_by_prediction`` (None where the model
+    memorized its labels). ``to_json`` is the record a partition file and ``partition --json`` hold."""
+
+    fit: float
+    regime: str
+    detector: str
+    corrupted_inputs: float | None = None
+    features: str | None = None
+    separation: float | None = None
+    cleared_by_prediction: float | None = None
+    chose_block: bool = False
+
+    def to_json(self) -> dict:
+        """The JSON keys: ``separation`` only where the block was chosen, ``cleared_by_prediction`` only for
+        the label mixtures, ``features`` only for the attribution mixture."""
+        record = {"fit": self.fit, "regime": self.regime, "corrupted_inputs": self.corrupted_inputs,
+                  "detector": self.detector}
+        if self.chose_block:
+            record["separation"] = self.separation
+        if not method_detector(self.detector).corrupted_inputs:
+            record["cleared_by_prediction"] = self.cleared_by_prediction
+        if self.features is not None:
+            record["features"] = self.features
+        return record
+
+
 def partition_scores(scores: dict[str, np.ndarray], labels: np.ndarray, *, features: str = AUTO,
                      per_class: bool = True, dims: int = 10, seed: int = 0, orient: str = "auto",
-                     choose_block: bool = True) -> tuple[np.ndarray, dict]:
+                     choose_block: bool = True) -> tuple[np.ndarray, "PartitionRecord"]:
     """Probability that each sample's label is clean, by the detector the regime calls for.
 
     scores: arrays over N samples as ``partition.clean_probability`` takes them, plus ``predicted`` (N,) ints
     and, where the scores have it, ``input_high_pass`` (N,); labels: (N,) given labels. features: ``"auto"``
     (the module's rule) or a comma list, which always uses ``clean_probability`` with those features.
     choose_block: whether ``"auto"`` also chooses the attribution block by ``margin_separation`` (round 1; later
-    rounds keep round 1's choice). Returns ``(clean_prob (N,) float64 in [0, 1], record)``; the record
-    (JSON-able) holds ``fit``, ``regime``, ``detector`` (the name of ``detectors.ATTRIBUTION_MIXTURE``,
-    ``LOSS_MIXTURE`` or ``INPUT_ENERGY_MIXTURE``: ``attribution-mixture``, ``loss-mixture`` or
-    ``input-energy-mixture``), the share of ``corrupted_inputs`` (None: the scores lack the inputs' high-pass
-    energy, or ``features`` is a list), the attribution mixture's ``features`` and, where the block was chosen, the
-    ``separation`` of the split with it (None: nothing flagged, the block stays); for the label mixtures the
-    share ``cleared_by_prediction`` (see ``_cleared_by_prediction``).
+    rounds keep round 1's choice). Returns ``(clean_prob (N,) float64 in [0, 1], PartitionRecord)``.
     """
     kinds = check_features(features)
     labels = np.asarray(labels)
     regime, fit = regime_of(scores["predicted"], labels)
-    record = {"fit": fit, "regime": regime, "corrupted_inputs": None}
-    if kinds is None and scores.get("input_high_pass") is not None:  # absent from older score files
+    corrupted = None
+    if kinds is None and scores.get("input_high_pass") is not None:  # absent: the caller has no input energies
         inputs_clean = input_clean_probability(scores["input_high_pass"], labels, seed)
-        record["corrupted_inputs"] = float(np.mean(inputs_clean < CLEAN_THRESHOLD))
-        if record["corrupted_inputs"] > 0:
-            return inputs_clean, {**record, "detector": INPUT_ENERGY_MIXTURE.name}
+        corrupted = float(np.mean(inputs_clean < CLEAN_THRESHOLD))
+        if corrupted > 0:
+            return inputs_clean, PartitionRecord(fit, regime, INPUT_ENERGY_MIXTURE.name, corrupted)
     if kinds is None and regime == GENERALIZING:
         prob = loss_clean_probability(scores["loss"], seed)
-        return _cleared_by_prediction(prob, scores, labels, {**record, "detector": LOSS_MIXTURE.name})
+        return _cleared_by_prediction(prob, scores, labels, PartitionRecord(fit, regime, LOSS_MIXTURE.name, corrupted))
     mixture = {"per_class": per_class, "dims": dims, "seed": seed, "orient": orient}
     prob = clean_probability(scores, labels, features=kinds or DEFAULT_FEATURES, **mixture)
-    if kinds is None and choose_block:
-        record["separation"] = margin_separation(prototype_margin(scores["attribution"], labels), labels, prob)
-        if record["separation"] is not None and record["separation"] < SEPARATION:
+    chose_block, separation = kinds is None and choose_block, None
+    if chose_block:
+        separation = margin_separation(prototype_margin(scores["attribution"], labels), labels, prob)
+        if separation is not None and separation < SEPARATION:
             kinds = MARGIN_FEATURES
             prob = clean_probability(scores, labels, features=kinds, **mixture)
-    return _cleared_by_prediction(prob, scores, labels, {**record, "detector": ATTRIBUTION_MIXTURE.name,
-                                                         "features": ",".join(kinds or DEFAULT_FEATURES)})
+    record = PartitionRecord(fit, regime, ATTRIBUTION_MIXTURE.name, corrupted, ",".join(kinds or DEFAULT_FEATURES),
+                             separation, chose_block=chose_block)
+    return _cleared_by_prediction(prob, scores, labels, record)
 
 
 def _cleared_by_prediction(prob: np.ndarray, scores: dict[str, np.ndarray], labels: np.ndarray,
-                           record: dict) -> tuple[np.ndarray, dict]:
+                           record: PartitionRecord) -> tuple[np.ndarray, PartitionRecord]:
     """Where the model generalizes, a label mixture's (N,) ``prob`` with every sample the model predicts as its
     given label called clean (probability 1), and the share of samples this cleared in ``record`` (None where the
     model memorized its labels: its predictions say nothing of them, and nothing is cleared)."""
-    if record["regime"] != GENERALIZING:
-        return prob, {**record, "cleared_by_prediction": None}
+    if record.regime != GENERALIZING:
+        return prob, record
     agrees = np.asarray(scores["predicted"]) == labels
     cleared = float(np.mean(agrees & (prob < CLEAN_THRESHOLD)))
-    return np.where(agrees, 1.0, prob), {**record, "cleared_by_prediction": cleared}
+    return np.where(agrees, 1.0, prob), replace(record, cleared_by_prediction=cleared)

@@ -29,7 +29,8 @@ from .attribution import attribute_batches, check_target, sample_statistics
 from .errors import OptionError
 from .layers import apply_unit_masks, default_layer
 from .partition import CLEAN_THRESHOLD, check_orientation
-from .regime import AUTO, GENERALIZING, INPUT_DETECTOR, MEMORIZED, check_features, partition_scores, regime_of
+from .detectors import method_detector
+from .regime import AUTO, GENERALIZING, MEMORIZED, PartitionRecord, check_features, partition_scores, regime_of
 from .pruning import check_amount, prune_mask
 from .relabel import fine_tuning_set, suggestion
 from .selection import HOLDOUT_FRACTION, INPUT, check_holdout, choose, held_out_correct, holdout_mask
@@ -79,7 +80,7 @@ class Choice:
     @property
     def corrupted_inputs(self) -> bool:
         """Whether the split is of corrupted inputs rather than of noisy labels."""
-        return self.detector == INPUT_DETECTOR
+        return method_detector(self.detector).corrupted_inputs
 
 
 def schedule(choice: Choice | None) -> Schedule:
@@ -165,16 +166,33 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Round:
-    """What one round does: it attributes with the previous round's model, partitions, and fine-tunes the
-    noisy model with ``finetune`` (after sensitivity and pruning when ``prune``), on the flagged samples too,
-    relabeled, when ``relabel``."""
+    """Everything one round does, so that each store's step reads its arguments here alone: it attributes
+    with the previous round's model at ``layer`` (``target``), partitions (``partition_arguments``), holds
+    ``holdout`` of round 1's clean samples out, and fine-tunes the noisy model with ``finetune`` (after
+    sensitivity and pruning of ``prune_ratio`` of the units by ``prune_by`` when ``prune``: the last round's,
+    where it prunes), on the flagged
+    samples too, relabeled, when ``relabel``. ``asdict`` of it is a round of ``run.json``'s plan."""
 
     number: int  # 1-based
     last: bool
     prune: bool
     finetune: Recipe
-    relabel: bool = False
-    features: str = AUTO  # what the round's partition sees (RunOptions.features; later rounds keep round 1's choice)
+    relabel: bool
+    features: str  # what the round's partition sees (RunOptions.features; later rounds keep round 1's choice)
+    layer: str | None
+    target: str
+    per_class: bool
+    dims: int
+    orient: str
+    seed: int
+    prune_ratio: float | None
+    prune_by: str
+    holdout: float
+
+    def partition_arguments(self) -> dict:
+        """The keyword arguments of ``regime.partition_scores`` (and of the ``partition`` stage) this round."""
+        return {"features": self.features, "per_class": self.per_class, "dims": self.dims, "seed": self.seed,
+                "orient": self.orient, "choose_block": self.number == 1}
 
 
 def plan(options: RunOptions, choice: Choice | None = None) -> list[Round]:
@@ -183,10 +201,11 @@ def plan(options: RunOptions, choice: Choice | None = None) -> list[Round]:
     what later rounds' partitions see (the loss mixture records none, and later rounds choose again)."""
     resolved, chosen = options.resolved(choice), choice or Choice()
     later = chosen.features if options.features == AUTO and chosen.features else options.features
-    last = resolved.rounds
-    return [Round(r, r == last, bool(resolved.prune_ratio) and r == last,
-                  resolved.recipe(r, r == last, chosen.regime), options.relabel and r == last,
-                  options.features if r == 1 else later)
+    last, ratio = resolved.rounds, resolved.prune_ratio
+    return [Round(r, r == last, r == last and bool(ratio), resolved.recipe(r, r == last, chosen.regime),
+                  options.relabel and r == last, options.features if r == 1 else later, options.layer, options.target,
+                  options.per_class, options.dims, options.orient, options.seed, ratio if r == last else None,
+                  options.prune_by, options.holdout)
             for r in range(1, last + 1)]
 
 
@@ -203,13 +222,13 @@ class Steps(Protocol):
         """Each unit's regression coefficient on the partition's noisy indicator, under ``model``."""
 
     def prune(self, model: Any, sensitivity: Any, round: Round) -> Any:
-        """``model`` with the most noise-sensitive units removed (``RunOptions.prune_ratio``)."""
+        """``model`` with the most noise-sensitive units removed (``round.prune_ratio`` by ``round.prune_by``)."""
 
     def choice(self, partition: Any) -> Choice:
         """What the partition chose from the data."""
 
     def hold_out(self, partition: Any, round: Round) -> Any:
-        """The held-out samples: ``RunOptions.holdout`` of those the partition calls clean."""
+        """The held-out samples: ``round.holdout`` of those the partition calls clean."""
 
     def finetune(self, model: Any, partition: Any, held: Any, round: Round) -> Any:
         """``model`` fine-tuned with ``round.finetune`` on the partition's clean samples (and with
@@ -273,11 +292,11 @@ def run_rounds(steps: Steps, options: RunOptions, noisy: Any,
 
 
 @dataclass
-class MemoryPartition:
-    """A partition held in memory: ``is_clean`` (N,) bool, ``clean_prob`` (N,) float64 (higher = more likely
-    clean), the ``regime`` the model was found in, and the class each sample's scores suggest with its
-    probability (``relabel.suggestion``: ``suggested`` (N,) int64, ``suggested_prob`` (N,) float64); the
-    ``features`` the attribution mixture saw (None for other detectors) and the ``detector`` that split it
+class Partition:
+    """A partition: ``is_clean`` (N,) bool, ``clean_prob`` (N,) float64 (higher = more likely clean), the
+    ``regime`` the model was found in, and the class each sample's scores suggest with its probability
+    (``relabel.suggestion``: ``suggested`` (N,) int64, ``suggested_prob`` (N,) float64); the ``features`` the
+    attribution mixture saw (None for other detectors) and the ``detector`` that split it
     (``regime.partition_scores``; None for the baselines)."""
 
     is_clean: np.ndarray
@@ -289,10 +308,19 @@ class MemoryPartition:
     detector: str | None = None
 
     @classmethod
+    def split(cls, scores: dict[str, np.ndarray], labels: np.ndarray, **arguments
+              ) -> tuple["Partition", PartitionRecord]:
+        """The method's partition of the scores of the (N,) given ``labels`` (``partition_scores`` with the
+        ``arguments``, as ``Round.partition_arguments``), and its record: the one split both stores make."""
+        prob, record = partition_scores(scores, labels, **arguments)
+        suggested = suggestion(labels, scores["predicted"], scores["confidence"], scores["margin"])
+        return cls(prob >= CLEAN_THRESHOLD, prob, record.regime, *suggested, record.features, record.detector), record
+
+    @classmethod
     def of(cls, is_clean: np.ndarray, clean_prob: np.ndarray, logits: torch.Tensor, labels: torch.Tensor
-           ) -> "MemoryPartition":
-        """A detector's split, with the regime and the suggestions of the model whose (N, C) ``logits`` of
-        the (N,) given ``labels`` it saw."""
+           ) -> "Partition":
+        """A baseline detector's split, with the regime and the suggestions of the model whose (N, C)
+        ``logits`` of the (N,) given ``labels`` it saw."""
         stats = {name: value.numpy() for name, value in sample_statistics(logits, labels).items()}
         labels = labels.numpy()
         return cls(is_clean, clean_prob, regime_of(stats["predicted"], labels)[0],
@@ -302,55 +330,50 @@ class MemoryPartition:
 class MemorySteps:
     """The steps on models held in memory over one prepared train split (what ``bench quality`` walks).
 
-    inputs: (N, ...) normalized float inputs; labels: (N,) given labels. A partition is a ``MemoryPartition``,
-    the held-out samples an (N,) bool mask; models are copied, never changed in place.
+    inputs: (N, ...) normalized float inputs; labels: (N,) given labels. A partition is a ``Partition``, the
+    held-out samples an (N,) bool mask; models are copied, never changed in place. Every argument of a step
+    comes from its ``Round``.
     """
 
-    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, options: RunOptions, device: torch.device,
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, device: torch.device,
                  batch_size: int = BATCH_SIZE):
-        self.inputs, self.labels, self.options, self.device, self.batch_size = inputs, labels, options, device, batch_size
+        self.inputs, self.labels, self.device, self.batch_size = inputs, labels, device, batch_size
 
-    def _layer(self, model: nn.Module) -> str:
-        return self.options.layer or default_layer(model, self.inputs)
+    def _layer(self, model: nn.Module, round: Round) -> str:
+        return round.layer or default_layer(model, self.inputs)
 
     def attribute(self, model: nn.Module, round: Round) -> dict[str, np.ndarray]:
         """The scores of every sample (see ``attribute_batches``), concatenated: arrays over N."""
-        parts = [scores for _, scores in attribute_batches(model, self.inputs, self.labels, self._layer(model),
-                                                           target=self.options.target, batch_size=self.batch_size,
+        parts = [scores for _, scores in attribute_batches(model, self.inputs, self.labels, self._layer(model, round),
+                                                           target=round.target, batch_size=self.batch_size,
                                                            device=self.device)]
         return {name: torch.cat([part[name] for part in parts]).numpy() for name in parts[0]}
 
-    def partition(self, scores: dict[str, np.ndarray], round: Round) -> "MemoryPartition":
-        """``partition_scores`` of the scores."""
-        options, labels = self.options, self.labels.numpy()
-        prob, record = partition_scores(scores, labels, features=round.features, per_class=options.per_class,
-                                        dims=options.dims, seed=options.seed, orient=options.orient,
-                                        choose_block=round.number == 1)
-        return MemoryPartition(prob >= CLEAN_THRESHOLD, prob, record["regime"],
-                               *suggestion(labels, scores["predicted"], scores["confidence"], scores["margin"]),
-                               record.get("features"), record["detector"])
+    def partition(self, scores: dict[str, np.ndarray], round: Round) -> Partition:
+        """``Partition.split`` of the scores."""
+        return Partition.split(scores, self.labels.numpy(), **round.partition_arguments())[0]
 
-    def choice(self, partition: "MemoryPartition") -> Choice:
+    def choice(self, partition: Partition) -> Choice:
         """The regime, features and detector recorded with the partition."""
         return Choice(partition.regime, partition.features, partition.detector)
 
-    def sensitivity(self, model: nn.Module, partition, round: Round) -> dict[str, np.ndarray]:
+    def sensitivity(self, model: nn.Module, partition: Partition, round: Round) -> dict[str, np.ndarray]:
         """``UnitMoments.solve`` of the units at the layer: ``coefficient`` (U,) and the rest."""
-        return layer_moments(model, self.inputs, ~partition.is_clean, self._layer(model), batch_size=self.batch_size,
-                             device=self.device).solve()
+        return layer_moments(model, self.inputs, ~partition.is_clean, self._layer(model, round),
+                             batch_size=self.batch_size, device=self.device).solve()
 
     def prune(self, model: nn.Module, sensitivity: dict[str, np.ndarray], round: Round) -> nn.Module:
         """A copy of ``model`` with the ``prune_mask`` of the coefficients applied for good."""
-        keep = prune_mask(sensitivity["coefficient"], ratio=self.options.prune_ratio, by=self.options.prune_by)
+        keep = prune_mask(sensitivity["coefficient"], ratio=round.prune_ratio, by=round.prune_by)
         pruned = copy.deepcopy(model)
-        apply_unit_masks(pruned, {self._layer(model): torch.as_tensor(keep)})
+        apply_unit_masks(pruned, {self._layer(model, round): torch.as_tensor(keep)})
         return pruned
 
-    def hold_out(self, partition, round: Round) -> np.ndarray:
+    def hold_out(self, partition: Partition, round: Round) -> np.ndarray:
         """``holdout_mask`` of the partition's clean samples."""
-        return holdout_mask(partition.is_clean, self.options.holdout, self.options.seed)
+        return holdout_mask(partition.is_clean, round.holdout, round.seed)
 
-    def finetune(self, model: nn.Module, partition, held: np.ndarray | None, round: Round) -> nn.Module:
+    def finetune(self, model: nn.Module, partition: Partition, held: np.ndarray | None, round: Round) -> nn.Module:
         """A copy of ``model`` trained with ``round.finetune`` on the (M, ...) samples of ``fine_tuning_set``."""
         suggestions = (partition.suggested, partition.suggested_prob) if round.relabel else ()
         rows, targets, _ = fine_tuning_set(self.labels.numpy(), partition.is_clean, held, *suggestions)

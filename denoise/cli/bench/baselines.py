@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from denoise.core.batches import take
 from denoise.core.detectors import LOGITS, LOSS, OUT_OF_FOLD, PROBS, SCORES, Detector
-from denoise.core.rounds import MemoryPartition, MemorySteps, Round
+from denoise.core.rounds import MemorySteps, Partition, Round
 from denoise.core.training import Recipe, logits_of
 
 from .training import train_model
@@ -39,7 +39,7 @@ class DetectorSteps(MemorySteps):
             return super().attribute(model, round)
         return logits_of(model, self.inputs, EVAL_BATCH, self.device)
 
-    def partition(self, scores, round: Round) -> MemoryPartition:
+    def partition(self, scores, round: Round) -> Partition:
         """The method's partition for ``SCORES``, else the detector's split of its evidence."""
         if self.detector.evidence == SCORES:
             return super().partition(scores, round)
@@ -47,8 +47,8 @@ class DetectorSteps(MemorySteps):
         evidence = {LOGITS: lambda: logits.numpy(), PROBS: lambda: logits.softmax(1).numpy(),
                     LOSS: lambda: F.cross_entropy(logits, self.labels, reduction="none").numpy(),
                     OUT_OF_FOLD: lambda: self.out_of_fold}[self.detector.evidence]()
-        split = self.detector.split(evidence, self.labels.numpy(), self.options.seed)
-        return MemoryPartition.of(*split, logits, self.labels)
+        split = self.detector.split(evidence, self.labels.numpy(), round.seed)
+        return Partition.of(*split, logits, self.labels)
 
 
 def cross_validated_probs(info, inputs: torch.Tensor, labels: torch.Tensor, recipe: Recipe, folds: int, seed: int,

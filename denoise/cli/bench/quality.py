@@ -103,11 +103,10 @@ def make_cell(data: str, kind: str, rate: float, seed: int, settings: Settings, 
     return Cell(train.subset(np.sort(order[held:])), validation.inputs, validation.labels, info)
 
 
-def detector_steps(detector: str, cell: Cell, settings: Settings, options: RunOptions, probs=None) -> MemorySteps:
+def detector_steps(detector: str, cell: Cell, settings: Settings, probs=None) -> MemorySteps:
     """The in-memory steps of the registered ``detector`` (an out-of-fold one's: over its out-of-fold ``probs``)."""
-    found, samples = DETECTORS[detector], cell.train
-    return DetectorSteps(found, samples.inputs, samples.labels, replace(options, per_class=found.per_class),
-                         settings.device, out_of_fold=probs)
+    samples = cell.train
+    return DetectorSteps(DETECTORS[detector], samples.inputs, samples.labels, settings.device, out_of_fold=probs)
 
 
 def _methods(settings: Settings) -> list[tuple[str, bool, bool]]:
@@ -196,8 +195,8 @@ def run_cell(data: str, kind: str, rate: float, seed: int, detectors: list[str],
             if store.has(key, detector, method):
                 continue
             variant = replace(options, prune_ratio=options.prune_ratio if pruned else None, relabel=relabel,
-                              rounds=1 if found.one_round else options.rounds)
-            steps = detector_steps(detector, cell, settings, variant, probs)
+                              rounds=1 if found.one_round else options.rounds, per_class=found.per_class)
+            steps = detector_steps(detector, cell, settings, probs)
             outcome, seconds = timed(lambda: run_rounds(steps, variant, noisy))
             add(detector, method, outcome.model, seconds + before,
                 detection_metrics(samples.is_noisy, outcome.partition.is_clean, outcome.partition.clean_prob),

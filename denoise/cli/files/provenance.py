@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from denoise.core import __version__
 
@@ -74,3 +76,26 @@ def check_made_from(path: Path, meta: dict, name: str, source: Path, *, hint: st
 def skipped(out: Path) -> dict:
     """The summary a stage returns when ``is_current`` let it skip its work."""
     return {"out": str(out), "skipped": True}
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a stage writes: the file ``path`` of ``kind`` (a stage-file kind, or ``"checkpoint"``), made with
+    ``options`` from the ``inputs`` files. ``made`` is the skeleton every stage shares."""
+
+    path: Path
+    kind: str
+    options: dict
+    inputs: dict[str, Path | None]
+
+    def meta(self, results: dict | None = None) -> dict:
+        """The provenance record to write with the file."""
+        return provenance(self.kind, self.options, self.inputs, results)
+
+    def made(self, reuse: bool, make: Callable[["Output"], dict]) -> dict:
+        """The stage's summary: ``skipped`` when ``reuse`` and the file is current for these options and
+        inputs; else ``make(self)``, which loads the inputs, computes, writes the file with ``meta`` and
+        returns the summary."""
+        if reuse and is_current(self.path, self.kind, self.options, self.inputs):
+            return skipped(self.path)
+        return make(self)

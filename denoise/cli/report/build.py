@@ -15,12 +15,10 @@ import numpy as np
 
 from denoise.core.metrics import detection_curves, detection_metrics
 from denoise.core.partition import CLEAN_THRESHOLD
-from denoise.core.detectors import method_detector
 from denoise.core.selection import HOLDOUT, INPUT
 from denoise.core.suspects import borderline_rows, separating_score, swap_counts
 
 from ..data import load_data, read_once
-from ..errors import InputError
 from ..files.checkpoint import read_metadata
 from ..files.paths import atomic_write
 from ..files.stage_files import load_npz
@@ -110,10 +108,6 @@ class Report:
         s = self.suspects
         detector = self.partition_meta.get("results", {}).get("detector", "")
         scores = load_npz(self.files.last.scores, "scores", on_disk=("attribution",))[0]
-        separates_by = method_detector(detector).score
-        if separates_by not in scores:  # e.g. an older version's scores, before the input check
-            raise InputError(self.files.last.scores, f"has no {separates_by} for its partition's {detector} split "
-                                                     "(written by an older denoise): run the rounds again")
         name, score = separating_score(scores, s.given, detector)
         return page.section(
             "mixture", "The mixture",

@@ -207,8 +207,8 @@ def test_no_harm_rule_keeps_the_cleaned_model_unless_it_is_worse_beyond_paired_s
 
     assert choose(right(84, 84), "round3", right(82, 84), "memorized")[0] == "round3"  # 1.0 vs 0.976: 2 against 0
     chosen, record = choose(right(84, 84), "round3", right(60, 84))
-    assert chosen == "input" and record["accuracy"] == {"input": 1.0, "round3": 60 / 84}
-    assert record["only_right"] == {"input": 24, "round3": 0}
+    assert chosen == "input" and record.accuracy == {"input": 1.0, "round3": 60 / 84}
+    assert record.only_right == {"input": 24, "round3": 0}
     # a memorized input scores its fit on the held-out samples: fsdd's 1.0 vs 0.865 (test 0.71 -> 0.89)
     assert choose(right(111, 111), "round5", right(96, 111))[0] == "input"
     assert choose(right(111, 111), "round5", right(96, 111), "memorized")[0] == "round5"
@@ -225,11 +225,11 @@ def test_where_the_input_generalizes_held_out_samples_keep_the_cleaned_model_onl
     from denoise.core.selection import choose
 
     chosen, record = choose(right(338, 639), "round1", right(311, 639, first=320))  # within 2 paired SE, but behind
-    assert chosen == "input" and record["tolerance"] == 0.0
+    assert chosen == "input" and record.tolerance == 0.0
     assert choose(right(338, 639), "round1", right(338, 639, first=300))[0] == "round1"  # as accurate: kept
     # the fine-tune of corrupted inputs (CIFAR-10 validation cell: 20 against 45 on 398 held-out samples)
     assert choose(right(174, 398), "round1", right(199, 398, first=20))[0] == "round1"
-    assert choose(right(174, 398), "round1", right(199, 398, first=20), "memorized")[1]["tolerance"] > 0.2
+    assert choose(right(174, 398), "round1", right(199, 398, first=20), "memorized")[1].tolerance > 0.2
 
 
 def test_run_hands_back_the_input_model_when_fine_tuning_hurts(denoise, tmp_path, monkeypatch):

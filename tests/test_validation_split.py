@@ -76,10 +76,10 @@ def test_on_validation_samples_the_tolerance_is_sampling_error_alone():
     everything, most = np.ones(111, dtype=bool), np.arange(111) < 96
     assert choose(everything, "round5", most, "memorized")[0] == "round5"
     chosen, record = choose(everything, "round5", most, "memorized", trained_on=False)
-    assert record["tolerance"] == pytest.approx(NO_HARM_Z * math.sqrt(111 - 96) / 111)
-    assert chosen == "input" and record["source"] == "validation"
-    assert choose(everything, "round5", most, "memorized")[1]["source"] == "holdout"
-    assert choose(most[:0], "round5", most[:0], trained_on=False)[1]["source"] == "validation"
+    assert record.tolerance == pytest.approx(NO_HARM_Z * math.sqrt(111 - 96) / 111)
+    assert chosen == "input" and record.source == "validation"
+    assert choose(everything, "round5", most, "memorized")[1].source == "holdout"
+    assert choose(most[:0], "round5", most[:0], trained_on=False)[1].source == "validation"
     check_holdout(0, validation=True)
     with pytest.raises(OptionError, match="must be 0 with validation samples"):
         check_holdout(0.1, validation=True)

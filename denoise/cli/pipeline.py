@@ -18,7 +18,7 @@ from typing import Callable
 from denoise.core.augment import augmenter
 from denoise.core.regime import MEMORIZED
 from denoise.core.rounds import RunOptions, run_rounds
-from denoise.core.selection import HOLDOUT, INPUT
+from denoise.core.selection import HOLDOUT, INPUT, NoHarm
 
 from .data import read_once
 from .data.samples import check_validation
@@ -69,7 +69,8 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
         outcome = run_rounds(steps, options, model, correct)
     if outcome.no_harm is not None:
         _say_no_harm(outcome.no_harm, outcome.chosen, log, warn or log)
-    result = {"model": str(outcome.model), "chosen": outcome.chosen, "no_harm": outcome.no_harm,
+    no_harm = asdict(outcome.no_harm) if outcome.no_harm is not None else None
+    result = {"model": str(outcome.model), "chosen": outcome.chosen, "no_harm": no_harm,
               "validation": validation, "rounds": list(steps.summaries.values()),
               "plan": [asdict(round) for round in steps.plan.values()],
               "seconds": time.perf_counter() - started, "options": asdict(options),
@@ -79,10 +80,10 @@ def run(model: Path, data: str, workdir: Path, options: RunOptions, *, noise: Pa
     return result
 
 
-def _say_no_harm(record: dict, chosen: str, log: Callable[[str], None], warn: Callable[[str], None]) -> None:
+def _say_no_harm(record: NoHarm, chosen: str, log: Callable[[str], None], warn: Callable[[str], None]) -> None:
     """The no-harm check's outcome (``selection.choose``'s ``record``) for the user: ``warn`` where the input is
     handed back, or where held-out samples passed a memorized input's cleaning and so could not see small harm."""
-    held, accuracy, holdout = record["held_out"], record["accuracy"], record["source"] == HOLDOUT
+    held, accuracy, holdout = record.held_out, record.accuracy, record.source == HOLDOUT
     figures = ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items() if value is not None)
     samples = f"{held} {'held-out' if holdout else 'validation'} samples"
     # held-out samples come from the input's training set and favour it: say how to check without that bias
@@ -92,9 +93,9 @@ def _say_no_harm(record: dict, chosen: str, log: Callable[[str], None], warn: Ca
              f"unchanged{hint}")
         return
     log(f"no-harm check passed on {samples} ({figures})")
-    if holdout and held and record["regime"] == MEMORIZED:
+    if holdout and held and record.regime == MEMORIZED:
         warn(f"the input model memorized the labels of its training set, these {held} samples included, and every "
-             f"round starts from its weights: so this check sees only a loss of more than {record['tolerance']:.2f} "
+             f"round starts from its weights: so this check sees only a loss of more than {record.tolerance:.2f} "
              f"in accuracy{hint}")
 
 

@@ -33,7 +33,7 @@ from .detectors import method_detector
 from .regime import AUTO, GENERALIZING, MEMORIZED, PartitionRecord, check_features, partition_scores, regime_of
 from .pruning import check_amount, prune_mask
 from .relabel import fine_tuning_set, suggestion
-from .selection import HOLDOUT_FRACTION, INPUT, check_holdout, choose, held_out_correct, holdout_mask
+from .selection import HOLDOUT_FRACTION, INPUT, NoHarm, check_holdout, choose, held_out_correct, holdout_mask
 from .sensitivity import layer_moments
 from .batches import BATCH_SIZE, take
 from .training import Recipe, fit
@@ -249,7 +249,7 @@ class Outcome:
     model: Any
     chosen: str
     partition: Any
-    no_harm: dict | None
+    no_harm: NoHarm | None
     options: RunOptions
 
 

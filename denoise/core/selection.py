@@ -16,6 +16,7 @@ caller says so (docs/decisions/0009-memorized-pass.md).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,28 +71,42 @@ def held_out_correct(model: nn.Module, inputs, labels: torch.Tensor, held: np.nd
     return (predicted == labels[rows]).numpy()
 
 
+@dataclass(frozen=True)
+class NoHarm:
+    """The no-harm check's record (``asdict``: run's ``no_harm``): the number of deciding samples
+    (``held_out``), the ``accuracy`` of the input and of the cleaned model on them (None without samples),
+    ``only_right`` (how many samples each model alone classifies right), the input's ``regime``, the
+    ``tolerance`` (None without samples), the ``chosen`` model's name and the ``source`` of the samples
+    (``HOLDOUT`` or ``VALIDATION``)."""
+
+    held_out: int
+    accuracy: dict[str, float | None]
+    only_right: dict[str, int]
+    regime: str
+    tolerance: float | None
+    chosen: str
+    source: str
+
+
 def choose(input_correct: np.ndarray, cleaned: str, cleaned_correct: np.ndarray, regime: str = "generalizing",
-           trained_on: bool = True) -> tuple[str, dict]:
+           trained_on: bool = True) -> tuple[str, NoHarm]:
     """``INPUT`` or ``cleaned`` (the name of the cleaned model), by the module's rule, from whether each model
     classifies each of the M deciding samples as labelled ((M,) bool each, the same samples in the same order),
     the input model's ``regime`` and whether it was ``trained_on`` them (held-out samples; False: validation
-    samples). Returns ``(chosen name, record)``; the JSON-able record holds ``held_out`` (M), ``accuracy`` of
-    both, ``only_right`` (how many samples each model alone classifies right), ``regime``, ``tolerance``,
-    ``chosen`` and ``source`` (``HOLDOUT`` or ``VALIDATION``)."""
+    samples). Returns ``(chosen name, its NoHarm record)``."""
     input_correct, cleaned_correct = np.asarray(input_correct, dtype=bool), np.asarray(cleaned_correct, dtype=bool)
     samples = len(input_correct)
     accuracy = {INPUT: float(input_correct.mean()) if samples else None,
                 cleaned: float(cleaned_correct.mean()) if samples else None}
     only_right = {INPUT: int((input_correct & ~cleaned_correct).sum()),
                   cleaned: int((cleaned_correct & ~input_correct).sum())}
-    record = {"held_out": samples, "accuracy": accuracy, "only_right": only_right, "regime": regime,
-              "tolerance": None, "source": HOLDOUT if trained_on else VALIDATION}
+    source = HOLDOUT if trained_on else VALIDATION
     if samples == 0:  # no evidence either way: the method's own output
-        return cleaned, {**record, "chosen": cleaned}
+        return cleaned, NoHarm(samples, accuracy, only_right, regime, None, cleaned, source)
     if trained_on and regime != MEMORIZED:  # held-out samples of a generalizing input: no slack
         tolerance = 0.0
     else:  # paired sampling error, plus the input's fit where it memorized the held-out samples
         tolerance = NO_HARM_Z * math.sqrt(sum(only_right.values())) / samples
         tolerance += MEMORIZED_MARGIN if trained_on else 0.0
     chosen = cleaned if accuracy[cleaned] >= accuracy[INPUT] - tolerance else INPUT
-    return chosen, {**record, "tolerance": tolerance, "chosen": chosen}
+    return chosen, NoHarm(samples, accuracy, only_right, regime, tolerance, chosen, source)

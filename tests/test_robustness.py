@@ -485,6 +485,27 @@ def test_an_output_in_use_is_refused_naming_its_holder(denoise, noisy_digits, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["partition.npz"], "the lock file stayed"
 
 
+def test_every_command_that_writes_declares_it_and_holds_its_lock():
+    """Every --out and --workdir of a command is declared with ``lock.writes`` (and so locked), but report's
+    --workdir, which is only read; no lock is chosen by a parameter's name."""
+    import typer
+
+    from denoise.cli.main import app
+
+    def commands(group):
+        for name, command in getattr(group, "commands", {}).items():
+            yield from commands(command)
+            if command.callback is not None:
+                yield name, command
+
+    found = dict(commands(typer.main.get_command(app)))
+    assert {"run", "partition", "fix", "quality", "perf", "scale"} <= set(found)
+    for name, command in found.items():
+        flags = {param.name for param in command.params if set(param.opts) & {"--out", "--workdir"}}
+        declared = set(getattr(command.callback, "writes", {}))
+        assert declared == flags - ({"workdir"} if name == "report" else set()), name
+
+
 def test_a_stale_lock_of_a_dead_process_is_taken_over(denoise, noisy_digits, tmp_path):
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()

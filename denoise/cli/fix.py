@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 import typer
 
+from .files.lock import writes
 from .data import spec_help
 from .data.manifest import read_manifest
 from .data.registry import Dataset, labels_fingerprint, read_index
@@ -271,6 +272,7 @@ def fix(issues_csv: Path, data: str, out: Path, *, max_score: float | None = Non
             "kept": listed - int(changed.sum()) - int(drop.sum()), "samples": int((~drop).sum()), "notes": notes}
 
 
+@writes(out=False)
 def fix_command(issues_file: Path = typer.Option(..., "--issues", help="The issues CSV of `denoise issues --data` "
                                                  "(edited by hand or not: an action column of relabel/drop/keep)."),
                 data: str = typer.Option(..., "--data", help="The data the issues are of (npz:, csv: or "

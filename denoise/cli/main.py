@@ -33,7 +33,7 @@ from .fix import fix_command
 from .files.shards import merge as merge_shards
 from .demo import NOISY_EPOCHS
 from .errors import EXIT_RUNTIME, EXIT_USAGE, DenoiseError, UsageError, usage_errors
-from .files.lock import lock_outputs
+from .files.lock import lock_outputs, writes
 from .output import emit, stderr_log, stdout, to_json
 from .options import (AUGMENT_HELP, Arch, Augment, AugmentAsTrained, BatchSize, By, Data, Device, Dims, Features,
                       Json, Layer, Lr, Model, Noise, Orient, PerClass, Precision, Relabel, Seed, Shrink, Target,
@@ -53,6 +53,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show full tr
 
 @app.command("inject-noise")
 @reads_data
+@writes(out=False)
 def inject_noise(data: str = Data, kind: str = typer.Option(..., "--kind", help="symmetric, asymmetric, instance or "
                                                                                    "input-gaussian."),
                  rate: float = typer.Option(..., "--rate", help="Fraction of training samples to corrupt, in [0, 1]."),
@@ -77,6 +78,7 @@ def _json_option(text: str | None, flag: str) -> dict:
 
 @app.command()
 @reads_data
+@writes(out=False)
 def train(data: str = Data, noise: Optional[Path] = Noise,
           arch: str = typer.Option(..., "--arch", help="mlp, cnn, kws, resnet18-cifar, tv:NAME or module:function."),
           arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help="JSON object of architecture arguments."),
@@ -107,6 +109,7 @@ def evaluate(model: Path = Model, data: str = Data, split: str = typer.Option("t
 
 @app.command()
 @reads_data
+@writes(out=False)
 def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise, layer: Optional[str] = Layer,
               target: str = Target,
               split: str = typer.Option("train", "--split"), out: Path = typer.Option(..., "--out"),
@@ -125,6 +128,7 @@ def attribute(model: Path = Model, data: str = Data, noise: Optional[Path] = Noi
 
 
 @app.command()
+@writes(out=False)
 def merge(files: list[Path] = typer.Argument(..., help="Shard files from `attribute` or `sensitivity --shard i/n`, "
                                                       "one per shard."),
           out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
@@ -133,6 +137,7 @@ def merge(files: list[Path] = typer.Argument(..., help="Shard files from `attrib
 
 
 @app.command()
+@writes(out=False)
 def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from `attribute`."),
               per_class: bool = PerClass, features: str = Features, dims: int = Dims,
               truth: Optional[Path] = typer.Option(None, "--truth", help="noise.npz: also report detection quality."),
@@ -145,6 +150,7 @@ def partition(scores: Path = typer.Option(..., "--scores", help="scores.npz from
 
 @app.command()
 @reads_data
+@writes(out=False)
 def sensitivity(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
                 partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
                 layer: Optional[str] = Layer, out: Path = typer.Option(..., "--out"), batch_size: int = BatchSize,
@@ -158,6 +164,7 @@ def sensitivity(model: Path = Model, data: str = Data, noise: Optional[Path] = N
 
 
 @app.command()
+@writes(out=False)
 def prune(model: Path = Model,
           sensitivity_file: Path = typer.Option(..., "--sensitivity", help="sensitivity.npz from `sensitivity`."),
           ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of the layer's units to remove, in (0, 1)."),
@@ -172,6 +179,7 @@ def prune(model: Path = Model,
 
 @app.command()
 @reads_data
+@writes(out=False)
 def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
              partition_file: Path = typer.Option(..., "--partition", help="partition.npz from `partition`."),
              train: str = Train, epochs: int = typer.Option(Recipe.epochs, "--epochs"), lr: float = Lr,
@@ -193,6 +201,7 @@ def finetune(model: Path = Model, data: str = Data, noise: Optional[Path] = Nois
 
 @app.command()
 @reads_data
+@writes(out=False)
 def issues(scores: Path = typer.Option(..., "--scores", help="scores.npz from `attribute`."),
            partition_file: Path = typer.Option(..., "--partition", help="partition.npz made from those scores."),
            data: Optional[str] = typer.Option(None, "--data", help="The data set: class names (and the samples "
@@ -223,11 +232,11 @@ def issues(scores: Path = typer.Option(..., "--scores", help="scores.npz from `a
 app.command("fix")(fix_command)  # denoise/cli/fix.py: applies an issues CSV to a corrected copy of the data's labels
 
 
-# --workdir is only read: its parameter is not named `workdir`, so that `lock_outputs` leaves it unlocked and a
-# report can be made of a run that is still going
+# --workdir is only read, and not locked: a report can be made of a run that is still going
 @app.command("report")
 @reads_data
-def report_(run_folder: Optional[Path] = typer.Option(None, "--workdir", help="Work directory of `denoise run` or "
+@writes(out=False)
+def report_(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Work directory of `denoise run` or "
                                                      "`denoise demo` (or give the files below one by one)."),
             scores: Optional[Path] = typer.Option(None, "--scores", help="scores.npz (without --workdir)."),
             partition_file: Optional[Path] = typer.Option(None, "--partition", help="partition.npz of those scores."),
@@ -247,10 +256,10 @@ def report_(run_folder: Optional[Path] = typer.Option(None, "--workdir", help="W
     from .report.build import report as write_report
     from .report.run_files import from_files, from_workdir
 
-    if run_folder is not None:
+    if workdir is not None:
         if scores or partition_file or sensitivity_file or model:
             raise UsageError("give --workdir, or the files (--scores, --partition, ...), not both")
-        files = from_workdir(run_folder, data=data, truth=truth)
+        files = from_workdir(workdir, data=data, truth=truth)
     elif scores is None or partition_file is None:
         raise UsageError("give --workdir, or at least --scores and --partition")
     else:
@@ -261,6 +270,7 @@ def report_(run_folder: Optional[Path] = typer.Option(None, "--workdir", help="W
 @app.command()
 @reads_data
 @run_options()
+@writes(workdir=True)
 def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
         workdir: Path = typer.Option(..., "--workdir", help="Directory for every stage's output (round1/, round2/, ...)."),
         options: RunOptions = RunOptions(),
@@ -291,6 +301,7 @@ def run(model: Path = Model, data: str = Data, noise: Optional[Path] = Noise,
 
 @app.command()
 @reads_data
+@writes(workdir=True)
 def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep every file here (default: a temporary "
                                                                           "directory, removed afterwards)."),
          data: str = typer.Option("digits", "--data", help=spec_help()),
@@ -340,6 +351,7 @@ def inspect(file: Path = typer.Argument(..., help="A .safetensors checkpoint or 
 
 @app.command("import")
 @reads_data
+@writes(out=False)
 def import_(arch: str = typer.Option(..., "--arch"),
             weights: Path = typer.Option(..., "--weights", help="State dict: .safetensors, or .pt/.pth "
                                                                 "(read with torch.load(weights_only=True))."),

@@ -31,6 +31,7 @@ from denoise.core.batches import BATCH_SIZE, autocast, device_batches
 from denoise.core.layers import default_layer
 from denoise.core.rounds import RunOptions, plan
 
+from ..files.lock import writes
 from ..data.samples import Samples
 from ..device import resolve_device
 from ..errors import UsageError
@@ -171,6 +172,7 @@ def measure(config: PerfConfig, workdir: Path, log: Callable[[str], None] = lamb
                     "one_round_vs_retrain": pipeline["one_round_vs_retrain"]},
     }
 
+@writes(workdir=True)
 def perf_command(arch: str = typer.Option("resnet18-cifar", "--arch", help="Architecture to benchmark."),
                  n: int = typer.Option(20_000, "--n", min=1, help="Synthetic samples (ignored with a --data spec)."),
                  device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),

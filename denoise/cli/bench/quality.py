@@ -39,6 +39,7 @@ from denoise.core.rounds import MemorySteps, RunOptions, run_rounds
 from denoise.core.batches import take
 from denoise.core.training import Recipe, logits_of
 
+from ..files.lock import writes
 from ..data import default_arch, load_data
 from ..data.noise import inject_noise
 from ..data.samples import Samples, prepare
@@ -248,6 +249,7 @@ def _check(kinds: list[str], rates: list[float], detectors: list[str], methods: 
 
 
 @run_options(epochs_flag="--finetune-epochs", every=False)
+@writes(out=False)
 def quality_command(
         data: str = typer.Option(..., "--data", help="Data spec: digits, npz:FILE, fsdd:DIR, cifar10:DIR, ..."),
         arch: Optional[str] = typer.Option(None, "--arch", help="Default: the data kind's: mlp (digits, npz), kws "

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from ..files.lock import writes
 from ..output import emit, stderr_log
 
 STREAMED = {"DENOISE_CACHE_MB": "1"}
@@ -136,6 +137,7 @@ def measure(n: int, size: int, arch: str, batch_size: int, workers: int, workdir
             "workers_images_per_s": scaling}
 
 
+@writes(workdir=True)
 def scale_command(n: int = typer.Option(200, "--n", min=10, help="Images of the smaller set (the larger: 8 N)."),
                   size: int = typer.Option(224, "--size", min=8, help="Side the images are read at."),
                   arch: str = typer.Option("cnn", "--arch"),

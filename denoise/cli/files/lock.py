@@ -3,8 +3,8 @@
 The lock is an ``flock`` on a lock file (``DIR/.denoise.lock`` in a work directory, ``.NAME.lock`` beside
 an output file) that holds the holder's pid and command, which the refusal names. The kernel drops an
 flock when its process ends, however it ends, so the lock file of a dead process (``kill -9``, a lost
-machine) is simply taken over. ``lock_outputs`` wires this once into every command with ``--workdir`` or
-``--out``: two ``denoise run`` in one work directory never interleave their stages.
+machine) is simply taken over. A command declares what it writes with ``writes``, and ``lock_outputs`` wires
+the locks once into every such command: two ``denoise run`` in one work directory never interleave their stages.
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ from ..errors import BusyError
 from ..signals import deferred
 
 LOCK_NAME = ".denoise.lock"
-LOCKED_OPTIONS = {"workdir": True, "out": False}  # option name -> is a directory
+
+
+def writes(**outputs: bool):
+    """Declare the parameters of a command that name what it writes (parameter name -> whether it is a
+    directory): ``lock_outputs`` holds their locks while the command runs."""
+    def declare(command):
+        command.writes = outputs
+        return command
+    return declare
 
 
 def lock_path(path: Path, directory: bool) -> Path:
@@ -88,19 +96,21 @@ def _holder(descriptor: int) -> str:
 
 
 def lock_outputs(command) -> None:
-    """Make every command of a click command tree hold the locks of its ``--workdir`` and ``--out`` while it runs."""
+    """Make every command of a click command tree hold the locks of the outputs it declares (``writes``)
+    while it runs."""
     for subcommand in getattr(command, "commands", {}).values():
         lock_outputs(subcommand)
-    if command.callback is not None and any(param.name in LOCKED_OPTIONS for param in command.params):
-        command.callback = functools.partial(_locked, command.callback)
+    outputs = getattr(command.callback, "writes", None)
+    if outputs:
+        command.callback = functools.partial(_locked, command.callback, outputs)
 
 
-def _locked(callback, **params):
+def _locked(callback, outputs: dict[str, bool], **params):
     if not main_process():  # the ranks of one torchrun launch share its outputs: rank 0 holds their locks
         return callback(**params)
     line = shlex.join(["denoise", *sys.argv[1:]])
     with contextlib.ExitStack() as locks:
-        for name, directory in LOCKED_OPTIONS.items():
+        for name, directory in outputs.items():
             if params.get(name) is not None:
                 locks.enter_context(hold(params[name], directory=directory, command=line))
         return callback(**params)

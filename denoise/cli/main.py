@@ -57,7 +57,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show full tr
 def inject_noise(data: str = Data, kind: str = typer.Option(..., "--kind", help="symmetric, asymmetric, instance or "
                                                                                    "input-gaussian."),
                  rate: float = typer.Option(..., "--rate", help="Fraction of training samples to corrupt, in [0, 1]."),
-                 seed: int = typer.Option(0, "--seed"),
+                 seed: int = Seed,
                  sigma: float = typer.Option(4.5, "--sigma", help="Std of input-gaussian noise on normalized inputs."),
                  out: Path = typer.Option(..., "--out"), as_json: bool = Json) -> None:
     """Corrupt the labels (or inputs) of the train split and write noise.npz."""
@@ -309,7 +309,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep ev
                                                                  "fsdd, cnn for imagefolder)."),
          rate: float = typer.Option(0.4, "--rate"), kind: str = typer.Option("symmetric", "--kind"),
          epochs: int = typer.Option(NOISY_EPOCHS, "--epochs", help="Training epochs of the noisy and retrained models."),
-         seed: int = typer.Option(0, "--seed"),
+         seed: int = Seed,
          noise: Optional[Path] = typer.Option(None, "--noise", help="Use this noise file (from `inject-noise`) "
                                                                     "instead of --kind/--rate."),
          augment: str = typer.Option("none", "--augment", help=AUGMENT_HELP + " Trains the noisy and retrained "

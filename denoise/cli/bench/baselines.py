@@ -13,14 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from denoise.core.batches import take
+from denoise.core.batches import BATCH_SIZE, take
 from denoise.core.detectors import LOGITS, LOSS, OUT_OF_FOLD, PROBS, SCORES, Detector
 from denoise.core.rounds import MemorySteps, Partition, Round
 from denoise.core.training import Recipe, logits_of
 
 from .training import train_model
 
-EVAL_BATCH = 256
+
 
 
 class DetectorSteps(MemorySteps):
@@ -37,7 +37,7 @@ class DetectorSteps(MemorySteps):
         fit says the regime, and whose predictions are the suggested labels)."""
         if self.detector.evidence == SCORES:
             return super().attribute(model, round)
-        return logits_of(model, self.inputs, EVAL_BATCH, self.device)
+        return logits_of(model, self.inputs, BATCH_SIZE, self.device)
 
     def partition(self, scores, round: Round) -> Partition:
         """The method's partition for ``SCORES``, else the detector's split of its evidence."""
@@ -61,5 +61,5 @@ def cross_validated_probs(info, inputs: torch.Tensor, labels: torch.Tensor, reci
     for k in range(folds):
         held, kept = torch.as_tensor(np.flatnonzero(fold == k)), torch.as_tensor(np.flatnonzero(fold != k))
         model = train_model(info, take(inputs, kept), labels[kept], replace(recipe, seed=seed + 10 + k), device)
-        probs[held.numpy()] = logits_of(model, take(inputs, held), EVAL_BATCH, device).softmax(1).numpy()
+        probs[held.numpy()] = logits_of(model, take(inputs, held), BATCH_SIZE, device).softmax(1).numpy()
     return probs

@@ -27,11 +27,12 @@ import torch
 import typer
 
 from denoise.core import attribution as attr
-from denoise.core.batches import BATCH_SIZE, autocast, device_batches
+from denoise.core.batches import autocast, device_batches
 from denoise.core.layers import default_layer
 from denoise.core.rounds import RunOptions, plan
 
 from ..files.lock import writes
+from ..options import BatchSize, Device, Precision
 from ..data.samples import Samples
 from ..device import resolve_device
 from ..errors import UsageError
@@ -175,11 +176,11 @@ def measure(config: PerfConfig, workdir: Path, log: Callable[[str], None] = lamb
 @writes(workdir=True)
 def perf_command(arch: str = typer.Option("resnet18-cifar", "--arch", help="Architecture to benchmark."),
                  n: int = typer.Option(20_000, "--n", min=1, help="Synthetic samples (ignored with a --data spec)."),
-                 device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+                 device: str = Device,
                  data: str = typer.Option("synthetic", "--data", help="synthetic (32x32 images made on demand) or "
                                                                        "a data spec, e.g. digits."),
                  noise_rate: float = typer.Option(0.4, "--noise-rate", help="Symmetric label noise on a data spec."),
-                 batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", min=1),
+                 batch_size: int = BatchSize,
                  mid_layer: str = typer.Option(None, "--mid-layer", help="Layer of batched_vs_loop "
                                                                           "(default: layer3 of resnet18-cifar)."),
                  loop_batches: int = typer.Option(2, "--loop-batches", min=1, help="Batches timed for batched_vs_loop."),
@@ -189,7 +190,7 @@ def perf_command(arch: str = typer.Option("resnet18-cifar", "--arch", help="Arch
                  repeats: int = typer.Option(3, "--repeats", min=1, help="Runs of the seven stages, in turn; "
                                                                           "each stage's fastest counts."),
                  dtype: str = typer.Option("float32", "--dtype", help="Attribution storage: float32 or float16."),
-                 precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16/fp16 autocast."),
+                 precision: str = Precision,
                  threads: int = typer.Option(None, "--threads", min=1, help="torch intra-op threads in every "
                                                                              "process (default: torch's choice)."),
                  workdir: Path = typer.Option(None, "--workdir", help="Keep the files here (default: a temporary "

@@ -36,7 +36,7 @@ from denoise.core.detectors import DETECTORS, OUT_OF_FOLD
 from denoise.core.metrics import classification_metrics, detection_metrics
 from denoise.core.noise import NOISE_KINDS
 from denoise.core.rounds import MemorySteps, RunOptions, run_rounds
-from denoise.core.batches import take
+from denoise.core.batches import BATCH_SIZE, take
 from denoise.core.training import Recipe, logits_of
 
 from ..files.lock import writes
@@ -50,7 +50,7 @@ from ..files.checkpoint import ModelInfo, load_checkpoint, read_metadata, save_c
 from ..output import stderr_log, to_json
 from ..options import Device, run_options
 from ..timing import timed
-from .baselines import EVAL_BATCH, DetectorSteps, cross_validated_probs
+from .baselines import DetectorSteps, cross_validated_probs
 from .quality_tables import markdown, read_rows, write_rows
 from .training import train_model
 
@@ -85,7 +85,7 @@ class Settings:
 
 def accuracy(model, inputs: torch.Tensor, labels: torch.Tensor, device) -> float:
     """Fraction of (M, ...) ``inputs`` whose predicted class is the (M,) ``labels`` entry."""
-    return classification_metrics(logits_of(model, inputs, EVAL_BATCH, device), labels)["accuracy"]
+    return classification_metrics(logits_of(model, inputs, BATCH_SIZE, device), labels)["accuracy"]
 
 
 def make_cell(data: str, kind: str, rate: float, seed: int, settings: Settings, scratch: Path, eval_on: str) -> Cell:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import io
 import re
+import shutil
+import subprocess
 import tokenize
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "denoise"
 MAX_LINES = 15
+SUBJECT = 72  # characters of a commit subject (CONTRIBUTING.md, "Commits")
+SHORT_SINCE = "601ddc7"  # the last commit before every subject kept to SUBJECT; older ones stay as they are
 DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 
 
@@ -99,3 +103,15 @@ def test_the_rules_let_short_prose_and_field_comments_pass():
     blocks = "".join(f"# note {i}\n" for i in range(15)) + "x = 1\n" + "# again\n" * 15
     doc = '"""' + "\n".join(f"line {i}" for i in range(15)) + '"""\n'
     assert problems(doc + fields + blocks + "s = '2026-11-27'\n", "m.py") == []
+
+
+def test_commit_subjects_are_short():
+    """Every commit after ``SHORT_SINCE`` has a subject of at most ``SUBJECT`` characters."""
+    root = PACKAGE.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    log = subprocess.run(["git", "log", "--format=%s", f"{SHORT_SINCE}..HEAD"], cwd=root, capture_output=True,
+                         text=True)
+    if log.returncode != 0:
+        pytest.skip(f"{SHORT_SINCE} is not in this history (a shallow clone?)")
+    assert [subject for subject in log.stdout.splitlines() if len(subject) > SUBJECT] == []

@@ -74,7 +74,7 @@ class Choice:
 
     @classmethod
     def of(cls, record: dict) -> "Choice":
-        """The choice a partition's record (``regime.partition_scores``) holds."""
+        """The choice a partition's JSON record holds (``PartitionRecord.to_json``, kept in its file's meta)."""
         return cls(record["regime"], record.get("features"), record.get("detector"))
 
     @property

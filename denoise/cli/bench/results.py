@@ -161,6 +161,18 @@ def wds_table() -> str:
             f"({record['samples']} samples).\n")
 
 
+def decoders_table() -> str:
+    """Images/s of the candidate JPEG decoders on the same files (decoders-200.json, ``benchmarks/decoders.py``)."""
+    record = _json("decoders-200.json")
+    rates = record["images_per_s"]
+    rows = (("Pillow", "pillow"), ("Pillow with JPEG draft", "pillow_draft"),
+            ("`torchvision.io.decode_jpeg`", "torchvision_io"))
+    width, height = record["image_size"]
+    return "\n".join([f"{record['files']} JPEGs of {width} x {height} px, each decoded to 224 x 224 in one process:",
+                      "", "| decoder | images/s |", "|---|---|",
+                      *(f"| {label} | {rates[key]:,.0f} |" for label, key in rows)]) + "\n"
+
+
 def _quality_section(name: str, meta: dict) -> list[str]:
     rows = read_rows(RESULTS / name)
     tables = markdown(rows)
@@ -198,7 +210,7 @@ def blocks() -> dict[str, str]:
     """Block name -> its text, for the marked blocks of README.md and docs/*.md."""
     return {"demo": demo_table(), "demo-detection": demo_detection(), "quality-headline": quality_headline(),
             "perf-headline": perf_headline(), "perf-summary": perf_summary(), "scale": scale_table(),
-            "wds-read": wds_table()}
+            "wds-read": wds_table(), "decoders": decoders_table()}
 
 
 def results_page() -> str:
@@ -230,7 +242,7 @@ def results_page() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-_TABLES = {"scale-cpu-n100.json": scale_table, "wds-read-800.json": wds_table}
+_TABLES = {"scale-cpu-n100.json": scale_table, "wds-read-800.json": wds_table, "decoders-200.json": decoders_table}
 
 
 def _order(name: str) -> tuple:

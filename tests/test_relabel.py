@@ -102,8 +102,9 @@ def test_run_relabel_reaches_the_last_rounds_fine_tuning(denoise, tmp_path):
     assert all(isinstance(r["finetune"]["relabeled"], int) for r in result.json["rounds"])
 
 
-def test_a_partition_without_suggestions_serves_finetune_but_not_finetune_relabel(denoise, tmp_path):
-    """Partition files written before relabeling existed still fine-tune; --relabel asks for a new partition."""
+def test_a_partition_of_an_earlier_format_is_refused_naming_its_version_and_the_rewrite(denoise, tmp_path):
+    """A partition file written before relabeling existed lacks the suggestions: finetune refuses it, with or
+    without --relabel, in one line naming the file, the version that wrote it and `denoise partition`."""
     data, model = f"npz:{TINY}", tmp_path / "model.safetensors"
     for args in (("train", "--data", data, "--arch", "mlp", "--epochs", 2, "--out", model),
                  ("attribute", "--model", model, "--data", data, "--out", tmp_path / "scores.npz"),
@@ -112,8 +113,9 @@ def test_a_partition_without_suggestions_serves_finetune_but_not_finetune_relabe
     arrays, meta = load_npz(tmp_path / "made.npz", "partition")
     save_npz(tmp_path / "old.npz", {k: v for k, v in arrays.items() if not k.startswith("suggested")}, meta)
     common = ("finetune", "--model", model, "--data", data, "--partition", tmp_path / "old.npz", "--epochs", 1)
-    assert denoise(*common, "--out", tmp_path / "a.safetensors").code == 0
-    refused = denoise(*common, "--relabel", "--out", tmp_path / "b.safetensors")
-    lines = refused.err.strip().splitlines()
-    assert refused.code == 2 and len(lines) == 1 and "old.npz" in lines[0] and "run partition again" in lines[0]
-    assert not (tmp_path / "b.safetensors").exists()
+    for extra, out in (((), "a.safetensors"), (("--relabel",), "b.safetensors")):
+        refused = denoise(*common, *extra, "--out", tmp_path / out)
+        lines = refused.err.strip().splitlines()
+        assert refused.code == 2 and len(lines) == 1 and "old.npz" in lines[0], refused.err
+        assert f"written by denoise {meta['version']}" in lines[0] and "run `denoise partition` again" in lines[0]
+        assert not (tmp_path / out).exists()

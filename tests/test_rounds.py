@@ -102,8 +102,8 @@ def test_regime_is_chosen_from_the_fit_and_sets_the_detector_and_the_shrink():
 
 def test_the_partition_does_not_depend_on_the_names_of_the_classes():
     """Renaming every class c as c + 1 (given labels and predictions alike) leaves each sample's clean probability
-    and the record as they were, in both regimes. docs/quality.md rests on this (*Asymmetric 60 % cannot hold beside
-    asymmetric 40 %*): so renamed, 60 % forward pair flips are 40 % backward ones, and the method treats them alike."""
+    and the record as they were, in both regimes. *Asymmetric 60 % cannot hold beside asymmetric 40 %* (docs/quality.md
+    at 601ddc7) rests on this: so renamed, 60 % forward pair flips are 40 % backward ones, treated alike."""
     from denoise.core.regime import partition_scores
 
     rng = np.random.default_rng(3)

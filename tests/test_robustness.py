@@ -302,6 +302,23 @@ def test_a_signal_in_deferred_cleanup_waits_until_the_cleanup_is_done(defer):
     assert done == (["cleanup"] if defer else []) and caught.value.exit_code == 128 + signal.SIGTERM
 
 
+def test_a_signal_in_a_finalizer_is_reported_once_and_not_printed_as_ignored(capsys, monkeypatch):
+    """A signal whose handler runs inside an object's ``__del__`` (a ZipFile collected, say): Python ignores the
+    exception raised there; the command still ends with that ``Interrupted``, and nothing else is printed."""
+    from denoise.cli.signals import Interrupted, interruptible
+
+    class Collected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, inside the finalizer
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # Python's own, which prints; not pytest's
+    with pytest.raises(Interrupted) as stopped:
+        with interruptible():
+            Collected()
+    assert stopped.value.exit_code == 130 and capsys.readouterr().err == ""
+
+
 def test_a_signal_while_a_lock_is_taken_waits_until_it_is_recorded_then_releases_it(tmp_path, monkeypatch):
     """The signal comes from another process while another thread runs (as torch's do), so the kernel may hand it
     to that thread: masking it in the main thread, as ``hold`` once did, left the lock file behind."""

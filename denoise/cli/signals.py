@@ -6,8 +6,9 @@ written. A second signal during that unwinding ends the process at once; outputs
 so nothing half-written is left either way. Cleanup after a finished write and taking or releasing a lock are
 ``deferred``: a signal that lands in them waits until they are done.
 
-A signal whose ``Interrupted`` was swallowed (raised in a finalizer, or in Python code called by native code that
-dropped its error) still stops the output: ``atomic_write`` calls ``check`` just before its rename. The console
+A signal whose ``Interrupted`` was swallowed (raised in a finalizer, where Python would print it as ignored, or in
+Python code called by native code that dropped its error) still stops the output: ``atomic_write`` calls
+``check`` just before its rename. The console
 script ends with ``exit_now``, so a signal that lands as the process exits is still reported. Forked processes
 (DataLoader workers) ignore SIGINT; this process stops them as it unwinds.
 """
@@ -124,8 +125,13 @@ def interruptible() -> Iterator[None]:
         if not _deferring[0]:
             raise Interrupted(signum)
 
+    def unraisable(info) -> None:
+        if not isinstance(info.exc_value, Interrupted):  # one from a finalizer is recorded: reported, not printed
+            hook(info)
+
     handle.denoise_interrupts = True
     previous = {signum: signal.signal(signum, handle) for signum in HANDLED}
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     except BaseException:
@@ -136,6 +142,7 @@ def interruptible() -> Iterator[None]:
         if _received:
             raise Interrupted(_received[0])
     finally:
+        sys.unraisablehook = hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _received.clear()  # no later ``check`` outside the block may take this signal for its own

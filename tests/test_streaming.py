@@ -235,6 +235,16 @@ def test_bench_scale_prints_its_figures(denoise, tmp_path):
     assert len(list((tmp_path / "images-80").rglob("*.jpg"))) == 80
 
 
+@pytest.mark.slow
+def test_bench_scale_runs_train_and_run_end_to_end(denoise, tmp_path):
+    result = denoise("bench", "scale", "--run-n", 40, "--size", 32, "--workdir", tmp_path, "--json")
+    assert result.code == 0, result.err
+    record = result.json
+    assert record["n"] == 40 and record["train_peak_rss_mb"] > 0 and record["run_peak_rss_mb"] > 0
+    assert {"attribute", "partition", "sensitivity", "prune", "finetune"} <= set(record["stage_seconds"])
+    assert record["chosen"] in ("input", "round1") and (tmp_path / "run-40" / "run.json").is_file()
+
+
 def test_take_keeps_a_tensor_a_tensor_and_a_view_a_view():
     from denoise.core.batches import take
 

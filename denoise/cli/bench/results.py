@@ -149,6 +149,20 @@ def scale_table() -> str:
             f"{', '.join(f'{v:.1f}' for v in workers.values())} images/s.\n")
 
 
+def scale_run_table() -> str:
+    """``bench scale --run-n``: train and run end to end over many streamed files (scale-run-cpu-n100000.json)."""
+    record = _json("scale-run-cpu-n100000.json")
+    stages = record["stage_seconds"]
+    lines = [f"{record['n']:,} JPEGs read at {record['size']} px, `{record['arch']}`, {record['cores']} cores:", "",
+             "| command | wall seconds | peak RSS |", "|---|---|---|",
+             f"| `train` (1 epoch) | {record['train_seconds']:,.0f} | {record['train_peak_rss_mb']:,.0f} MiB |",
+             f"| `run` (1 round of 1 epoch, pruned) | {record['run_seconds']:,.0f} | "
+             f"{record['run_peak_rss_mb']:,.0f} MiB |", "",
+             "The run's stages, wall seconds (loading and the header check included): "
+             + ", ".join(f"{stage} {seconds:,.1f}" for stage, seconds in stages.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def wds_table() -> str:
     """Samples/s of reading WebDataset shards (wds-read-800.json, ``benchmarks/wds_read.py``)."""
     record = _json("wds-read-800.json")
@@ -210,7 +224,7 @@ def blocks() -> dict[str, str]:
     """Block name -> its text, for the marked blocks of README.md and docs/*.md."""
     return {"demo": demo_table(), "demo-detection": demo_detection(), "quality-headline": quality_headline(),
             "perf-headline": perf_headline(), "perf-summary": perf_summary(), "scale": scale_table(),
-            "wds-read": wds_table(), "decoders": decoders_table()}
+            "wds-read": wds_table(), "decoders": decoders_table(), "scale-run": scale_run_table()}
 
 
 def results_page() -> str:
@@ -242,7 +256,8 @@ def results_page() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-_TABLES = {"scale-cpu-n100.json": scale_table, "wds-read-800.json": wds_table, "decoders-200.json": decoders_table}
+_TABLES = {"scale-cpu-n100.json": scale_table, "wds-read-800.json": wds_table, "decoders-200.json": decoders_table,
+           "scale-run-cpu-n100000.json": scale_run_table}
 
 
 def _order(name: str) -> tuple:

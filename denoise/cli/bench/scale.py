@@ -10,8 +10,9 @@ model on N for one epoch at ``--size`` (224: ImageNet's), and measures, each sta
   (``attribute_vs_loop``); the two alternate, twice, and each's best run counts;
 * ``workers``: attribute's images/s with 1, 2 and 4 loader processes.
 
-The files are streamed (``DENOISE_CACHE_MB=1``): the decoded cache, when a set fits it, is memory by
-design and would hide the streaming path's own peak.
+With ``--run-n M``, ``end_to_end`` instead: ``train`` and ``denoise run`` over M such files. The files are
+streamed (``DENOISE_CACHE_MB=1``): the decoded cache, when a set fits it, is memory by design and would hide
+the streaming path's own peak.
 """
 
 from __future__ import annotations
@@ -137,21 +138,51 @@ def measure(n: int, size: int, arch: str, batch_size: int, workers: int, workdir
             "workers_images_per_s": scaling}
 
 
+def end_to_end(n: int, size: int, arch: str, workdir: Path, log) -> dict:
+    """``train`` (one epoch) then ``denoise run`` (one round of one epoch, pruned: every stage runs) over ``n``
+    streamed JPEGs read at ``size`` px, each in a fresh process: wall seconds, peak RSS (MiB) and the run's
+    stage wall times (``wall_seconds`` of its run.json, loading included)."""
+    folder = workdir / f"images-{n}"
+    log(f"writing {n} JPEGs of 256 px ...")
+    write_images(folder, n)
+    data, model = f"imagefolder:{folder}?size={size}", workdir / f"noisy-{n}.safetensors"
+    record = {"n": n, "size": size, "arch": arch, "cores": len(os.sched_getaffinity(0))}
+    log(f"train, 1 epoch, N={n} ...")
+    started = time.perf_counter()
+    _, record["train_peak_rss_mb"] = _measured(["train", "--data", data, "--arch", arch, "--epochs", 1, "--out",
+                                                model], STREAMED)
+    record["train_seconds"] = time.perf_counter() - started
+    log(f"run, 1 round of 1 epoch, N={n} ...")
+    started = time.perf_counter()
+    result, record["run_peak_rss_mb"] = _measured(["run", "--model", model, "--data", data, "--workdir",
+                                                   workdir / f"run-{n}", "--rounds", 1, "--epochs", 1, "--ratio", 0.1],
+                                                  STREAMED)
+    record["run_seconds"] = time.perf_counter() - started
+    record["stage_seconds"] = {stage: summary["wall_seconds"] for stage, summary in result["rounds"][0].items()
+                               if isinstance(summary, dict)}
+    record["chosen"] = result["chosen"]
+    return record
+
+
 @writes(workdir=True)
 def scale_command(n: int = typer.Option(200, "--n", min=10, help="Images of the smaller set (the larger: 8 N)."),
                   size: int = typer.Option(224, "--size", min=8, help="Side the images are read at."),
                   arch: str = typer.Option("cnn", "--arch"),
                   batch_size: int = typer.Option(32, "--batch-size", min=1),
                   workers: int = typer.Option(1, "--workers", min=0, help="Loader processes of the N/8N runs."),
+                  run_n: int = typer.Option(0, "--run-n", min=0, help="Measure instead train and denoise run "
+                                            "end to end over this many files (at --size)."),
                   workdir: Path = typer.Option(None, "--workdir", help="Keep the images and files here (reused "
                                                                        "when present; default: a temporary one)."),
                   as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Peak memory at N and 8 N images, attribute's images/s beside a plain loader, and worker scaling."""
+    """Peak memory at N and 8 N images, attribute's images/s beside a plain loader, and worker scaling (or,
+    with --run-n, train and run end to end)."""
     log = stderr_log(prefix="[bench scale] ")
     with tempfile.TemporaryDirectory(prefix="denoise-scale-") as scratch:
         folder = workdir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        result = measure(n, size, arch, batch_size, workers, folder, log)
+        result = (end_to_end(run_n, size, arch, folder, log) if run_n else
+                  measure(n, size, arch, batch_size, workers, folder, log))
     emit(result, as_json, "bench scale")
 
 

@@ -170,8 +170,8 @@ class Round:
     with the previous round's model at ``layer`` (``target``), partitions (``partition_arguments``), holds
     ``holdout`` of round 1's clean samples out, and fine-tunes the noisy model with ``finetune`` (after
     sensitivity and pruning of ``prune_ratio`` of the units by ``prune_by`` when ``prune``: the last round's,
-    where it prunes), on the flagged
-    samples too, relabeled, when ``relabel``. ``asdict`` of it is a round of ``run.json``'s plan."""
+    where it prunes), on the flagged samples too, relabeled, when ``relabel``. ``asdict`` of it is a round of
+    ``run.json``'s plan."""
 
     number: int  # 1-based
     last: bool
@@ -293,19 +293,16 @@ def run_rounds(steps: Steps, options: RunOptions, noisy: Any,
 
 @dataclass
 class Partition:
-    """A partition: ``is_clean`` (N,) bool, ``clean_prob`` (N,) float64 (higher = more likely clean), the
-    ``regime`` the model was found in, and the class each sample's scores suggest with its probability
-    (``relabel.suggestion``: ``suggested`` (N,) int64, ``suggested_prob`` (N,) float64); the ``features`` the
-    attribution mixture saw (None for other detectors) and the ``detector`` that split it
-    (``regime.partition_scores``; None for the baselines)."""
+    """A partition: ``is_clean`` (N,) bool, ``clean_prob`` (N,) float64 (higher = more likely clean), the class
+    each sample's scores suggest with its probability (``relabel.suggestion``: ``suggested`` (N,) int64,
+    ``suggested_prob`` (N,) float64), and the ``choice`` it made: the regime the model was found in, the
+    features and the detector (None for the baselines)."""
 
     is_clean: np.ndarray
     clean_prob: np.ndarray
-    regime: str
     suggested: np.ndarray
     suggested_prob: np.ndarray
-    features: str | None = None
-    detector: str | None = None
+    choice: Choice
 
     @classmethod
     def split(cls, scores: dict[str, np.ndarray], labels: np.ndarray, **arguments
@@ -314,7 +311,8 @@ class Partition:
         ``arguments``, as ``Round.partition_arguments``), and its record: the one split both stores make."""
         prob, record = partition_scores(scores, labels, **arguments)
         suggested = suggestion(labels, scores["predicted"], scores["confidence"], scores["margin"])
-        return cls(prob >= CLEAN_THRESHOLD, prob, record.regime, *suggested, record.features, record.detector), record
+        return cls(prob >= CLEAN_THRESHOLD, prob, *suggested, Choice(record.regime, record.features,
+                                                                     record.detector)), record
 
     @classmethod
     def of(cls, is_clean: np.ndarray, clean_prob: np.ndarray, logits: torch.Tensor, labels: torch.Tensor
@@ -323,8 +321,8 @@ class Partition:
         ``logits`` of the (N,) given ``labels`` it saw."""
         stats = {name: value.numpy() for name, value in sample_statistics(logits, labels).items()}
         labels = labels.numpy()
-        return cls(is_clean, clean_prob, regime_of(stats["predicted"], labels)[0],
-                   *suggestion(labels, stats["predicted"], stats["confidence"], stats["margin"]))
+        return cls(is_clean, clean_prob, *suggestion(labels, stats["predicted"], stats["confidence"], stats["margin"]),
+                   Choice(regime_of(stats["predicted"], labels)[0]))
 
 
 class MemorySteps:
@@ -354,8 +352,8 @@ class MemorySteps:
         return Partition.split(scores, self.labels.numpy(), **round.partition_arguments())[0]
 
     def choice(self, partition: Partition) -> Choice:
-        """The regime, features and detector recorded with the partition."""
-        return Choice(partition.regime, partition.features, partition.detector)
+        """The choice the partition made."""
+        return partition.choice
 
     def sensitivity(self, model: nn.Module, partition: Partition, round: Round) -> dict[str, np.ndarray]:
         """``UnitMoments.solve`` of the units at the layer: ``coefficient`` (U,) and the rest."""

@@ -22,11 +22,11 @@ from .streaming import StoredRows, read_npy_header
 
 # kind -> {array name: (ndim, dtype kind letters)}, every kind of .npz in one place; the arrays of one file that
 # have dimensions share their first one (samples, or units for a sensitivity file).
-SCORES = {"attribution": (2, "f"), "loss": (1, "f"), "margin": (1, "f"), "confidence": (1, "f"),
-          "predicted": (1, "iu"), "label": (1, "iu"), "index": (1, "iu"), "input_high_pass": (1, "f")}
+SCORES_SCHEMA = {"attribution": (2, "f"), "loss": (1, "f"), "margin": (1, "f"), "confidence": (1, "f"),
+                 "predicted": (1, "iu"), "label": (1, "iu"), "index": (1, "iu"), "input_high_pass": (1, "f")}
 SCHEMAS: dict[str, dict[str, tuple[int, str]]] = {
-    "scores": SCORES,
-    "scores-shard": SCORES,  # one shard's rows (denoise.cli.files.shards)
+    "scores": SCORES_SCHEMA,
+    "scores-shard": SCORES_SCHEMA,  # one shard's rows (denoise.cli.files.shards)
     "partition": {"clean_prob": (1, "f"), "is_clean": (1, "b"), "label": (1, "iu"), "index": (1, "iu"),
                   "suggested": (1, "iu"), "suggested_prob": (1, "f")},  # the scores' evidence, for finetune --relabel
     "holdout": {"is_held": (1, "b"), "index": (1, "iu")},  # samples no round fine-tunes on
